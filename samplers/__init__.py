@@ -1,0 +1,1 @@
+"""Rectified-flow schedules, solvers, guidance and frame conditioning."""

@@ -1,0 +1,1 @@
+"""Tokenizers and text encoders (UMT5 first)."""

@@ -1,0 +1,172 @@
+"""Frames (ComfyUI IMAGE: B×H×W×C floats in 0..1) to a video file in the output folder.
+
+Rules, each stated once:
+- values outside 0..1 are clamped; NaN or infinite values are an error;
+- 4:2:0 formats (H.264, H.265, VP9) need even sizes: an odd width or height is padded by one
+  pixel on the right or bottom, repeating the edge pixels (nothing is cropped away);
+- ping-pong appends the frames in reverse without repeating either end frame, so the clip loops;
+- loop_count repeats the frames in video files; GIF and WebP store it in their loop field
+  instead (0 there loops forever, as browsers expect of animations); PNG sequences ignore it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..host import ProgressBar, throw_if_interrupted
+from .formats import X264_PRESETS, VideoFormat, Writer, get_format
+from .output import atomic_output, resolve_target
+from .writers import GIF_MAX_FRAME_RATE, WRITERS, EncodeSettings
+
+MAX_FRAME_RATE = 1000.0
+# Rates users type for NTSC video mean k*1000/1001 (23.976 is 24000/1001).
+_NTSC_BASES = (24, 30, 48, 60, 120, 240)
+
+
+@dataclass(frozen=True)
+class SavedVideo:
+    path: Path  # the file, or the folder of a PNG sequence
+    subfolder: str  # relative to the output folder, as ComfyUI's UI expects
+    format: VideoFormat
+    frame_count: int
+    size: tuple[int, int]  # width, height as written
+
+
+def frame_rate_fraction(frame_rate: float) -> Fraction:
+    """The exact rate to write: NTSC rates snap to k*1000/1001, others to a fraction within 1/1000."""
+    for base in _NTSC_BASES:
+        ntsc = Fraction(base * 1000, 1001)
+        if abs(frame_rate - float(ntsc)) < 5e-4:
+            return ntsc
+    return Fraction(frame_rate).limit_denominator(1000)
+
+
+def validate_frames(images: torch.Tensor) -> None:
+    """Refuse what cannot be encoded, saying what was received and how to fix it."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be an IMAGE tensor (B×H×W×3 floats in 0..1), got {type(images).__name__}.")
+    if images.ndim != 4:
+        raise ValueError(
+            f"images has shape {tuple(images.shape)}; expected an IMAGE batch B×H×W×3. "
+            "A single frame needs a batch dimension of 1."
+        )
+    count, height, width, channels = images.shape
+    if count == 0:
+        raise ValueError("images holds 0 frames; connect a node that produces at least one frame.")
+    if channels != 3:
+        hint = " To drop the alpha channel, pass the frames through 'Split Image with Alpha'." if channels == 4 else ""
+        raise ValueError(f"images has {channels} channels; Video Combine expects RGB frames (B×H×W×3).{hint}")
+    if height == 0 or width == 0:
+        raise ValueError(f"images has an empty frame size {width}x{height}.")
+    if not images.is_floating_point():
+        raise TypeError(f"images has dtype {images.dtype}; an IMAGE holds floats in 0..1.")
+    bad = ~torch.isfinite(images)
+    if bad.any():
+        frames_with_bad = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"images holds {int(bad.sum())} NaN or infinite values in {len(frames_with_bad)} frame(s), "
+            f"first in frame {frames_with_bad[0]}. This usually means the model or VAE overflowed "
+            "(try fp32 or bf16 instead of fp16); Video Combine will not write corrupt frames."
+        )
+
+
+def validate_settings(fmt: VideoFormat, frame_rate: float, crf: int, preset: str, loop_count: int) -> None:
+    if not (isinstance(frame_rate, (int, float)) and math.isfinite(frame_rate) and frame_rate > 0):
+        raise ValueError(f"frame_rate={frame_rate!r} must be a positive number of frames per second, such as 16 or 23.976.")
+    if frame_rate > MAX_FRAME_RATE:
+        raise ValueError(f"frame_rate={frame_rate} is above the maximum {MAX_FRAME_RATE:g}; use a lower rate.")
+    if fmt.writer is Writer.GIF and frame_rate > GIF_MAX_FRAME_RATE:
+        raise ValueError(
+            f"frame_rate={frame_rate} is too fast for a GIF: browsers play delays under 20 ms as 100 ms. "
+            f"Use at most {GIF_MAX_FRAME_RATE:g} fps for GIF, or choose video/h264-mp4."
+        )
+    if fmt.max_crf is not None and not 0 <= crf <= fmt.max_crf:
+        raise ValueError(f"crf={crf} is outside 0..{fmt.max_crf} for {fmt.name}; lower is better quality (19 is a good default).")
+    if fmt.codec in ("libx264", "libx265") and preset not in X264_PRESETS:
+        raise ValueError(f"preset={preset!r} is not an encoder preset; expected one of: {', '.join(X264_PRESETS)}.")
+    if loop_count < 0:
+        raise ValueError(f"loop_count={loop_count} must be 0 or more (the number of extra repeats).")
+
+
+def frame_order(count: int, pingpong: bool, repeats: int) -> list[int]:
+    """Indices of the frames to write: forward, then (ping-pong) back without the end frames, repeated."""
+    order = list(range(count))
+    if pingpong and count > 2:
+        order += list(range(count - 2, 0, -1))
+    return order * repeats
+
+
+def to_uint8_frames(images: torch.Tensor, order: Sequence[int], pad_to_even: bool) -> Iterator[np.ndarray]:
+    """RGB uint8 frames one at a time (no second copy of the whole clip), clamped and rounded."""
+    _, height, width, _ = images.shape
+    pad_h, pad_w = (height % 2, width % 2) if pad_to_even else (0, 0)
+    for index in order:
+        rgb = images[index].detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy()
+        if pad_h or pad_w:
+            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        yield np.ascontiguousarray(rgb)
+
+
+def metadata_entries(prompt: dict | None, extra_pnginfo: dict | None) -> dict[str, str]:
+    """ComfyUI's metadata: `prompt` (the API graph) and each extra_pnginfo key (`workflow`), as JSON."""
+    entries: dict[str, str] = {}
+    if prompt is not None:
+        entries["prompt"] = json.dumps(prompt)
+    for key, value in (extra_pnginfo or {}).items():
+        entries[key] = json.dumps(value)
+    return entries
+
+
+def combine_video(
+    images: torch.Tensor,
+    frame_rate: float,
+    output_dir: Path,
+    filename_prefix: str = "spacetime/video",
+    format: str = "video/h264-mp4",
+    crf: int = 19,
+    preset: str = "medium",
+    loop_count: int = 0,
+    pingpong: bool = False,
+    metadata: dict[str, str] | None = None,
+    node_id: str | None = None,
+) -> SavedVideo:
+    """Write frames as a video in `output_dir` under ComfyUI's naming, atomically; return what was written."""
+    fmt = get_format(format)
+    validate_frames(images)
+    validate_settings(fmt, frame_rate, crf, preset, loop_count)
+    count, height, width, _ = images.shape
+    animated_image = fmt.writer in (Writer.GIF, Writer.WEBP)
+    repeats = 1 if animated_image or fmt.writer is Writer.PNG_SEQUENCE else loop_count + 1
+    order = frame_order(count, pingpong, repeats)
+    pad = fmt.chroma_subsampled
+    size = (width + (width % 2 if pad else 0), height + (height % 2 if pad else 0))
+    settings = EncodeSettings(
+        frame_rate=frame_rate_fraction(frame_rate), crf=crf, preset=preset,
+        loop_count=loop_count if animated_image else 0,
+    )  # fmt: skip
+    bar = ProgressBar(len(order), f"Writing {fmt.name}", node_id=node_id)
+
+    def tick() -> None:
+        bar.update(1)
+        throw_if_interrupted()  # cancel stops within one frame; the partial file is removed
+
+    if min(width, height) < fmt.min_side:
+        raise ValueError(
+            f"{fmt.name} needs frames of at least {fmt.min_side}x{fmt.min_side} pixels, got {width}x{height}; "
+            "upscale the frames or choose video/h264-mp4."
+        )
+    target = resolve_target(filename_prefix, output_dir, width, height)
+    is_folder = fmt.writer is Writer.PNG_SEQUENCE
+    with atomic_output(target, fmt.extension, is_folder=is_folder) as pending:
+        WRITERS[fmt.writer](
+            pending.temporary, fmt, to_uint8_frames(images, order, pad), size, settings, metadata or {}, tick
+        )
+    return SavedVideo(path=pending.final, subfolder=target.subfolder, format=fmt, frame_count=len(order), size=size)
