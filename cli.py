@@ -13,7 +13,12 @@ from .video.patterns import moving_pattern
 def _test_pattern(args: argparse.Namespace) -> int:
     frames = moving_pattern(args.frames, args.height, args.width)
     saved = combine_video(
-        frames, args.fps, host.output_directory(), args.prefix, args.format, crf=args.crf,
+        frames,
+        args.fps,
+        host.output_directory(),
+        args.prefix,
+        args.format,
+        crf=args.crf,
     )
     print(saved.path)
     return 0
@@ -42,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     pattern.add_argument("--format", choices=list(FORMATS), default="video/h264-mp4", help="output format")
     pattern.add_argument("--crf", type=int, default=19, help="quality for H.264/H.265/VP9, lower is better")
     pattern.add_argument(
-        "--prefix", default="spacetime/test_pattern",
+        "--prefix",
+        default="spacetime/test_pattern",
         help=f"file name prefix inside the output folder (./output, or ${host.OUTPUT_DIR_ENV})",
     )
     pattern.set_defaults(run=_test_pattern)

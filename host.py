@@ -114,7 +114,9 @@ class ProgressBar:
     def __init__(self, total: int, description: str = "", node_id: str | None = None):
         utils = _comfy_module("comfy.utils")
         self._bar = (
-            utils.ProgressBar(total, node_id=node_id) if utils is not None else ConsoleProgressBar(total, description)
+            utils.ProgressBar(total, node_id=node_id)
+            if utils is not None
+            else ConsoleProgressBar(total, description)
         )
 
     def update(self, steps: int = 1) -> None:

@@ -29,60 +29,122 @@ class SpacetimeVideoCombine:
         format_help = "\n".join(f"{f.name}: {f.description}" for f in FORMATS.values())
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "Frames to write, in order (an IMAGE batch, one frame per item)."}),
-                "frame_rate": ("FLOAT", {
-                    "default": 16.0, "min": 0.001, "max": MAX_FRAME_RATE, "step": 0.001,
-                    "tooltip": "Frames per second; any positive value. 23.976, 29.97 and 59.94 are written "
-                               "as the exact NTSC rates (24000/1001, ...). Wan models are trained at 16 fps.",
-                }),
-                "loop_count": ("INT", {
-                    "default": 0, "min": 0, "max": 100,
-                    "tooltip": "Extra repeats. Video files repeat the frames this many more times. GIF and WebP "
-                               "store it as their loop setting instead, where 0 loops forever. "
-                               "PNG sequences ignore it.",
-                }),
-                "filename_prefix": ("STRING", {
-                    "default": "spacetime/video",
-                    "tooltip": "Name inside ComfyUI's output folder; slashes make subfolders. Files are numbered "
-                               "prefix_00001_.mp4, ... %date% style variables (%year%, %width%, ...) are "
-                               "expanded. Paths outside the output folder are refused.",
-                }),
+                "images": (
+                    "IMAGE",
+                    {"tooltip": "Frames to write, in order (an IMAGE batch, one frame per item)."},
+                ),
+                "frame_rate": (
+                    "FLOAT",
+                    {
+                        "default": 16.0,
+                        "min": 0.001,
+                        "max": MAX_FRAME_RATE,
+                        "step": 0.001,
+                        "tooltip": "Frames per second; any positive value. 23.976, 29.97 and 59.94 are written "
+                        "as the exact NTSC rates (24000/1001, ...). Wan models are trained at 16 fps.",
+                    },
+                ),
+                "loop_count": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 100,
+                        "tooltip": "Extra repeats. Video files repeat the frames this many more times. GIF and WebP "
+                        "store it as their loop setting instead, where 0 loops forever. "
+                        "PNG sequences ignore it.",
+                    },
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": "spacetime/video",
+                        "tooltip": "Name inside ComfyUI's output folder; slashes make subfolders. Files are numbered "
+                        "prefix_00001_.mp4, ... %date% style variables (%year%, %width%, ...) are "
+                        "expanded. Paths outside the output folder are refused.",
+                    },
+                ),
                 "format": (list(FORMATS), {"default": "video/h264-mp4", "tooltip": format_help}),
-                "pingpong": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "Play forward then backward (without repeating the end frames) so the clip loops.",
-                }),
-                "crf": ("INT", {
-                    "default": 19, "min": 0, "max": 63,
-                    "tooltip": "Quality for H.264, H.265 (0..51) and VP9 (0..63): lower is better and larger. "
-                               "19 is visually near-transparent for H.264. Other formats ignore it.",
-                }),
-                "preset": (list(X264_PRESETS), {
-                    "default": "medium",
-                    "tooltip": "H.264/H.265 speed preset: slower presets give smaller files at the same quality.",
-                }),
-                "save_metadata": ("BOOLEAN", {
-                    "default": True,
-                    "tooltip": "Embed the workflow and the prompt (as ComfyUI's own SaveVideo does) so the file "
-                               "can be dropped onto ComfyUI. ComfyUI's --disable-metadata turns this off too.",
-                }),
+                "pingpong": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Play forward then backward (without repeating the end frames) so the clip loops.",
+                    },
+                ),
+                "crf": (
+                    "INT",
+                    {
+                        "default": 19,
+                        "min": 0,
+                        "max": 63,
+                        "tooltip": "Quality for H.264, H.265 (0..51) and VP9 (0..63): lower is better and larger. "
+                        "19 is visually near-transparent for H.264. Other formats ignore it.",
+                    },
+                ),
+                "preset": (
+                    list(X264_PRESETS),
+                    {
+                        "default": "medium",
+                        "tooltip": "H.264/H.265 speed preset: slower presets give smaller files at the same quality.",
+                    },
+                ),
+                "save_metadata": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Embed the workflow and the prompt (as ComfyUI's own SaveVideo does) so the file "
+                        "can be dropped onto ComfyUI. ComfyUI's --disable-metadata turns this off too.",
+                    },
+                ),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
-    def combine(self, images, frame_rate, loop_count, filename_prefix, format, pingpong, crf, preset,
-                save_metadata, prompt=None, extra_pnginfo=None, unique_id=None):
-        metadata = metadata_entries(prompt, extra_pnginfo) if save_metadata and not host.metadata_disabled() else {}
+    def combine(
+        self,
+        images,
+        frame_rate,
+        loop_count,
+        filename_prefix,
+        format,
+        pingpong,
+        crf,
+        preset,
+        save_metadata,
+        prompt=None,
+        extra_pnginfo=None,
+        unique_id=None,
+    ):
+        metadata = (
+            metadata_entries(prompt, extra_pnginfo) if save_metadata and not host.metadata_disabled() else {}
+        )
         saved = combine_video(
-            images, frame_rate, host.output_directory(), filename_prefix, format, crf=crf, preset=preset,
-            loop_count=loop_count, pingpong=pingpong, metadata=metadata, node_id=unique_id,
+            images,
+            frame_rate,
+            host.output_directory(),
+            filename_prefix,
+            format,
+            crf=crf,
+            preset=preset,
+            loop_count=loop_count,
+            pingpong=pingpong,
+            metadata=metadata,
+            node_id=unique_id,
         )
         preview = {"filename": saved.path.name, "subfolder": saved.subfolder, "type": "output"}
         if not saved.format.browser_plays:
             # The browser cannot play this format: show an H.264 copy from the temp folder instead.
             copy = combine_video(
-                images, frame_rate, host.temp_directory(), "spacetime_preview", PREVIEW_FORMAT,
-                crf=23, preset="veryfast", pingpong=pingpong, node_id=unique_id,
+                images,
+                frame_rate,
+                host.temp_directory(),
+                "spacetime_preview",
+                PREVIEW_FORMAT,
+                crf=23,
+                preset="veryfast",
+                pingpong=pingpong,
+                node_id=unique_id,
             )
             preview = {"filename": copy.path.name, "subfolder": copy.subfolder, "type": "temp"}
         # GIFs show as animated images; a true `animated` flag would route them to a <video> element.

@@ -48,8 +48,7 @@ def decode(path: Path) -> Decoded:
                 key, _, rest = value.partition(":")
                 metadata[key] = rest
         rate = 1000 * len(frames) / sum(durations) if sum(durations) else None  # a still has no rate
-        return Decoded(np.stack(frames), "webp", image.mode, rate, metadata,
-                       image.info.get("loop"))
+        return Decoded(np.stack(frames), "webp", image.mode, rate, metadata, image.info.get("loop"))
     if path.is_dir():
         container = av.open(str(path / "frame_%05d.png"), format="image2")
     else:
@@ -68,8 +67,13 @@ def decode(path: Path) -> Decoded:
             rate = _rate_from_pts(times, len(frames), durations[-1])
         else:
             rate = float(stream.average_rate)
-        return Decoded(np.stack(frames), stream.codec_context.name, stream.codec_context.pix_fmt or "",
-                       rate, dict(container.metadata))
+        return Decoded(
+            np.stack(frames),
+            stream.codec_context.name,
+            stream.codec_context.pix_fmt or "",
+            rate,
+            dict(container.metadata),
+        )
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:

@@ -10,16 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from media import decode, psnr, to_uint8
 from PIL import Image
 
 from spacetime.video import FORMATS, combine_video
 from spacetime.video.combine import frame_order, frame_rate_fraction
 from spacetime.video.patterns import moving_pattern
 
+from media import decode, psnr, to_uint8
+
 METADATA = {
     "prompt": json.dumps({"3": {"class_type": "SpacetimeVideoCombine", "inputs": {"fps": 16}}}),
-    "workflow": json.dumps({"nodes": [{"id": 3, "type": "SpacetimeVideoCombine"}], "links": [], "note": "{ü}"}),
+    "workflow": json.dumps(
+        {"nodes": [{"id": 3, "type": "SpacetimeVideoCombine"}], "links": [], "note": "{ü}"}
+    ),
 }
 
 # format -> (codec as PyAV names it, pixel format, minimum PSNR in dB; inf = exact)
@@ -52,7 +55,9 @@ def test_format_round_trip(name: str, clip: torch.Tensor, output_dir: Path):
     saved = combine_video(clip, 16.0, output_dir, "clips/test", name, metadata=METADATA)
 
     assert saved.path.parent == output_dir.resolve() / "clips"
-    assert saved.path.name == "test_00001_" + (f".{FORMATS[name].extension}" if FORMATS[name].extension else "")
+    assert saved.path.name == "test_00001_" + (
+        f".{FORMATS[name].extension}" if FORMATS[name].extension else ""
+    )
     decoded = decode(saved.path)
     assert decoded.codec == codec
     assert decoded.pix_fmt == pix_fmt
@@ -130,7 +135,9 @@ def test_no_metadata_means_none_written(name: str, clip: torch.Tensor, output_di
     assert b"workflow" not in path.read_bytes()
 
 
-@pytest.mark.parametrize("rate,exact", [(23.976, (24000, 1001)), (29.97, (30000, 1001)), (12.5, (25, 2)), (16, (16, 1))])
+@pytest.mark.parametrize(
+    "rate,exact", [(23.976, (24000, 1001)), (29.97, (30000, 1001)), (12.5, (25, 2)), (16, (16, 1))]
+)
 def test_frame_rate_fraction(rate: float, exact: tuple[int, int]):
     fraction = frame_rate_fraction(rate)
     assert (fraction.numerator, fraction.denominator) == exact
@@ -170,6 +177,16 @@ def test_odd_sizes_are_kept_where_the_format_allows(name: str, output_dir: Path)
 def test_one_frame(name: str, output_dir: Path):
     clip = moving_pattern(1, 64, 64)
     assert decode(combine_video(clip, 16.0, output_dir, "single", name).path).frames.shape[0] == 1
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_h265_short_clips_always_mux(count: int, output_dir: Path):
+    """Regression: x265 left the first dts uninitialised for 1-2 frame clips ("pts/dts pair unsupported")."""
+    for attempt in range(6):
+        saved = combine_video(
+            moving_pattern(count, 64, 64), 16.0, output_dir, f"short{attempt}", "video/h265-mp4"
+        )
+        assert decode(saved.path).frames.shape[0] == count
 
 
 def test_values_outside_0_1_are_clamped(output_dir: Path):
@@ -215,7 +232,10 @@ def test_frame_order():
         (torch.zeros(16, 16, 3), "batch"),
         (torch.zeros(2, 16, 16, 4), "Split Image with Alpha"),
         (torch.zeros(2, 16, 16, 3, dtype=torch.uint8), "floats"),
-        (torch.tensor([0.5, math.nan, math.inf]).view(1, 1, 1, 3).expand(2, 4, 4, 3).contiguous(), "NaN or infinite"),
+        (
+            torch.tensor([0.5, math.nan, math.inf]).view(1, 1, 1, 3).expand(2, 4, 4, 3).contiguous(),
+            "NaN or infinite",
+        ),
     ],
 )
 def test_bad_frames_are_refused_with_the_fix(images, message: str, output_dir: Path):

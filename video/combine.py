@@ -52,7 +52,9 @@ def frame_rate_fraction(frame_rate: float) -> Fraction:
 def validate_frames(images: torch.Tensor) -> None:
     """Refuse what cannot be encoded, saying what was received and how to fix it."""
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be an IMAGE tensor (B×H×W×3 floats in 0..1), got {type(images).__name__}.")
+        raise TypeError(
+            f"images must be an IMAGE tensor (B×H×W×3 floats in 0..1), got {type(images).__name__}."
+        )
     if images.ndim != 4:
         raise ValueError(
             f"images has shape {tuple(images.shape)}; expected an IMAGE batch B×H×W×3. "
@@ -62,7 +64,11 @@ def validate_frames(images: torch.Tensor) -> None:
     if count == 0:
         raise ValueError("images holds 0 frames; connect a node that produces at least one frame.")
     if channels != 3:
-        hint = " To drop the alpha channel, pass the frames through 'Split Image with Alpha'." if channels == 4 else ""
+        hint = (
+            " To drop the alpha channel, pass the frames through 'Split Image with Alpha'."
+            if channels == 4
+            else ""
+        )
         raise ValueError(f"images has {channels} channels; Video Combine expects RGB frames (B×H×W×3).{hint}")
     if height == 0 or width == 0:
         raise ValueError(f"images has an empty frame size {width}x{height}.")
@@ -80,18 +86,26 @@ def validate_frames(images: torch.Tensor) -> None:
 
 def validate_settings(fmt: VideoFormat, frame_rate: float, crf: int, preset: str, loop_count: int) -> None:
     if not (isinstance(frame_rate, (int, float)) and math.isfinite(frame_rate) and frame_rate > 0):
-        raise ValueError(f"frame_rate={frame_rate!r} must be a positive number of frames per second, such as 16 or 23.976.")
+        raise ValueError(
+            f"frame_rate={frame_rate!r} must be a positive number of frames per second, such as 16 or 23.976."
+        )
     if frame_rate > MAX_FRAME_RATE:
-        raise ValueError(f"frame_rate={frame_rate} is above the maximum {MAX_FRAME_RATE:g}; use a lower rate.")
+        raise ValueError(
+            f"frame_rate={frame_rate} is above the maximum {MAX_FRAME_RATE:g}; use a lower rate."
+        )
     if fmt.writer is Writer.GIF and frame_rate > GIF_MAX_FRAME_RATE:
         raise ValueError(
             f"frame_rate={frame_rate} is too fast for a GIF: browsers play delays under 20 ms as 100 ms. "
             f"Use at most {GIF_MAX_FRAME_RATE:g} fps for GIF, or choose video/h264-mp4."
         )
     if fmt.max_crf is not None and not 0 <= crf <= fmt.max_crf:
-        raise ValueError(f"crf={crf} is outside 0..{fmt.max_crf} for {fmt.name}; lower is better quality (19 is a good default).")
+        raise ValueError(
+            f"crf={crf} is outside 0..{fmt.max_crf} for {fmt.name}; lower is better quality (19 is a good default)."
+        )
     if fmt.codec in ("libx264", "libx265") and preset not in X264_PRESETS:
-        raise ValueError(f"preset={preset!r} is not an encoder preset; expected one of: {', '.join(X264_PRESETS)}.")
+        raise ValueError(
+            f"preset={preset!r} is not an encoder preset; expected one of: {', '.join(X264_PRESETS)}."
+        )
     if loop_count < 0:
         raise ValueError(f"loop_count={loop_count} must be 0 or more (the number of extra repeats).")
 
@@ -151,6 +165,7 @@ def combine_video(
     settings = EncodeSettings(
         frame_rate=frame_rate_fraction(frame_rate), crf=crf, preset=preset,
         loop_count=loop_count if animated_image else 0,
+        frame_count=len(order),
     )  # fmt: skip
     bar = ProgressBar(len(order), f"Writing {fmt.name}", node_id=node_id)
 
@@ -169,4 +184,6 @@ def combine_video(
         WRITERS[fmt.writer](
             pending.temporary, fmt, to_uint8_frames(images, order, pad), size, settings, metadata or {}, tick
         )
-    return SavedVideo(path=pending.final, subfolder=target.subfolder, format=fmt, frame_count=len(order), size=size)
+    return SavedVideo(
+        path=pending.final, subfolder=target.subfolder, format=fmt, frame_count=len(order), size=size
+    )

@@ -45,12 +45,17 @@ class VideoFormat:
         """4:2:0 formats need even width and height."""
         return bool(self.pix_fmt and self.pix_fmt.startswith("yuv420"))
 
-    def codec_options(self, crf: int, preset: str) -> dict[str, str]:
+    def codec_options(self, crf: int, preset: str, frame_count: int) -> dict[str, str]:
         """Encoder options for PyAV formats."""
         if self.codec == "libx264":
             return {"crf": str(crf), "preset": preset}
         if self.codec == "libx265":
-            return {"crf": str(crf), "preset": preset, "x265-params": "log-level=error"}
+            params = "log-level=error"
+            if frame_count < 3:
+                # x265 leaves the first packet's dts uninitialised when a clip is shorter than its
+                # B-frame lookahead (measured: 1 or 2 frames failed to mux about half the time).
+                params += ":bframes=0"
+            return {"crf": str(crf), "preset": preset, "x265-params": params}
         if self.codec == "libvpx-vp9":
             # Constant quality: crf with a zero bitrate target; row-mt uses every core.
             return {"crf": str(crf), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "2"}

@@ -87,7 +87,9 @@ def resolve_target(prefix: str, root: Path, width: int = 0, height: int = 0) -> 
         if not folder.resolve().is_relative_to(root):
             raise _outside_error(prefix, root, f"'{folder.relative_to(root)}' is a link that leads outside")
         if not folder.is_dir():
-            raise ValueError(f"filename_prefix={prefix!r}: '{folder}' exists and is not a folder; pick another name.")
+            raise ValueError(
+                f"filename_prefix={prefix!r}: '{folder}' exists and is not a folder; pick another name."
+            )
     return OutputTarget(root=root, folder=folder.resolve(), subfolder="/".join(subfolders), stem=stem)
 
 

@@ -14,7 +14,9 @@ import torch
 def moving_pattern(num_frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """IMAGE frames (num_frames×height×width×3, floats in 0..1) of a ball crossing a textured scene."""
     if num_frames < 1 or height < 1 or width < 1:
-        raise ValueError(f"moving_pattern needs at least one frame of one pixel, got {num_frames}x{height}x{width}.")
+        raise ValueError(
+            f"moving_pattern needs at least one frame of one pixel, got {num_frames}x{height}x{width}."
+        )
     generator = torch.Generator().manual_seed(seed)
     y, x = torch.meshgrid(torch.linspace(0.0, 1.0, height), torch.linspace(0.0, 1.0, width), indexing="ij")
     # Fine texture, smoothed so it looks like grain rather than white noise.

@@ -8,6 +8,7 @@ text chunks.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,14 +38,22 @@ class EncodeSettings:
     crf: int
     preset: str
     loop_count: int  # GIF/WebP loop field: 0 = forever, N = N extra plays
+    frame_count: int  # frames to be written
 
 
 Frames = Iterable[np.ndarray]
 Progress = Callable[[], None]
 
 
-def write_pyav(path: Path, fmt: VideoFormat, frames: Frames, size: tuple[int, int],
-               settings: EncodeSettings, metadata: dict[str, str], progress: Progress) -> None:
+def write_pyav(
+    path: Path,
+    fmt: VideoFormat,
+    frames: Frames,
+    size: tuple[int, int],
+    settings: EncodeSettings,
+    metadata: dict[str, str],
+    progress: Progress,
+) -> None:
     """Encode with an ffmpeg codec; 4:2:0 formats are converted and tagged as BT.709, limited range."""
     width, height = size
     options = {"movflags": "+faststart+use_metadata_tags"} if fmt.container == "mp4" else {}
@@ -53,7 +62,7 @@ def write_pyav(path: Path, fmt: VideoFormat, frames: Frames, size: tuple[int, in
             container.metadata[key] = value
         stream = container.add_stream(fmt.codec, rate=settings.frame_rate)
         stream.width, stream.height, stream.pix_fmt = width, height, fmt.pix_fmt
-        stream.options = fmt.codec_options(settings.crf, settings.preset)
+        stream.options = fmt.codec_options(settings.crf, settings.preset, settings.frame_count)
         if fmt.codec == "libx265":
             stream.codec_tag = "hvc1"  # Apple players and Safari need hvc1, ffmpeg defaults to hev1
         yuv = fmt.pix_fmt.startswith("yuv")
@@ -64,8 +73,12 @@ def write_pyav(path: Path, fmt: VideoFormat, frames: Frames, size: tuple[int, in
         for index, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             if yuv:
-                frame = frame.reformat(format=fmt.pix_fmt, dst_colorspace=Colorspace.ITU709,
-                                       dst_color_range=ColorRange.MPEG, interpolation=_RGB_TO_YUV)
+                frame = frame.reformat(
+                    format=fmt.pix_fmt,
+                    dst_colorspace=Colorspace.ITU709,
+                    dst_color_range=ColorRange.MPEG,
+                    interpolation=_RGB_TO_YUV,
+                )
             frame.pts = index
             container.mux(stream.encode(frame))
             progress()
@@ -76,18 +89,27 @@ def _shared_palette(frames: list[np.ndarray]) -> Image.Image:
     """One 256-colour palette for the whole clip, from a montage of sampled frames (median cut)."""
     step = max(1, len(frames) // _GIF_PALETTE_SAMPLES)
     montage = np.concatenate(frames[::step], axis=0)
-    return Image.fromarray(montage).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    return Image.fromarray(montage).quantize(
+        colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
 
 
 def frame_durations_ms(count: int, frame_rate: Fraction, tick_ms: int) -> list[int]:
     """Per-frame delays in whole ticks whose running sum tracks i/frame_rate, so the average rate is
     exact even where one delay cannot be (GIF counts hundredths: 23.976 fps is 40,40,50,40,... ms)."""
     boundaries = [round(i * 1000 / frame_rate / tick_ms) * tick_ms for i in range(count + 1)]
-    return [b - a for a, b in zip(boundaries, boundaries[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(boundaries)]
 
 
-def write_gif(path: Path, fmt: VideoFormat, frames: Frames, size: tuple[int, int],
-              settings: EncodeSettings, metadata: dict[str, str], progress: Progress) -> None:
+def write_gif(
+    path: Path,
+    fmt: VideoFormat,
+    frames: Frames,
+    size: tuple[int, int],
+    settings: EncodeSettings,
+    metadata: dict[str, str],
+    progress: Progress,
+) -> None:
     """Animated GIF: a shared palette and Floyd-Steinberg dithering (no per-frame colour flicker)."""
     rgb_frames = list(frames)
     palette = _shared_palette(rgb_frames)
@@ -97,8 +119,17 @@ def write_gif(path: Path, fmt: VideoFormat, frames: Frames, size: tuple[int, int
         progress()
     extra = {"comment": json.dumps({k: json.loads(v) for k, v in metadata.items()})} if metadata else {}
     durations = frame_durations_ms(len(images), settings.frame_rate, GIF_TICK_MS)
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], loop=settings.loop_count,
-                   duration=durations, disposal=1, optimize=False, **extra)
+    images[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        loop=settings.loop_count,
+        duration=durations,
+        disposal=1,
+        optimize=False,
+        **extra,
+    )
 
 
 def _webp_exif(metadata: dict[str, str]) -> Image.Exif:
@@ -113,8 +144,15 @@ def _webp_exif(metadata: dict[str, str]) -> Image.Exif:
     return exif
 
 
-def write_webp(path: Path, fmt: VideoFormat, frames: Frames, size: tuple[int, int],
-               settings: EncodeSettings, metadata: dict[str, str], progress: Progress) -> None:
+def write_webp(
+    path: Path,
+    fmt: VideoFormat,
+    frames: Frames,
+    size: tuple[int, int],
+    settings: EncodeSettings,
+    metadata: dict[str, str],
+    progress: Progress,
+) -> None:
     """Animated WebP through Pillow, the workflow in EXIF as ComfyUI's SaveAnimatedWEBP writes it."""
     images = []
     for rgb in frames:
@@ -122,22 +160,40 @@ def write_webp(path: Path, fmt: VideoFormat, frames: Frames, size: tuple[int, in
         progress()
     extra = {"exif": _webp_exif(metadata).tobytes()} if metadata else {}
     durations = frame_durations_ms(len(images), settings.frame_rate, 1)
-    images[0].save(path, format="WEBP", save_all=True, append_images=images[1:], loop=settings.loop_count,
-                   duration=durations, quality=_WEBP_QUALITY, method=4, **extra)
+    images[0].save(
+        path,
+        format="WEBP",
+        save_all=True,
+        append_images=images[1:],
+        loop=settings.loop_count,
+        duration=durations,
+        quality=_WEBP_QUALITY,
+        method=4,
+        **extra,
+    )
 
 
 def png_frame_name(index: int) -> str:
     return f"frame_{index:05}.png"
 
 
-def write_png_sequence(folder: Path, fmt: VideoFormat, frames: Frames, size: tuple[int, int],
-                       settings: EncodeSettings, metadata: dict[str, str], progress: Progress) -> None:
+def write_png_sequence(
+    folder: Path,
+    fmt: VideoFormat,
+    frames: Frames,
+    size: tuple[int, int],
+    settings: EncodeSettings,
+    metadata: dict[str, str],
+    progress: Progress,
+) -> None:
     """Numbered PNG frames; each carries the metadata as text chunks, as ComfyUI's SaveImage does."""
     info = PngImagePlugin.PngInfo()
     for key, value in metadata.items():
         info.add_text(key, value)
     for index, rgb in enumerate(frames):
-        Image.fromarray(rgb).save(folder / png_frame_name(index), format="PNG", pnginfo=info, compress_level=4)
+        Image.fromarray(rgb).save(
+            folder / png_frame_name(index), format="PNG", pnginfo=info, compress_level=4
+        )
         progress()
 
 

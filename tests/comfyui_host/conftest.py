@@ -1,0 +1,142 @@
+"""A real ComfyUI, started headless on 127.0.0.1 with this pack linked into its custom_nodes.
+
+Set COMFYUI_PATH to a ComfyUI checkout whose requirements are installed in this Python; without
+it the host tests skip and say so. ComfyUI is never part of this repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from spacetime.video.patterns import moving_pattern
+
+from comfyui_host.comfy_workflow import ui_to_api
+from media import PACK_ROOT
+
+STARTUP_SECONDS = 300
+RUN_SECONDS = 300
+TEST_IMAGE = "spacetime_host_test.png"
+WORKFLOWS = Path(__file__).parent / "workflows"
+
+
+@dataclass
+class ComfyUI:
+    url: str
+    base: Path  # --base-directory: custom_nodes, input, output, temp, user
+    log: Path
+    process: subprocess.Popen
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def request(self, path: str, payload: dict | None = None) -> dict:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise AssertionError(
+                f"{path} answered {error.code}: {error.read().decode(errors='replace')}"
+            ) from None
+
+    def run_workflow(self, workflow: dict) -> dict:
+        """Queue a UI-format workflow as the frontend would and wait for its history entry."""
+        prompt = ui_to_api(workflow, self.request("/object_info"))
+        queued = self.request(
+            "/prompt",
+            {
+                "prompt": prompt,
+                "client_id": "spacetime-tests",
+                "extra_data": {"extra_pnginfo": {"workflow": workflow}},
+            },
+        )
+        prompt_id = queued["prompt_id"]
+        deadline = time.monotonic() + RUN_SECONDS
+        while time.monotonic() < deadline:
+            history = self.request(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                status = entry["status"]
+                assert status["status_str"] == "success", json.dumps(status["messages"], indent=1)[-4000:]
+                return entry
+            time.sleep(0.5)
+        raise AssertionError(
+            f"workflow did not finish in {RUN_SECONDS}s; log tail:\n{self.log_text()[-3000:]}"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_workflow(name: str) -> dict:
+    return json.loads((WORKFLOWS / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def comfyui(tmp_path_factory) -> ComfyUI:
+    checkout = os.environ.get("COMFYUI_PATH")
+    if not checkout:
+        pytest.skip(
+            "host tests need a ComfyUI checkout: set COMFYUI_PATH=/path/to/ComfyUI (requirements installed)"
+        )
+    checkout = Path(checkout)
+    if not (checkout / "main.py").is_file():
+        pytest.skip(f"COMFYUI_PATH={checkout} is not a ComfyUI checkout (no main.py)")
+
+    base = tmp_path_factory.mktemp("comfyui-base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "ComfyUI-Spacetime").symlink_to(PACK_ROOT, target_is_directory=True)
+    (base / "input").mkdir()
+    frame = moving_pattern(1, 96, 128)[0].mul(255).round().byte().numpy()
+    Image.fromarray(frame).save(base / "input" / TEST_IMAGE)
+
+    port = _free_port()
+    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--base-directory", str(base), "--disable-auto-launch"]  # fmt: skip
+    if "--database-url" in (checkout / "comfy" / "cli_args.py").read_text():
+        command += ["--database-url", "sqlite:///:memory:"]  # keep the checkout's own database untouched
+    log = base / "comfyui.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(command, cwd=checkout, stdout=log_file, stderr=subprocess.STDOUT)
+    server = ComfyUI(f"http://127.0.0.1:{port}", base, log, process)
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"ComfyUI exited with {process.returncode}:\n{server.log_text()[-4000:]}"
+                )
+            try:
+                server.request("/system_stats")
+                break
+            except (urllib.error.URLError, ConnectionError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"ComfyUI did not start in {STARTUP_SECONDS}s:\n{server.log_text()[-4000:]}"
+                    ) from None
+                time.sleep(1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

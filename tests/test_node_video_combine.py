@@ -1,0 +1,85 @@
+"""SpacetimeVideoCombine called exactly as ComfyUI calls it: defaults from INPUT_TYPES, hidden inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spacetime.nodes.video_combine import SpacetimeVideoCombine
+from spacetime.video.patterns import moving_pattern
+
+from media import decode
+
+WORKFLOW = {
+    "last_node_id": 1,
+    "nodes": [{"id": 1, "type": "SpacetimeVideoCombine"}],
+    "links": [],
+    "version": 0.4,
+}
+PROMPT = {"1": {"class_type": "SpacetimeVideoCombine", "inputs": {"frame_rate": 16.0}}}
+
+
+@pytest.fixture
+def folders(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    output = tmp_path / "output"
+    monkeypatch.setenv("SPACETIME_OUTPUT_DIR", str(output))
+    return output, tmp_path / ".spacetime-temp"
+
+
+def run_node(**overrides):
+    required = SpacetimeVideoCombine.INPUT_TYPES()["required"]
+    kwargs = {
+        name: spec[1]["default"] for name, spec in required.items() if len(spec) > 1 and "default" in spec[1]
+    }
+    kwargs |= {
+        "images": moving_pattern(5, 64, 64),
+        "prompt": PROMPT,
+        "extra_pnginfo": {"workflow": WORKFLOW},
+        "unique_id": "1",
+    }
+    kwargs |= overrides
+    node = SpacetimeVideoCombine()
+    return getattr(node, SpacetimeVideoCombine.FUNCTION)(**kwargs)
+
+
+def test_defaults_write_a_browser_mp4_with_the_workflow(folders):
+    output, _ = folders
+    returned = run_node()
+    (path,) = returned["result"]
+    assert Path(path) == output.resolve() / "spacetime" / "video_00001_.mp4"
+    assert returned["ui"] == {
+        "images": [{"filename": "video_00001_.mp4", "subfolder": "spacetime", "type": "output"}],
+        "animated": (True,),
+    }
+    decoded = decode(Path(path))
+    assert decoded.codec == "h264" and decoded.frames.shape == (5, 64, 64, 3)
+    assert json.loads(decoded.metadata["workflow"]) == WORKFLOW
+    assert json.loads(decoded.metadata["prompt"]) == PROMPT
+
+
+def test_save_metadata_off_writes_none(folders):
+    (path,) = run_node(save_metadata=False)["result"]
+    assert not {"prompt", "workflow"} & set(decode(Path(path)).metadata)
+
+
+def test_formats_browsers_cannot_play_preview_an_h264_copy(folders):
+    _output, temp = folders
+    returned = run_node(format="video/h265-mp4")
+    (preview,) = returned["ui"]["images"]
+    assert preview["type"] == "temp" and preview["filename"].endswith(".mp4")
+    assert decode(temp.resolve() / preview["subfolder"] / preview["filename"]).codec == "h264"
+    assert decode(Path(returned["result"][0])).codec == "hevc"
+
+
+def test_gif_previews_as_an_image_not_a_video(folders):
+    returned = run_node(format="image/gif")
+    assert returned["ui"]["animated"] == (False,)
+    assert returned["ui"]["images"][0]["filename"].endswith(".gif")
+
+
+def test_png_sequence_returns_its_folder(folders):
+    returned = run_node(format="image/png-sequence")
+    folder = Path(returned["result"][0])
+    assert folder.is_dir() and len(list(folder.glob("frame_*.png"))) == 5
