@@ -84,3 +84,44 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
 def to_uint8(images) -> np.ndarray:
     """An IMAGE tensor as the writer quantises it (clamp, x255, round)."""
     return images.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+
+
+def mp4_boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
+    """ISO-BMFF boxes (type, payload start, payload end) between start and end."""
+    end = len(data) if end is None else end
+    boxes = []
+    while start + 8 <= end:
+        size = int.from_bytes(data[start : start + 4], "big")
+        kind = data[start + 4 : start + 8].decode("latin-1")
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[start + 8 : start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        boxes.append((kind, start + header, start + size))
+        start += size
+    return boxes
+
+
+def mp4_metadata_keys(data: bytes) -> list[str]:
+    """The key names of moov/udta/meta/keys: where ComfyUI's frontend looks for prompt and workflow."""
+
+    def child(kind: str, start: int, end: int, skip: int = 0) -> tuple[int, int]:
+        for name, payload_start, payload_end in mp4_boxes(data, start + skip, end):
+            if name == kind:
+                return payload_start, payload_end
+        raise KeyError(kind)
+
+    moov = child("moov", 0, len(data))
+    udta = child("udta", *moov)
+    meta = child("meta", *udta)
+    version_flags = 0 if data[meta[0] + 4 : meta[0] + 8] == b"hdlr" else 4  # QuickTime meta has none
+    keys_start, _ = child("keys", *meta, skip=version_flags)
+    count = int.from_bytes(data[keys_start + 4 : keys_start + 8], "big")
+    names, position = [], keys_start + 8
+    for _ in range(count):
+        size = int.from_bytes(data[position : position + 4], "big")
+        names.append(data[position + 4 : position + size].decode())
+        position += size
+    child("ilst", *meta, skip=version_flags)
+    return names

@@ -16,7 +16,7 @@ from spacetime.video import FORMATS, combine_video
 from spacetime.video.combine import frame_order, frame_rate_fraction
 from spacetime.video.patterns import moving_pattern
 
-from media import decode, psnr, to_uint8
+from media import decode, mp4_boxes, mp4_metadata_keys, psnr, to_uint8
 
 METADATA = {
     "prompt": json.dumps({"3": {"class_type": "SpacetimeVideoCombine", "inputs": {"fps": 16}}}),
@@ -80,12 +80,10 @@ def test_h264_default_crf_keeps_35db_on_natural_content(output_dir: Path):
 
 
 def test_h264_is_browser_ready(clip: torch.Tensor, output_dir: Path):
-    """yuv420p, BT.709 tags and the moov atom before mdat (faststart), so browsers stream it."""
+    """yuv420p in a profile every browser decodes, tagged BT.709 so colours are not shifted."""
     import av
 
     saved = combine_video(clip, 16.0, output_dir, "web", "video/h264-mp4")
-    head = saved.path.read_bytes()
-    assert head.find(b"moov") < head.find(b"mdat")
     with av.open(str(saved.path)) as container:
         context = container.streams.video[0].codec_context
         assert context.pix_fmt == "yuv420p"
@@ -104,6 +102,15 @@ def test_container_metadata_round_trips_as_separate_entries(name: str, clip: tor
     metadata = {key.lower(): value for key, value in decode(saved.path).metadata.items()}
     assert json.loads(metadata["prompt"]) == json.loads(METADATA["prompt"])
     assert json.loads(metadata["workflow"]) == json.loads(METADATA["workflow"])
+
+
+@pytest.mark.parametrize("name", ["video/h264-mp4", "video/h265-mp4"])
+def test_mp4_metadata_sits_where_comfyui_reads_it(name: str, clip: torch.Tensor, output_dir: Path):
+    """ComfyUI's frontend reads moov/udta/meta keys+ilst (mdta keys) from the first 64 MiB."""
+    data = combine_video(clip, 16.0, output_dir, "meta", name, metadata=METADATA).path.read_bytes()
+    assert {"mdtaprompt", "mdtaworkflow"} <= set(mp4_metadata_keys(data))
+    top_level = [kind for kind, _, _ in mp4_boxes(data)]
+    assert top_level.index("moov") < top_level.index("mdat")
 
 
 def test_webp_metadata_is_exif_as_comfyui_writes_it(clip: torch.Tensor, output_dir: Path):

@@ -118,14 +118,16 @@ def frame_order(count: int, pingpong: bool, repeats: int) -> list[int]:
     return order * repeats
 
 
-def to_uint8_frames(images: torch.Tensor, order: Sequence[int], pad_to_even: bool) -> Iterator[np.ndarray]:
-    """RGB uint8 frames one at a time (no second copy of the whole clip), clamped and rounded."""
-    _, height, width, _ = images.shape
-    pad_h, pad_w = (height % 2, width % 2) if pad_to_even else (0, 0)
+def to_uint8_frames(
+    images: torch.Tensor, order: Sequence[int], padding: tuple[int, int]
+) -> Iterator[np.ndarray]:
+    """RGB uint8 frames one at a time (no second copy of the whole clip), clamped, rounded and
+    padded by (bottom, right) pixels that repeat the edge."""
+    bottom, right = padding
     for index in order:
         rgb = images[index].detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy()
-        if pad_h or pad_w:
-            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        if bottom or right:
+            rgb = np.pad(rgb, ((0, bottom), (0, right), (0, 0)), mode="edge")
         yield np.ascontiguousarray(rgb)
 
 
@@ -157,33 +159,35 @@ def combine_video(
     validate_frames(images)
     validate_settings(fmt, frame_rate, crf, preset, loop_count)
     count, height, width, _ = images.shape
+    if min(width, height) < fmt.min_side:
+        raise ValueError(
+            f"{fmt.name} needs frames of at least {fmt.min_side}x{fmt.min_side} pixels, got {width}x{height}; "
+            "upscale the frames or choose video/h264-mp4."
+        )
+    padding = (height % 2, width % 2) if fmt.chroma_subsampled else (0, 0)
+    size = (width + padding[1], height + padding[0])
     animated_image = fmt.writer in (Writer.GIF, Writer.WEBP)
     repeats = 1 if animated_image or fmt.writer is Writer.PNG_SEQUENCE else loop_count + 1
     order = frame_order(count, pingpong, repeats)
-    pad = fmt.chroma_subsampled
-    size = (width + (width % 2 if pad else 0), height + (height % 2 if pad else 0))
     settings = EncodeSettings(
-        frame_rate=frame_rate_fraction(frame_rate), crf=crf, preset=preset,
+        frame_rate=frame_rate_fraction(frame_rate),
+        crf=crf,
+        preset=preset,
         loop_count=loop_count if animated_image else 0,
         frame_count=len(order),
-    )  # fmt: skip
+    )
+
     bar = ProgressBar(len(order), f"Writing {fmt.name}", node_id=node_id)
 
     def tick() -> None:
         bar.update(1)
         throw_if_interrupted()  # cancel stops within one frame; the partial file is removed
 
-    if min(width, height) < fmt.min_side:
-        raise ValueError(
-            f"{fmt.name} needs frames of at least {fmt.min_side}x{fmt.min_side} pixels, got {width}x{height}; "
-            "upscale the frames or choose video/h264-mp4."
-        )
     target = resolve_target(filename_prefix, output_dir, width, height)
     is_folder = fmt.writer is Writer.PNG_SEQUENCE
     with atomic_output(target, fmt.extension, is_folder=is_folder) as pending:
-        WRITERS[fmt.writer](
-            pending.temporary, fmt, to_uint8_frames(images, order, pad), size, settings, metadata or {}, tick
-        )
+        frames = to_uint8_frames(images, order, padding)
+        WRITERS[fmt.writer](pending.temporary, fmt, frames, size, settings, metadata or {}, tick)
     return SavedVideo(
         path=pending.final, subfolder=target.subfolder, format=fmt, frame_count=len(order), size=size
     )
