@@ -48,36 +48,40 @@ class ComfyUI:
         )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read())
+                body = response.read()
+                return json.loads(body) if body else {}  # /interrupt answers with an empty body
         except urllib.error.HTTPError as error:
             raise AssertionError(
                 f"{path} answered {error.code}: {error.read().decode(errors='replace')}"
             ) from None
 
-    def run_workflow(self, workflow: dict) -> dict:
-        """Queue a UI-format workflow as the frontend would and wait for its history entry."""
+    def queue_workflow(self, workflow: dict) -> str:
+        """Queue a UI-format workflow as the frontend would; return its prompt id."""
         prompt = ui_to_api(workflow, self.request("/object_info"))
+        extra_data = {"extra_pnginfo": {"workflow": workflow}}
         queued = self.request(
-            "/prompt",
-            {
-                "prompt": prompt,
-                "client_id": "spacetime-tests",
-                "extra_data": {"extra_pnginfo": {"workflow": workflow}},
-            },
+            "/prompt", {"prompt": prompt, "client_id": "spacetime-tests", "extra_data": extra_data}
         )
-        prompt_id = queued["prompt_id"]
+        return queued["prompt_id"]
+
+    def wait_for(self, prompt_id: str) -> dict:
+        """The history entry of a finished prompt (succeeded, failed or interrupted)."""
         deadline = time.monotonic() + RUN_SECONDS
         while time.monotonic() < deadline:
             history = self.request(f"/history/{prompt_id}")
             if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-                entry = history[prompt_id]
-                status = entry["status"]
-                assert status["status_str"] == "success", json.dumps(status["messages"], indent=1)[-4000:]
-                return entry
-            time.sleep(0.5)
+                return history[prompt_id]
+            time.sleep(0.2)
         raise AssertionError(
             f"workflow did not finish in {RUN_SECONDS}s; log tail:\n{self.log_text()[-3000:]}"
         )
+
+    def run_workflow(self, workflow: dict) -> dict:
+        """Queue a workflow, wait for it, and insist that it succeeded."""
+        entry = self.wait_for(self.queue_workflow(workflow))
+        status = entry["status"]
+        assert status["status_str"] == "success", json.dumps(status["messages"], indent=1)[-4000:]
+        return entry
 
 
 def _free_port() -> int:

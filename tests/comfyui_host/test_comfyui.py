@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from spacetime.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
@@ -41,3 +42,19 @@ def test_load_image_repeat_combine_writes_a_playable_mp4_with_the_workflow(comfy
     assert json.loads(decoded.metadata["workflow"]) == workflow
     prompt = json.loads(decoded.metadata["prompt"])
     assert prompt["3"]["class_type"] == "SpacetimeVideoCombine"
+
+
+def test_cancel_stops_the_encode_within_a_frame_and_leaves_no_file(comfyui):
+    folder = comfyui.base / "output" / "spacetime"
+    prompt_id = comfyui.queue_workflow(load_workflow("long_encode_to_cancel.json"))
+    deadline = time.monotonic() + 120
+    while not list(folder.glob(".host_cancel.*.partial.mp4")):  # the encoder is mid-file
+        assert time.monotonic() < deadline, "the encode never started"
+        time.sleep(0.05)
+    comfyui.request("/interrupt", {})
+    interrupted_at = time.monotonic()
+    entry = comfyui.wait_for(prompt_id)
+    assert time.monotonic() - interrupted_at < 10
+    assert entry["status"]["status_str"] == "error"
+    assert "execution_interrupted" in [message[0] for message in entry["status"]["messages"]]
+    assert list(folder.glob("*host_cancel*")) == []
