@@ -60,8 +60,9 @@ class SpacetimeVideoCombine:
                     {
                         "default": "spacetime/video",
                         "tooltip": "Name inside ComfyUI's output folder; slashes make subfolders. Files are numbered "
-                        "prefix_00001_.mp4, ... %date% style variables (%year%, %width%, ...) are "
-                        "expanded. Paths outside the output folder are refused.",
+                        "prefix_00001_.mp4, ... %year%, %month%, %day%, %hour%, %minute%, %second%, %width% "
+                        "and %height% expand (and the frontend's %date:yyyy-MM-dd%). Paths outside the "
+                        "output folder are refused.",
                     },
                 ),
                 "format": (list(FORMATS), {"default": "video/h264-mp4", "tooltip": format_help}),

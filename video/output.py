@@ -109,7 +109,7 @@ def _publish_file(temporary: Path, final: Path) -> None:
     try:
         os.link(temporary, final)  # fails if `final` exists, even as a dangling link
     except FileExistsError:
-        raise
+        raise  # the caller moves on to the next counter
     except OSError:
         # Filesystems without hard links: rename, after checking that nothing is there.
         if final.exists() or final.is_symlink():
@@ -123,6 +123,12 @@ def _publish_folder(temporary: Path, final: Path) -> None:
     if final.exists() or final.is_symlink():
         raise FileExistsError(final)
     os.rename(temporary, final)
+
+
+@dataclass
+class PendingOutput:
+    temporary: Path  # write here
+    final: Path | None = None  # where it was published, once the block succeeded
 
 
 @contextlib.contextmanager
@@ -149,16 +155,8 @@ def atomic_output(target: OutputTarget, extension: str, is_folder: bool = False)
             except FileExistsError:
                 counter += 1
         pending.final = final
-        pending.counter = counter
     finally:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
         elif temporary.exists():
             temporary.unlink()
-
-
-@dataclass
-class PendingOutput:
-    temporary: Path
-    final: Path | None = None
-    counter: int | None = None

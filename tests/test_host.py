@@ -1,0 +1,112 @@
+"""The ComfyUI adapter: defers to ComfyUI when it is there, falls back cleanly when it is not."""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from spacetime import host
+
+
+@pytest.fixture
+def no_comfyui(monkeypatch):
+    host._comfy_module.cache_clear()
+    yield
+    host._comfy_module.cache_clear()
+
+
+@pytest.fixture
+def fake_comfyui(monkeypatch, tmp_path: Path):
+    """Minimal stand-ins for the ComfyUI modules host.py uses, recording what it asks of them."""
+    calls = []
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.get_output_directory = lambda: str(tmp_path / "comfy-output")
+    folder_paths.get_temp_directory = lambda: str(tmp_path / "comfy-temp")
+    folder_paths.get_filename_list = lambda kind: [f"{kind}-a.safetensors"]
+    folder_paths.get_full_path_or_raise = lambda kind, name: str(tmp_path / kind / name)
+    management = types.ModuleType("comfy.model_management")
+    management.get_torch_device = lambda: torch.device("meta")
+    management.unet_offload_device = lambda: torch.device("cpu")
+    management.get_free_memory = lambda device: 123
+    management.throw_exception_if_processing_interrupted = lambda: calls.append("interrupt-check")
+    utils = types.ModuleType("comfy.utils")
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            calls.append(("bar", total, node_id))
+
+        def update(self, value):
+            calls.append(("update", value))
+
+        def update_absolute(self, value, total=None, preview=None):
+            calls.append(("absolute", value, total))
+
+    utils.ProgressBar = ProgressBar
+    cli_args = types.ModuleType("comfy.cli_args")
+    cli_args.args = types.SimpleNamespace(disable_metadata=True)
+    comfy = types.ModuleType("comfy")
+    modules = {"folder_paths": folder_paths, "comfy": comfy, "comfy.model_management": management,
+               "comfy.utils": utils, "comfy.cli_args": cli_args}  # fmt: skip
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    host._comfy_module.cache_clear()
+    yield calls
+    host._comfy_module.cache_clear()
+
+
+def test_inside_comfyui_everything_defers_to_it(fake_comfyui, tmp_path: Path):
+    assert host.in_comfyui()
+    assert host.compute_device() == torch.device("meta")
+    assert host.offload_device() == torch.device("cpu")
+    assert host.free_memory_bytes() == 123
+    assert host.output_directory() == tmp_path / "comfy-output"
+    assert host.temp_directory() == tmp_path / "comfy-temp"
+    assert host.model_filenames("vae") == ["vae-a.safetensors"]
+    assert host.model_path("vae", "x.safetensors") == tmp_path / "vae" / "x.safetensors"
+    assert host.metadata_disabled()
+    host.throw_if_interrupted()
+    bar = host.ProgressBar(5, "ignored", node_id="7")
+    bar.update(2)
+    bar.update_absolute(4)
+    assert fake_comfyui == ["interrupt-check", ("bar", 5, "7"), ("update", 2), ("absolute", 4, None)]
+
+
+def test_outside_comfyui_falls_back(no_comfyui, monkeypatch, tmp_path: Path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(host.OUTPUT_DIR_ENV, raising=False)
+    monkeypatch.delenv(host.MODELS_DIR_ENV, raising=False)
+    assert not host.in_comfyui()
+    assert host.compute_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert host.output_directory() == tmp_path / "output"
+    assert host.free_memory_bytes(torch.device("cpu")) > 0
+    assert not host.metadata_disabled()
+    host.throw_if_interrupted()  # nothing to interrupt outside ComfyUI
+
+
+def test_model_folders_outside_comfyui(no_comfyui, monkeypatch, tmp_path: Path):
+    monkeypatch.setenv(host.MODELS_DIR_ENV, str(tmp_path))
+    assert host.model_filenames("vae") == []
+    (tmp_path / "vae" / "wan").mkdir(parents=True)
+    (tmp_path / "vae" / "wan" / "b.safetensors").touch()
+    (tmp_path / "vae" / "a.safetensors").touch()
+    assert host.model_filenames("vae") == ["a.safetensors", "wan/b.safetensors"]
+    assert host.model_path("vae", "wan/b.safetensors") == tmp_path / "vae" / "wan" / "b.safetensors"
+    with pytest.raises(
+        FileNotFoundError, match=r"'missing.safetensors' was not found .* SPACETIME_MODELS_DIR"
+    ):
+        host.model_path("vae", "missing.safetensors")
+
+
+def test_console_progress_bar_draws_and_finishes_the_line():
+    stream = io.StringIO()
+    bar = host.ConsoleProgressBar(4, "Writing", stream=stream)
+    for _ in range(4):
+        bar.update(1)
+    assert stream.getvalue().endswith("Writing [" + "#" * 30 + "] 4/4\n")
+    bar.update(3)  # past the end stays at the end
+    assert bar.current == 4
