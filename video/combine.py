@@ -24,7 +24,7 @@ import torch
 from ..host import ProgressBar, throw_if_interrupted
 from .formats import X264_PRESETS, VideoFormat, Writer, get_format
 from .output import atomic_output, resolve_target
-from .writers import GIF_MAX_FRAME_RATE, WRITERS, EncodeSettings
+from .writers import GIF_MAX_FRAME_RATE, WRITERS, EncodeJob
 
 MAX_FRAME_RATE = 1000.0
 # Rates users type for NTSC video mean k*1000/1001 (23.976 is 24000/1001).
@@ -169,25 +169,27 @@ def combine_video(
     animated_image = fmt.writer in (Writer.GIF, Writer.WEBP)
     repeats = 1 if animated_image or fmt.writer is Writer.PNG_SEQUENCE else loop_count + 1
     order = frame_order(count, pingpong, repeats)
-    settings = EncodeSettings(
-        frame_rate=frame_rate_fraction(frame_rate),
-        crf=crf,
-        preset=preset,
-        loop_count=loop_count if animated_image else 0,
-        frame_count=len(order),
-    )
-
     bar = ProgressBar(len(order), f"Writing {fmt.name}", node_id=node_id)
 
     def tick() -> None:
         bar.update(1)
         throw_if_interrupted()  # cancel stops within one frame; the partial file is removed
 
+    job = EncodeJob(
+        format=fmt,
+        size=size,
+        frame_rate=frame_rate_fraction(frame_rate),
+        frame_count=len(order),
+        crf=crf,
+        preset=preset,
+        loop_count=loop_count if animated_image else 0,
+        metadata=metadata or {},
+        progress=tick,
+    )
     target = resolve_target(filename_prefix, output_dir, width, height)
     is_folder = fmt.writer is Writer.PNG_SEQUENCE
     with atomic_output(target, fmt.extension, is_folder=is_folder) as pending:
-        frames = to_uint8_frames(images, order, padding)
-        WRITERS[fmt.writer](pending.temporary, fmt, frames, size, settings, metadata or {}, tick)
+        WRITERS[fmt.writer](pending.temporary, to_uint8_frames(images, order, padding), job)
     return SavedVideo(
         path=pending.final, subfolder=target.subfolder, format=fmt, frame_count=len(order), size=size
     )

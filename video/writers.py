@@ -32,37 +32,34 @@ _EXIF_PROMPT_TAG = 0x0110  # ComfyUI's SaveAnimatedWEBP: Model = "prompt:{json}"
 _EXIF_FIRST_EXTRA_TAG = 0x010F  # then Make = "workflow:{json}", counting down
 
 
+Frames = Iterable[np.ndarray]
+
+
 @dataclass(frozen=True)
-class EncodeSettings:
+class EncodeJob:
+    """Everything a writer needs besides the frames and the path."""
+
+    format: VideoFormat
+    size: tuple[int, int]  # width, height of every frame
     frame_rate: Fraction
+    frame_count: int
     crf: int
     preset: str
     loop_count: int  # GIF/WebP loop field: 0 = forever, N = N extra plays
-    frame_count: int  # frames to be written
+    metadata: dict[str, str]  # key -> JSON text
+    progress: Callable[[], None]  # called once per written frame
 
 
-Frames = Iterable[np.ndarray]
-Progress = Callable[[], None]
-
-
-def write_pyav(
-    path: Path,
-    fmt: VideoFormat,
-    frames: Frames,
-    size: tuple[int, int],
-    settings: EncodeSettings,
-    metadata: dict[str, str],
-    progress: Progress,
-) -> None:
+def write_pyav(path: Path, frames: Frames, job: EncodeJob) -> None:
     """Encode with an ffmpeg codec; 4:2:0 formats are converted and tagged as BT.709, limited range."""
-    width, height = size
+    fmt, (width, height) = job.format, job.size
     options = {"movflags": "+faststart+use_metadata_tags"} if fmt.container == "mp4" else {}
     with av.open(str(path), mode="w", format=fmt.container, options=options) as container:
-        for key, value in metadata.items():
+        for key, value in job.metadata.items():
             container.metadata[key] = value
-        stream = container.add_stream(fmt.codec, rate=settings.frame_rate)
+        stream = container.add_stream(fmt.codec, rate=job.frame_rate)
         stream.width, stream.height, stream.pix_fmt = width, height, fmt.pix_fmt
-        stream.options = fmt.codec_options(settings.crf, settings.preset, settings.frame_count)
+        stream.options = fmt.codec_options(job.crf, job.preset, job.frame_count)
         if fmt.codec == "libx265":
             stream.codec_tag = "hvc1"  # Apple players and Safari need hvc1, ffmpeg defaults to hev1
         yuv = fmt.pix_fmt.startswith("yuv")
@@ -81,7 +78,7 @@ def write_pyav(
                 )
             frame.pts = index
             container.mux(stream.encode(frame))
-            progress()
+            job.progress()
         container.mux(stream.encode(None))
 
 
@@ -101,30 +98,23 @@ def frame_durations_ms(count: int, frame_rate: Fraction, tick_ms: int) -> list[i
     return [b - a for a, b in itertools.pairwise(boundaries)]
 
 
-def write_gif(
-    path: Path,
-    fmt: VideoFormat,
-    frames: Frames,
-    size: tuple[int, int],
-    settings: EncodeSettings,
-    metadata: dict[str, str],
-    progress: Progress,
-) -> None:
+def write_gif(path: Path, frames: Frames, job: EncodeJob) -> None:
     """Animated GIF: a shared palette and Floyd-Steinberg dithering (no per-frame colour flicker)."""
     rgb_frames = list(frames)
     palette = _shared_palette(rgb_frames)
     images = []
     for rgb in rgb_frames:
         images.append(Image.fromarray(rgb).quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG))
-        progress()
+        job.progress()
+    metadata = job.metadata
     extra = {"comment": json.dumps({k: json.loads(v) for k, v in metadata.items()})} if metadata else {}
-    durations = frame_durations_ms(len(images), settings.frame_rate, GIF_TICK_MS)
+    durations = frame_durations_ms(len(images), job.frame_rate, GIF_TICK_MS)
     images[0].save(
         path,
         format="GIF",
         save_all=True,
         append_images=images[1:],
-        loop=settings.loop_count,
+        loop=job.loop_count,
         duration=durations,
         disposal=1,
         optimize=False,
@@ -144,28 +134,20 @@ def _webp_exif(metadata: dict[str, str]) -> Image.Exif:
     return exif
 
 
-def write_webp(
-    path: Path,
-    fmt: VideoFormat,
-    frames: Frames,
-    size: tuple[int, int],
-    settings: EncodeSettings,
-    metadata: dict[str, str],
-    progress: Progress,
-) -> None:
+def write_webp(path: Path, frames: Frames, job: EncodeJob) -> None:
     """Animated WebP through Pillow, the workflow in EXIF as ComfyUI's SaveAnimatedWEBP writes it."""
     images = []
     for rgb in frames:
         images.append(Image.fromarray(rgb))
-        progress()
-    extra = {"exif": _webp_exif(metadata).tobytes()} if metadata else {}
-    durations = frame_durations_ms(len(images), settings.frame_rate, 1)
+        job.progress()
+    extra = {"exif": _webp_exif(job.metadata).tobytes()} if job.metadata else {}
+    durations = frame_durations_ms(len(images), job.frame_rate, 1)
     images[0].save(
         path,
         format="WEBP",
         save_all=True,
         append_images=images[1:],
-        loop=settings.loop_count,
+        loop=job.loop_count,
         duration=durations,
         quality=_WEBP_QUALITY,
         method=4,
@@ -177,24 +159,16 @@ def png_frame_name(index: int) -> str:
     return f"frame_{index:05}.png"
 
 
-def write_png_sequence(
-    folder: Path,
-    fmt: VideoFormat,
-    frames: Frames,
-    size: tuple[int, int],
-    settings: EncodeSettings,
-    metadata: dict[str, str],
-    progress: Progress,
-) -> None:
+def write_png_sequence(folder: Path, frames: Frames, job: EncodeJob) -> None:
     """Numbered PNG frames; each carries the metadata as text chunks, as ComfyUI's SaveImage does."""
     info = PngImagePlugin.PngInfo()
-    for key, value in metadata.items():
+    for key, value in job.metadata.items():
         info.add_text(key, value)
     for index, rgb in enumerate(frames):
         Image.fromarray(rgb).save(
             folder / png_frame_name(index), format="PNG", pnginfo=info, compress_level=4
         )
-        progress()
+        job.progress()
 
 
 WRITERS = {
