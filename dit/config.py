@@ -1,0 +1,100 @@
+"""Wan DiT configurations: one frozen dataclass, the released presets, and the one function that
+reads a checkpoint's tensor names and shapes into a config (never its file name)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+
+from ..checkpoint import CheckpointError, describe
+
+
+@dataclass(frozen=True)
+class WanConfig:
+    dim: int
+    ffn_dim: int
+    num_layers: int
+    in_channels: int
+    out_channels: int
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    text_dim: int = 4096
+    freq_dim: int = 256
+    head_dim: int = 128
+    text_len: int = 512  # Wan pads the text to 512 tokens and attends to the padding too
+    eps: float = 1e-6
+    cross_attn_norm: bool = True
+    name: str = "Wan-architecture DiT"
+
+    def __post_init__(self):
+        for field in ("dim", "ffn_dim", "num_layers", "in_channels", "out_channels", "text_dim", "freq_dim"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"WanConfig.{field} must be positive, got {getattr(self, field)}")
+        if self.dim % self.head_dim:
+            raise ValueError(f"WanConfig.dim={self.dim} must be a multiple of head_dim={self.head_dim}")
+        if self.head_dim % 2 or self.head_dim < 6:
+            raise ValueError(f"head_dim={self.head_dim} must be even and at least 6 (3D RoPE rotates pairs on 3 axes)")
+        if self.freq_dim % 2:
+            raise ValueError(f"freq_dim={self.freq_dim} must be even (cos and sin halves)")
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be three positive ints (t, h, w), got {self.patch_size}")
+
+    @property
+    def num_heads(self) -> int:
+        return self.dim // self.head_dim
+
+    @property
+    def patch_volume(self) -> int:
+        return math.prod(self.patch_size)
+
+
+PRESETS: dict[str, WanConfig] = {
+    "Wan 2.1 T2V 1.3B": WanConfig(dim=1536, ffn_dim=8960, num_layers=30, in_channels=16, out_channels=16),
+    "Wan 2.1 T2V 14B / Wan 2.2 T2V A14B expert": WanConfig(
+        dim=5120, ffn_dim=13824, num_layers=40, in_channels=16, out_channels=16
+    ),
+    "Wan 2.2 TI2V 5B": WanConfig(dim=3072, ffn_dim=14336, num_layers=30, in_channels=48, out_channels=48),
+}
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str = "checkpoint") -> WanConfig:
+    """Read a Wan DiT config from tensor names and shapes (prefix already stripped), as ComfyUI's
+    model_detection does: `head.modulation` marks Wan; the rest follows from the shapes."""
+    if "head.modulation" not in shapes:
+        raise CheckpointError(
+            f"{source} does not look like a Wan diffusion model: it looks like {describe(shapes)}. "
+            "The DiT loader expects a Wan 2.1 / 2.2 diffusion model (the files ComfyUI keeps in "
+            "models/diffusion_models, e.g. wan2.1_t2v_1.3B_fp16.safetensors)."
+        )
+    if any(key.startswith("img_emb.") for key in shapes) or "blocks.0.cross_attn.k_img.weight" in shapes:
+        raise CheckpointError(
+            f"{source} is a Wan image-to-video model with CLIP image cross-attention (Wan 2.1 I2V / FLF2V), "
+            "which this loader does not support yet. Use a T2V or the Wan 2.2 TI2V 5B model."
+        )
+    try:
+        dim, in_channels, *patch = shapes["patch_embedding.weight"]
+        head_out = shapes["head.head.weight"][0]
+        ffn_dim = shapes["blocks.0.ffn.0.weight"][0]
+        text_dim = shapes["text_embedding.0.weight"][1]
+        freq_dim = shapes["time_embedding.0.weight"][1]
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"{source} is an incomplete Wan diffusion model (missing or odd {error})."
+        ) from None
+    num_layers = 1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK.match(key)))
+    patch_size = tuple(patch)
+    config = WanConfig(
+        dim=dim,
+        ffn_dim=ffn_dim,
+        num_layers=num_layers,
+        in_channels=in_channels,
+        out_channels=head_out // math.prod(patch_size),
+        patch_size=patch_size,
+        text_dim=text_dim,
+        freq_dim=freq_dim,
+        cross_attn_norm="blocks.0.norm3.weight" in shapes,
+    )
+    name = next((name for name, preset in PRESETS.items() if preset == config), None)
+    return config if name is None else replace(config, name=name)

@@ -1,0 +1,93 @@
+"""Spacetime patches: a latent video cut into tokens and put back exactly (Sora's "spacetime
+patches"; the token layout is Wan's Conv3d patch embedding flattened, channels outermost).
+
+Axes: B batch, C channels, T H W latent grid, L tokens = T'·H'·W', P = C·pt·ph·pw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from einops import rearrange
+
+from ..vae.latent_formats import LatentFormat
+
+PATTERN = "b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw)"
+INVERSE = "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)"
+
+
+def check_divisible(latent_shape: tuple[int, ...], patch_size: tuple[int, int, int]) -> None:
+    if len(latent_shape) != 5:
+        raise ValueError(f"latent has shape {tuple(latent_shape)}; expected a latent video B×C×T×H×W.")
+    for axis, size, patch in zip(
+        ("frames (T)", "height (H)", "width (W)"), latent_shape[2:], patch_size, strict=True
+    ):
+        if size % patch:
+            lower, upper = size - size % patch, size - size % patch + patch
+            raise ValueError(
+                f"latent {axis} = {size} is not divisible by the patch size {patch}: "
+                f"use a latent of {lower or upper} or {upper} along that axis."
+            )
+
+
+def patchify(
+    latent: torch.Tensor, patch_size: tuple[int, int, int]
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """B×C×T×H×W -> tokens B×L×(C·pt·ph·pw) and the grid (T', H', W')."""
+    check_divisible(tuple(latent.shape), patch_size)
+    pt, ph, pw = patch_size
+    grid = (latent.shape[2] // pt, latent.shape[3] // ph, latent.shape[4] // pw)
+    return rearrange(latent, PATTERN, pt=pt, ph=ph, pw=pw), grid
+
+
+def unpatchify(
+    tokens: torch.Tensor, grid: tuple[int, int, int], patch_size: tuple[int, int, int]
+) -> torch.Tensor:
+    """Tokens B×L×P and their grid -> B×C×T×H×W, the exact inverse of `patchify`."""
+    t, h, w = grid
+    pt, ph, pw = patch_size
+    if tokens.ndim != 3 or tokens.shape[1] != t * h * w or tokens.shape[2] % (pt * ph * pw):
+        raise ValueError(
+            f"tokens of shape {tuple(tokens.shape)} do not fit grid {grid} with patch {patch_size}: "
+            f"expected B×{t * h * w}×(C·{pt * ph * pw})."
+        )
+    return rearrange(tokens, INVERSE, t=t, h=h, w=w, pt=pt, ph=ph, pw=pw)
+
+
+@dataclass(frozen=True)
+class SpacetimePatches:
+    """What flows on a SPACETIME_PATCHES socket: tokens in the DiT's normalised latent space,
+    everything needed to turn them back into a LATENT, and the tokens pinned to known values."""
+
+    tokens: torch.Tensor  # B×L×P
+    grid: tuple[int, int, int]
+    patch_size: tuple[int, int, int]
+    latent_format: LatentFormat
+    pinned: torch.Tensor | None = None  # B×L bool: True where a token is known
+    known: torch.Tensor | None = field(default=None, repr=False)  # B×L×P, the values of pinned tokens
+
+    def __post_init__(self):
+        if (self.pinned is None) != (self.known is None):
+            raise ValueError("pinned and known go together: give both or neither.")
+        if self.pinned is not None and self.pinned.shape != self.tokens.shape[:2]:
+            raise ValueError(
+                f"pinned has shape {tuple(self.pinned.shape)}, expected {tuple(self.tokens.shape[:2])}."
+            )
+        if self.known is not None and self.known.shape != self.tokens.shape:
+            raise ValueError(
+                f"known has shape {tuple(self.known.shape)}, expected {tuple(self.tokens.shape)}."
+            )
+
+    @classmethod
+    def from_latent(cls, raw: torch.Tensor, patch_size: tuple[int, int, int], latent_format: LatentFormat):
+        """Cut a raw VAE latent (as a LATENT socket holds it) into normalised tokens."""
+        tokens, grid = patchify(latent_format.normalize(raw), patch_size)
+        return cls(tokens=tokens, grid=grid, patch_size=patch_size, latent_format=latent_format)
+
+    def to_latent(self) -> torch.Tensor:
+        """The raw VAE latent these tokens stand for."""
+        return self.latent_format.denormalize(unpatchify(self.tokens, self.grid, self.patch_size))
+
+    def with_tokens(self, tokens: torch.Tensor) -> SpacetimePatches:
+        return replace(self, tokens=tokens)

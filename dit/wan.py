@@ -1,0 +1,207 @@
+"""The Wan 2.1 / 2.2 diffusion transformer (Wan-Video/Wan2.1 `wan/modules/model.py`; DiT, Peebles &
+Xie 2023): adaLN-modulated blocks of 3D-RoPE self-attention, text cross-attention and a GELU MLP.
+
+Parameter names are Wan's own, so checkpoints load without renaming. As in the reference, the
+residual stream, the time embedding, the modulation and the head run in float32, RoPE in
+float64; the attention and MLP projections run in the compute dtype.
+
+Axes: B batch, C latent channels, T H W latent grid, L tokens, D width, N heads, K head dim,
+S text tokens, E text width, P token width (C·pt·ph·pw), F sinusoid width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..ops import CastLinear, FloatLayerNorm, RMSNorm, cast_bias, cast_weight
+from .attention import attention
+from .config import WanConfig
+from .patchify import patchify, unpatchify
+from .rope import apply_rope, rope_frequencies
+
+
+def timestep_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding [cos | sin] of timesteps in 0..1000, computed in float64 (Wan's
+    `sinusoidal_embedding_1d`). Any shape -> shape × F, float32."""
+    half = dim // 2
+    position = timestep.to(torch.float64)
+    frequencies = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=timestep.device) / half)
+    angles = position.unsqueeze(-1) * frequencies
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1).float()
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class PatchEmbedding(nn.Module):
+    """Wan's Conv3d with kernel = stride = patch, applied to tokens as the linear map it is."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: tuple[int, int, int]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, in_channels, *patch_size))
+        self.bias = nn.Parameter(torch.empty(dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.linear(tokens, cast_weight(self, tokens.dtype).flatten(1), cast_bias(self, tokens.dtype))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: WanConfig):
+        super().__init__()
+        dim, self.num_heads = config.dim, config.num_heads
+        self.q, self.k, self.v, self.o = (CastLinear(dim, dim) for _ in range(4))
+        self.norm_q, self.norm_k = RMSNorm(dim, config.eps), RMSNorm(dim, config.eps)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        split = "b l (n k) -> b l n k"
+        q = rearrange(self.norm_q(self.q(x)), split, n=self.num_heads)
+        k = rearrange(self.norm_k(self.k(x)), split, n=self.num_heads)
+        v = rearrange(self.v(x), split, n=self.num_heads)
+        q, k = apply_rope(q, rope).to(x.dtype), apply_rope(k, rope).to(x.dtype)
+        return self.o(rearrange(attention(q, k, v), "b l n k -> b l (n k)"))
+
+
+class CrossAttention(SelfAttention):
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        split = "b l (n k) -> b l n k"
+        q = rearrange(self.norm_q(self.q(x)), split, n=self.num_heads)
+        k = rearrange(self.norm_k(self.k(context)), split, n=self.num_heads)
+        v = rearrange(self.v(context), split, n=self.num_heads)
+        return self.o(rearrange(attention(q, k, v), "b l n k -> b l (n k)"))
+
+
+class WanBlock(nn.Module):
+    def __init__(self, config: WanConfig):
+        super().__init__()
+        dim, eps = config.dim, config.eps
+        self.norm1 = FloatLayerNorm(dim, eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(config)
+        # Wan names the affine pre-cross-attention norm `norm3` and the pre-MLP one `norm2`.
+        self.norm3 = (
+            FloatLayerNorm(dim, eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
+        )
+        self.cross_attn = CrossAttention(config)
+        self.norm2 = FloatLayerNorm(dim, eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(
+            CastLinear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), CastLinear(config.ffn_dim, dim)
+        )
+        self.modulation = nn.Parameter(torch.empty(1, 6, dim))
+
+    def forward(
+        self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, rope: torch.Tensor
+    ) -> torch.Tensor:
+        """x: B×L×D float32, e0: B×(L or 1)×6×D float32, context: B×S×D -> B×L×D float32."""
+        dtype = context.dtype
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).unbind(2)
+        y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope)
+        x = x + y.float() * gate_sa
+        x = x + self.cross_attn(self.norm3(x).to(dtype), context).float()
+        y = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff).to(dtype))
+        return x + y.float() * gate_ff
+
+
+class Head(nn.Module):
+    def __init__(self, config: WanConfig):
+        super().__init__()
+        self.norm = FloatLayerNorm(config.dim, config.eps, elementwise_affine=False)
+        self.head = CastLinear(config.dim, config.out_channels * config.patch_volume)
+        self.modulation = nn.Parameter(torch.empty(1, 2, config.dim))
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """x: B×L×D, e: B×(L or 1)×D -> B×L×(pt·ph·pw·C), in float32 like the reference."""
+        shift, scale = (self.modulation.float().unsqueeze(0) + e.unsqueeze(2)).unbind(2)
+        return self.head(modulate(self.norm(x), shift, scale))
+
+
+class WanDiT(nn.Module):
+    """Predicts the flow-matching velocity (noise - x0) of a normalised latent video."""
+
+    def __init__(self, config: WanConfig, compute_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.config = config
+        self.compute_dtype = compute_dtype
+        dim = config.dim
+        self.patch_embedding = PatchEmbedding(config.in_channels, dim, config.patch_size)
+        self.text_embedding = nn.Sequential(
+            CastLinear(config.text_dim, dim), nn.GELU(approximate="tanh"), CastLinear(dim, dim)
+        )
+        self.time_embedding = nn.Sequential(CastLinear(config.freq_dim, dim), nn.SiLU(), CastLinear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), CastLinear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(WanBlock(config) for _ in range(config.num_layers))
+        self.head = Head(config)
+
+    def forward(self, latent: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """latent B×C×T×H×W (normalised), timestep B or B×L in 0..1000, context B×S×E -> velocity B×C×T×H×W."""
+        self.check_latent(latent)
+        tokens, grid = patchify(latent, self.config.patch_size)
+        velocity = self.forward_tokens(tokens, grid, timestep, context)
+        return unpatchify(velocity, grid, self.config.patch_size).to(latent.dtype)
+
+    def forward_tokens(
+        self, tokens: torch.Tensor, grid: tuple[int, int, int], timestep: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        """tokens B×L×P in patchify's layout -> velocity tokens B×L×P in the same layout (float32)."""
+        config, dtype = self.config, self.compute_dtype
+        timestep = self._check_inputs(tokens, grid, timestep, context)
+
+        x = self.patch_embedding(tokens.to(dtype)).float()  # B×L×D
+        e = self.time_embedding(timestep_embedding(timestep, config.freq_dim))  # B×(L|1)×D, float32
+        e0 = self.time_projection(e).unflatten(-1, (6, config.dim))  # B×(L|1)×6×D
+        context = self.text_embedding(self._pad_text(context).to(dtype))  # B×S×D
+        rope = rope_frequencies(grid, config.head_dim, x.device)  # L×K/2 complex
+
+        for block in self.blocks:
+            x = block(x, e0, context, rope)
+
+        out = self.head(x, e)  # B×L×(pt ph pw c), Wan's head order
+        pt, ph, pw = config.patch_size
+        return rearrange(out, "b l (pt ph pw c) -> b l (c pt ph pw)", pt=pt, ph=ph, pw=pw)
+
+    def check_latent(self, latent: torch.Tensor) -> None:
+        expected = self.config.in_channels
+        if latent.ndim != 5 or latent.shape[1] != expected:
+            hint = {16: " (a Wan 2.1 VAE latent)", 48: " (a Wan 2.2 VAE latent)"}.get(
+                latent.shape[1] if latent.ndim == 5 else 0, ""
+            )
+            raise ValueError(
+                f"latent of shape {tuple(latent.shape)}{hint} does not fit {self.config.name}, which expects "
+                f"B×{expected}×T×H×W latents: use the VAE that belongs to this model."
+            )
+
+    def _check_inputs(self, tokens, grid, timestep, context) -> torch.Tensor:
+        """Validate shapes; return the timestep as B×(L or 1)."""
+        config = self.config
+        batch, length, width = tokens.shape
+        expected_width = config.in_channels * config.patch_volume
+        if width != expected_width or length != grid[0] * grid[1] * grid[2]:
+            raise ValueError(
+                f"tokens of shape {tuple(tokens.shape)} for grid {grid} do not fit {config.name}: expected "
+                f"B×{grid[0] * grid[1] * grid[2]}×{expected_width} ({config.in_channels} channels × patch "
+                f"{config.patch_size})."
+            )
+        if context.ndim != 3 or context.shape[0] != batch or context.shape[2] != config.text_dim:
+            raise ValueError(
+                f"text context of shape {tuple(context.shape)} does not fit: expected {batch}×S×{config.text_dim} "
+                "(embeddings from this model's text encoder, one row per batch item)."
+            )
+        timestep = torch.as_tensor(timestep, device=tokens.device)
+        if timestep.shape == (batch,):
+            return timestep.unsqueeze(1)
+        if timestep.shape == (batch, length):
+            return timestep
+        raise ValueError(
+            f"timestep of shape {tuple(timestep.shape)}: expected ({batch},) or ({batch}, {length})."
+        )
+
+    def _pad_text(self, context: torch.Tensor) -> torch.Tensor:
+        """Zero-pad the text to Wan's 512 tokens: the model attends to the (embedded) padding too."""
+        missing = self.config.text_len - context.shape[1]
+        if missing < 0:
+            raise ValueError(
+                f"text context has {context.shape[1]} tokens; {self.config.name} takes at most {self.config.text_len}."
+            )
+        return F.pad(context, (0, 0, 0, missing))
