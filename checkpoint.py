@@ -8,6 +8,7 @@ Pickle files (.ckpt, .pt, .pth, .bin) are never opened at run time: unpickling c
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -171,7 +172,17 @@ def convert_pickle_to_safetensors(source: Path, destination: Path) -> int:
 
     if destination.exists():
         raise FileExistsError(f"{destination} exists; choose another output name or remove it first.")
-    loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} does not exist.")
+    try:
+        loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as error:
+        raise CheckpointError(
+            f"{source.name} was refused: it holds objects other than tensors (or is damaged), and loading those "
+            f"could run code. Nothing was written. Details: {str(error).splitlines()[0]}"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{source.name} holds a {type(loaded).__name__}, not a dictionary of tensors.")
     for key in ("state_dict", "model", "module"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict) and len(loaded) <= 3:
             loaded = loaded[key]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import host
+from .checkpoint import convert_pickle_to_safetensors
 from .video import FORMATS, combine_video
 from .video.patterns import moving_pattern
 
@@ -21,6 +23,12 @@ def _test_pattern(args: argparse.Namespace) -> int:
         crf=args.crf,
     )
     print(saved.path)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    count = convert_pickle_to_safetensors(Path(args.source), Path(args.destination))
+    print(f"wrote {count} tensors to {args.destination}")
     return 0
 
 
@@ -53,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pattern.set_defaults(run=_test_pattern)
 
+    convert = commands.add_parser(
+        "convert",
+        help="turn a pickle checkpoint (.pth/.pt/.ckpt) into .safetensors, loading tensors only (no code runs)",
+    )
+    convert.add_argument("source", help="the .pth / .pt / .ckpt / .bin file")
+    convert.add_argument("destination", help="the .safetensors file to write (must not exist)")
+    convert.set_defaults(run=_convert)
+
     formats = commands.add_parser("formats", help="list the video formats Video Combine writes")
     formats.set_defaults(run=_formats)
     return parser
@@ -66,6 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

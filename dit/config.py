@@ -33,7 +33,9 @@ class WanConfig:
         if self.dim % self.head_dim:
             raise ValueError(f"WanConfig.dim={self.dim} must be a multiple of head_dim={self.head_dim}")
         if self.head_dim % 2 or self.head_dim < 6:
-            raise ValueError(f"head_dim={self.head_dim} must be even and at least 6 (3D RoPE rotates pairs on 3 axes)")
+            raise ValueError(
+                f"head_dim={self.head_dim} must be even and at least 6 (3D RoPE rotates pairs on 3 axes)"
+            )
         if self.freq_dim % 2:
             raise ValueError(f"freq_dim={self.freq_dim} must be even (cos and sin halves)")
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:

@@ -17,6 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from ..ops import CastLinear, FloatLayerNorm, RMSNorm, cast_bias, cast_weight
+from ..vae.latent_formats import LatentFormat, latent_format_for_channels
 from .attention import attention
 from .config import WanConfig
 from .patchify import patchify, unpatchify
@@ -133,6 +134,11 @@ class WanDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), CastLinear(dim, 6 * dim))
         self.blocks = nn.ModuleList(WanBlock(config) for _ in range(config.num_layers))
         self.head = Head(config)
+
+    @property
+    def latent_format(self) -> LatentFormat:
+        """How raw VAE latents map to this model's space (Wan 2.1 VAE for 16 channels, 2.2 for 48)."""
+        return latent_format_for_channels(self.config.in_channels)
 
     def forward(self, latent: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """latent B×C×T×H×W (normalised), timestep B or B×L in 0..1000, context B×S×E -> velocity B×C×T×H×W."""

@@ -1,11 +1,18 @@
 """Node classes: each declares its inputs and calls one library function."""
 
+from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
 from .video_combine import SpacetimeVideoCombine
 
 NODE_CLASS_MAPPINGS = {
+    "SpacetimeDiTLoader": SpacetimeDiTLoader,
+    "SpacetimePatchifier": SpacetimePatchifier,
+    "SpacetimeUnpatchify": SpacetimeUnpatchify,
     "SpacetimeVideoCombine": SpacetimeVideoCombine,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "SpacetimeDiTLoader": "DiT Loader (Spacetime)",
+    "SpacetimePatchifier": "Patchifier (Spacetime)",
+    "SpacetimeUnpatchify": "Unpatchify (Spacetime)",
     "SpacetimeVideoCombine": "Video Combine (Spacetime)",
 }

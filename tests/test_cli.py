@@ -36,3 +36,34 @@ def test_bad_input_is_one_clear_line(tmp_path: Path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: frame_rate=0.0 must be a positive number")
     assert "Traceback" not in result.stderr
+
+
+def test_convert_turns_a_pickle_into_safetensors(tmp_path: Path):
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = {"a.weight": torch.randn(3, 4), "b.bias": torch.arange(5.0)}
+    torch.save({"state_dict": tensors}, tmp_path / "model.pth")
+    result = run("convert", str(tmp_path / "model.pth"), str(tmp_path / "model.safetensors"), output=tmp_path)
+    assert result.returncode == 0, result.stderr
+    converted = load_file(tmp_path / "model.safetensors")
+    assert converted.keys() == tensors.keys()
+    assert all(torch.equal(converted[k], tensors[k]) for k in tensors)
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_convert_refuses_a_pickle_that_would_run_code(tmp_path: Path):
+    import pickle
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"weight": _Payload()}))
+    result = run("convert", str(tmp_path / "evil.pth"), str(tmp_path / "evil.safetensors"), output=tmp_path)
+    assert result.returncode == 2
+    assert "was refused" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "evil.safetensors").exists()
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()

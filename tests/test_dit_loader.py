@@ -98,7 +98,10 @@ def test_fp8_storage_from_a_full_precision_file(state, probe, reference_output, 
 
 
 def test_plain_fp8_file_stays_fp8(state, probe, reference_output, tmp_path: Path):
-    stored = {k: (v.to(torch.float8_e4m3fn) if k.startswith("blocks.") and v.ndim == 2 else v) for k, v in state.items()}
+    stored = {
+        k: (v.to(torch.float8_e4m3fn) if k.startswith("blocks.") and v.ndim == 2 else v)
+        for k, v in state.items()
+    }
     model = load_dit(write(stored, tmp_path / "wan_fp8.safetensors"))
     assert model.blocks[1].ffn[2].weight.dtype == torch.float8_e4m3fn
     assert relative_error(run(model, probe), reference_output) < 0.1
@@ -142,7 +145,10 @@ def test_missing_file(tmp_path: Path):
     "keys,looks_like",
     [
         ({"decoder.middle.0.residual.0.gamma": [1], "encoder.conv1.weight": [1]}, "a Wan VAE"),
-        ({"encoder.block.0.layer.0.SelfAttention.q.weight": [1], "spiece_model": [1]}, "T5/UMT5 text encoder"),
+        (
+            {"encoder.block.0.layer.0.SelfAttention.q.weight": [1], "spiece_model": [1]},
+            "T5/UMT5 text encoder",
+        ),
         ({"input_blocks.0.0.weight": [1]}, "Stable Diffusion UNet"),
         ({"condition_embedder.time_embedder.linear_1.weight": [1]}, "diffusers format"),
         ({"something.else": [1]}, "unrecognised model"),
@@ -151,7 +157,9 @@ def test_missing_file(tmp_path: Path):
 def test_files_of_other_models_say_what_they_are(keys, looks_like, tmp_path: Path):
     path = tmp_path / "model.safetensors"
     save_file({k: torch.zeros(v) for k, v in keys.items()}, str(path))
-    with pytest.raises(CheckpointError, match=f"does not look like a Wan diffusion model: it looks like .*{looks_like}"):
+    with pytest.raises(
+        CheckpointError, match=f"does not look like a Wan diffusion model: it looks like .*{looks_like}"
+    ):
         load_dit(path)
 
 
@@ -159,7 +167,9 @@ def test_missing_and_unexpected_keys_are_named(state, tmp_path: Path):
     broken = dict(state)
     del broken["blocks.1.cross_attn.o.weight"]
     broken["blocks.1.extra.weight"] = torch.zeros(2)
-    with pytest.raises(CheckpointError, match=r"1 missing \(first: blocks.1.cross_attn.o.weight\).*1 unexpected"):
+    with pytest.raises(
+        CheckpointError, match=r"1 missing \(first: blocks.1.cross_attn.o.weight\).*1 unexpected"
+    ):
         load_dit(write(broken, tmp_path / "wan.safetensors"))
 
 

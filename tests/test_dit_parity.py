@@ -77,7 +77,9 @@ def _scaled_fp8(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
 def test_scaled_fp8_matches_reference_on_dequantised_weights(tmp_path: Path):
     state = random_wan_state_dict(T2V, seed=5)
     file_tensors, dequantised = _scaled_fp8(state)
-    model = load_dit(write(file_tensors, tmp_path / "wan_fp8_scaled.safetensors"), compute_dtype=torch.float32)
+    model = load_dit(
+        write(file_tensors, tmp_path / "wan_fp8_scaled.safetensors"), compute_dtype=torch.float32
+    )
     assert model.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn  # stays fp8 in memory
     assert model.blocks[0].self_attn.q.scale_weight is not None
     latent, context = inputs(T2V)

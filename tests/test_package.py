@@ -106,9 +106,10 @@ def _check_input(node_id: str, name: str, spec) -> None:
     assert isinstance(spec, tuple) and 1 <= len(spec) <= 2, f"{node_id}.{name}: {spec!r}"
     kind, options = spec[0], (spec[1] if len(spec) == 2 else {})
     assert isinstance(options, dict)
-    if isinstance(kind, list):  # a combo
-        assert kind, f"{node_id}.{name} has an empty choice list"
-        assert options.get("default", kind[0]) in kind
+    if isinstance(kind, list):  # a combo; model pickers are empty until files are installed
+        assert all(isinstance(choice, str) for choice in kind), f"{node_id}.{name}: {kind!r}"
+        if kind:
+            assert options.get("default", kind[0]) in kind
         return
     assert (isinstance(kind, str) and kind.isupper()) or kind == "*", f"{node_id}.{name}: type {kind!r}"
     if kind in ("INT", "FLOAT") and "default" in options:

@@ -40,7 +40,11 @@ def test_token_layout_is_wan_conv_order():
 @pytest.mark.parametrize(
     "shape,patch,message",
     [
-        ((1, 16, 3, 7, 8), (1, 2, 2), r"height \(H\) = 7 is not divisible by the patch size 2: use a latent of 6 or 8"),
+        (
+            (1, 16, 3, 7, 8),
+            (1, 2, 2),
+            r"height \(H\) = 7 is not divisible by the patch size 2: use a latent of 6 or 8",
+        ),
         ((1, 16, 3, 8, 9), (1, 2, 2), r"width \(W\) = 9 .* 8 or 10"),
         ((1, 16, 5, 8, 8), (2, 2, 2), r"frames \(T\) = 5 .* 4 or 6"),
         ((16, 3, 8, 8), (1, 2, 2), "B×C×T×H×W"),
@@ -69,7 +73,9 @@ def test_spacetime_patches_carry_normalised_tokens_and_invert(latent_format):
 def test_pinned_tokens_must_match_the_tokens():
     patches = SpacetimePatches.from_latent(torch.zeros(1, 16, 1, 2, 2), (1, 2, 2), WAN21)
     with pytest.raises(ValueError, match="pinned and known go together"):
-        SpacetimePatches(patches.tokens, patches.grid, patches.patch_size, WAN21, pinned=torch.ones(1, 1, dtype=bool))
+        SpacetimePatches(
+            patches.tokens, patches.grid, patches.patch_size, WAN21, pinned=torch.ones(1, 1, dtype=bool)
+        )
     with pytest.raises(ValueError, match="pinned has shape"):
         SpacetimePatches(
             patches.tokens, patches.grid, patches.patch_size, WAN21,
@@ -78,5 +84,5 @@ def test_pinned_tokens_must_match_the_tokens():
 
 
 def test_latent_of_the_other_vae_is_named():
-    with pytest.raises(ValueError, match="Wan 2.2 VAE latent"):
+    with pytest.raises(ValueError, match=r"Wan 2\.2 VAE latent"):
         WAN21.normalize(torch.zeros(1, 48, 1, 2, 2))

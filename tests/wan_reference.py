@@ -22,7 +22,9 @@ def random_wan_state_dict(config: WanConfig, seed: int = 0) -> dict[str, torch.T
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for key, shape in shapes.items():
-        fan_in = shape[1] if len(shape) == 2 else (torch.Size(shape[1:]).numel() if len(shape) > 2 else shape[-1])
+        fan_in = (
+            shape[1] if len(shape) == 2 else (torch.Size(shape[1:]).numel() if len(shape) > 2 else shape[-1])
+        )
         scale = 0.5 if key.endswith("modulation") else (1.0 / fan_in**0.5 if len(shape) >= 2 else 0.1)
         tensor = torch.randn(shape, generator=generator) * scale
         if key.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight")):

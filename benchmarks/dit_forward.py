@@ -1,0 +1,176 @@
+"""DiT forward time and peak memory, ours against diffusers' WanTransformer3DModel, on the same
+weights and inputs. Prints a Markdown table.
+
+    python benchmarks/dit_forward.py                     # CPU: Wan-1.3B width, 2 layers, 480x832x17
+    python benchmarks/dit_forward.py --device cuda --layers 30 --frames 81 --dtype bf16
+
+The configuration is Wan 2.1 T2V 1.3B's (width 1536, 12 heads, FFN 8960) with --layers blocks;
+the token count is that of a real video: (frames-1)/4+1 latent frames of (height/16)x(width/16)
+patches. Each implementation runs in its own process. Forward peak memory is what a forward adds
+on top of the loaded weights (CUDA's peak allocation on a GPU, sampled resident memory on the
+CPU); load peak is the process's peak resident memory after loading (CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from wan_reference import diffusers_reference, random_wan_state_dict, relative_error, write
+
+from spacetime.dit import WanConfig, load_dit
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def config_for(layers: int) -> WanConfig:
+    return WanConfig(dim=1536, ffn_dim=8960, num_layers=layers, in_channels=16, out_channels=16)
+
+
+def inputs(args, device):
+    generator = torch.Generator().manual_seed(0)
+    latent_frames = (args.frames - 1) // 4 + 1
+    latent = torch.randn(1, 16, latent_frames, args.height // 8, args.width // 8, generator=generator)
+    context = torch.zeros(1, 512, 4096)
+    context[:, :40] = torch.randn(1, 40, 4096, generator=generator)
+    return latent.to(device), torch.tensor([900.0], device=device), context.to(device)
+
+
+class ResidentPeak:
+    """Peak resident memory while a block runs, sampled from /proc (CPU runs)."""
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = self.start = self.now()
+
+    def now(self) -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+
+def worker(args) -> None:
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    state = None
+    if args.impl == "ours":
+        model = load_dit(args.weights, weight_dtype=dtype, compute_dtype=dtype, device=device)
+
+        def forward(latent, timestep, context):
+            return model(latent, timestep, context)
+    else:
+        from safetensors.torch import load_file
+
+        state = {k.removeprefix("model.diffusion_model."): v for k, v in load_file(args.weights).items()}
+        model = diffusers_reference(config_for(args.layers), state).to(device, dtype)
+        del state
+
+        def forward(latent, timestep, context):
+            return model(latent.to(dtype), timestep, context.to(dtype), return_dict=False)[0]
+
+    latent, timestep, context = inputs(args, device)
+    load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    times = []
+    with torch.no_grad():
+        output = forward(latent, timestep, context)  # warm-up
+        del output
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        with ResidentPeak() as resident:
+            for _ in range(args.repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                output = forward(latent, timestep, context)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        forward_peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+    else:
+        forward_peak = (resident.peak - resident.start) / 2**20
+    result = {"seconds": statistics.median(times), "forward_mib": forward_peak, "load_peak_mib": load_peak}
+    torch.save(output.float().cpu(), args.output)
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--impl", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.impl:
+        worker(args)
+        return
+
+    tokens = ((args.frames - 1) // 4 + 1) * (args.height // 16) * (args.width // 16)
+    with tempfile.TemporaryDirectory() as folder:
+        weights = write(random_wan_state_dict(config_for(args.layers)), Path(folder) / "wan.safetensors")
+        results = {}
+        for impl in ("ours", "diffusers"):
+            output = Path(folder) / f"{impl}.pt"
+            command = [sys.executable, __file__, *sys.argv[1:], "--impl", impl, "--weights", str(weights),
+                       "--output", str(output)]  # fmt: skip
+            line = (
+                subprocess.run(command, check=True, capture_output=True, text=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            results[impl] = json.loads(line) | {"output": torch.load(output, weights_only=True)}
+    ours, theirs = results["ours"], results["diffusers"]
+    print(
+        f"Wan-1.3B width, {args.layers} layers, {args.frames} frames {args.height}x{args.width} "
+        f"= {tokens} tokens, {args.dtype} on {args.device} ({torch.get_num_threads()} threads)\n"
+    )
+    print("| implementation | forward s | forward peak MiB (above weights) | load peak RSS MiB |")
+    print("|---|---:|---:|---:|")
+    for impl, result in results.items():
+        print(
+            f"| {impl} | {result['seconds']:.2f} | {result['forward_mib']:.0f} | {result['load_peak_mib']:.0f} |"
+        )
+    print(
+        f"\nours / diffusers: time {ours['seconds'] / theirs['seconds']:.2f}x, "
+        f"forward peak memory {ours['forward_mib'] / theirs['forward_mib']:.2f}x; "
+        f"relative difference of the outputs {relative_error(ours['output'], theirs['output']):.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
