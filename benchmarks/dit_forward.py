@@ -6,7 +6,8 @@ weights and inputs. Prints a Markdown table.
 
 The configuration is Wan 2.1 T2V 1.3B's (width 1536, 12 heads, FFN 8960) with --layers blocks;
 the token count is that of a real video: (frames-1)/4+1 latent frames of (height/16)x(width/16)
-patches. Each implementation runs in its own process. Forward peak memory is what a forward adds
+patches. Each implementation runs in its own process, --rounds times in alternating order, and
+the best round is reported (the machine's noise only ever slows a run down). Forward peak memory is what a forward adds
 on top of the loaded weights (CUDA's peak allocation on a GPU, sampled resident memory on the
 CPU); load peak is the process's peak resident memory after loading (CPU).
 """
@@ -131,7 +132,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=832)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="timed forwards per process (median)")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per implementation (best is kept)")
     parser.add_argument("--impl", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
@@ -143,17 +145,23 @@ def main() -> None:
     tokens = ((args.frames - 1) // 4 + 1) * (args.height // 16) * (args.width // 16)
     with tempfile.TemporaryDirectory() as folder:
         weights = write(random_wan_state_dict(config_for(args.layers)), Path(folder) / "wan.safetensors")
-        results = {}
-        for impl in ("ours", "diffusers"):
-            output = Path(folder) / f"{impl}.pt"
-            command = [sys.executable, __file__, *sys.argv[1:], "--impl", impl, "--weights", str(weights),
-                       "--output", str(output)]  # fmt: skip
-            line = (
-                subprocess.run(command, check=True, capture_output=True, text=True)
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            results[impl] = json.loads(line) | {"output": torch.load(output, weights_only=True)}
+        runs = {"ours": [], "diffusers": []}
+        for round_index in range(args.rounds):  # alternate the order so neither side always runs first
+            for impl in ("ours", "diffusers") if round_index % 2 == 0 else ("diffusers", "ours"):
+                output = Path(folder) / f"{impl}.pt"
+                command = [sys.executable, __file__, *sys.argv[1:], "--impl", impl, "--weights", str(weights),
+                           "--output", str(output)]  # fmt: skip
+                completed = subprocess.run(command, check=True, capture_output=True, text=True)
+                runs[impl].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+        results = {
+            impl: {
+                "seconds": min(r["seconds"] for r in measured),
+                "forward_mib": min(r["forward_mib"] for r in measured),
+                "load_peak_mib": min(r["load_peak_mib"] for r in measured),
+                "output": torch.load(Path(folder) / f"{impl}.pt", weights_only=True),
+            }
+            for impl, measured in runs.items()
+        }
     ours, theirs = results["ours"], results["diffusers"]
     print(
         f"Wan-1.3B width, {args.layers} layers, {args.frames} frames {args.height}x{args.width} "
