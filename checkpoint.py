@@ -121,11 +121,6 @@ def read_tensors(
     return tensors
 
 
-def read_metadata(path: Path | str) -> dict[str, str]:
-    with _open(Path(path)) as handle:
-        return handle.metadata() or {}
-
-
 class _open:
     """safe_open with our errors."""
 
@@ -155,15 +150,6 @@ def _corrupt(file: Path, error: Exception) -> CheckpointError:
         f"{file.name} ({size:,} bytes) is not a readable safetensors file: {error}. "
         "It is probably truncated or corrupt (an interrupted download?): download it again."
     )
-
-
-def strip_prefix(tensors: dict, prefixes: tuple[str, ...]) -> dict:
-    """Drop the first prefix that some keys carry (ComfyUI's `model.diffusion_model.`), keeping
-    only those keys: a full checkpoint also holds other models under other prefixes."""
-    for prefix in prefixes:
-        if any(key.startswith(prefix) for key in tensors):
-            return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
-    return tensors
 
 
 def convert_pickle_to_safetensors(source: Path, destination: Path) -> int:

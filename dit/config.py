@@ -81,11 +81,11 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str = "checkp
         ffn_dim = shapes["blocks.0.ffn.0.weight"][0]
         text_dim = shapes["text_embedding.0.weight"][1]
         freq_dim = shapes["time_embedding.0.weight"][1]
+        num_layers = 1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK.match(key)))
     except (KeyError, ValueError) as error:
         raise CheckpointError(
             f"{source} is an incomplete Wan diffusion model (missing or odd {error})."
         ) from None
-    num_layers = 1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK.match(key)))
     patch_size = tuple(patch)
     config = WanConfig(
         dim=dim,

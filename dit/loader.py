@@ -13,7 +13,7 @@ import torch
 
 from ..checkpoint import CheckpointError, read_keys, read_tensors
 from ..ops import CastLinear, cast_weight
-from .config import WanConfig, config_from_shapes
+from .config import config_from_shapes
 from .wan import PatchEmbedding, WanDiT
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.")
@@ -158,12 +158,3 @@ def _attach_scales(model: WanDiT, scales: dict[str, torch.Tensor], weight_dtype,
                 cast_weight(module, torch.float32).to(weight_dtype), requires_grad=False
             )
             module.scale_weight = None
-
-
-def describe_model(model: WanDiT) -> str:
-    config: WanConfig = model.config
-    counts = {}
-    for parameter in model.parameters():
-        counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
-    stored = ", ".join(f"{n / 1e9:.2f}B {str(d).removeprefix('torch.')}" for d, n in counts.items())
-    return f"{config.name}: {config.num_layers} layers, width {config.dim}; weights {stored}; compute {model.compute_dtype}"

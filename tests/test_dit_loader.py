@@ -208,3 +208,13 @@ def test_token_entry_point_matches_the_latent_one(state, probe, reference_output
     with torch.no_grad():
         velocity = model.forward_tokens(tokens, grid, timestep, context)
     assert relative_error(unpatchify(velocity, grid, model.config.patch_size), reference_output) < SAME
+
+
+def test_an_incomplete_wan_file_says_so(tmp_path: Path):
+    path = tmp_path / "wan_partial.safetensors"
+    save_file(
+        {"head.modulation": torch.zeros(1, 2, 8), "patch_embedding.weight": torch.zeros(8, 16, 1, 2, 2)},
+        str(path),
+    )
+    with pytest.raises(CheckpointError, match="incomplete Wan diffusion model"):
+        load_dit(path)

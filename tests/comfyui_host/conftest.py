@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from wan_reference import T2V, random_wan_state_dict, write
 
 from spacetime.video.patterns import moving_pattern
 
@@ -28,6 +29,7 @@ from media import PACK_ROOT
 STARTUP_SECONDS = 300
 RUN_SECONDS = 300
 TEST_IMAGE = "spacetime_host_test.png"
+TINY_DIT = "spacetime_tiny_wan.safetensors"
 WORKFLOWS = Path(__file__).parent / "workflows"
 
 
@@ -111,6 +113,9 @@ def comfyui(tmp_path_factory) -> ComfyUI:
     (base / "input").mkdir()
     frame = moving_pattern(1, 96, 128)[0].mul(255).round().byte().numpy()
     Image.fromarray(frame).save(base / "input" / TEST_IMAGE)
+    models = base / "models" / "diffusion_models"
+    models.mkdir(parents=True)
+    write(random_wan_state_dict(T2V), models / TINY_DIT)
 
     port = _free_port()
     command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),

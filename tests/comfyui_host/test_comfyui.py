@@ -58,3 +58,14 @@ def test_cancel_stops_the_encode_within_a_frame_and_leaves_no_file(comfyui):
     assert entry["status"]["status_str"] == "error"
     assert "execution_interrupted" in [message[0] for message in entry["status"]["messages"]]
     assert list(folder.glob("*host_cancel*")) == []
+
+
+def test_dit_nodes_run_on_core_latents(comfyui):
+    """DiT Loader + core's EmptyHunyuanLatentVideo -> Patchifier -> Unpatchify -> core's SaveLatent."""
+    from safetensors.torch import load_file
+
+    entry = comfyui.run_workflow(load_workflow("dit_patch_round_trip.json"))
+    (saved,) = entry["outputs"]["5"]["latents"]
+    latent = load_file(comfyui.base / "output" / saved["subfolder"] / saved["filename"])["latent_tensor"]
+    assert latent.shape == (1, 16, 3, 8, 8)  # 9 frames of 64x64 through the Wan 2.1 VAE's strides
+    assert latent.abs().max() < 1e-5  # the empty latent came back unchanged
