@@ -20,9 +20,8 @@ def cast_bias(module: nn.Module, dtype: torch.dtype) -> torch.Tensor | None:
 
 
 class CastLinear(nn.Linear):
-    """nn.Linear computing in the input's dtype whatever dtype its weight is stored in."""
-
-    scale_weight: torch.Tensor | None = None
+    """nn.Linear computing in the input's dtype whatever dtype its weight is stored in (a
+    scaled-fp8 layer also has a `scale_weight` buffer)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, cast_weight(self, x.dtype), cast_bias(self, x.dtype))

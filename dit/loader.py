@@ -141,14 +141,16 @@ def _cast(
 
 
 def _attach_scales(model: WanDiT, scales: dict[str, torch.Tensor], weight_dtype, name: str) -> None:
-    """Give each scaled-fp8 layer its scale; for a wider storage dtype, dequantise fp8 weights now."""
+    """Give each scaled-fp8 layer its scale as a buffer (it moves with the model); for a wider
+    storage dtype, dequantise fp8 weights now instead."""
     modules = dict(model.named_modules())
     for module_name, scale in scales.items():
         if not hasattr(modules.get(module_name), "weight"):
             raise CheckpointError(
                 f"{name}: scale_weight for {module_name!r}, which is not a layer of this model."
             )
-        modules[module_name].scale_weight = scale.float()
+        scale = scale.float().reshape(()) if scale.numel() == 1 else scale.float()
+        modules[module_name].register_buffer("scale_weight", scale, persistent=False)
     if weight_dtype is None or weight_dtype.itemsize == 1:
         return
     for module in modules.values():
@@ -157,4 +159,5 @@ def _attach_scales(model: WanDiT, scales: dict[str, torch.Tensor], weight_dtype,
             module.weight = torch.nn.Parameter(
                 cast_weight(module, torch.float32).to(weight_dtype), requires_grad=False
             )
-            module.scale_weight = None
+            if getattr(module, "scale_weight", None) is not None:
+                del module.scale_weight

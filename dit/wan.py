@@ -50,28 +50,24 @@ class PatchEmbedding(nn.Module):
         return F.linear(tokens, cast_weight(self, tokens.dtype).flatten(1), cast_bias(self, tokens.dtype))
 
 
-class SelfAttention(nn.Module):
+class Attention(nn.Module):
+    """Multi-head attention with q and k RMS-normalised across all heads (Wan's qk_norm): self-
+    attention with 3D RoPE, or cross-attention to the text when a context is given."""
+
     def __init__(self, config: WanConfig):
         super().__init__()
         dim, self.num_heads = config.dim, config.num_heads
         self.q, self.k, self.v, self.o = (CastLinear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, config.eps), RMSNorm(dim, config.eps)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        split = "b l (n k) -> b l n k"
-        q = rearrange(self.norm_q(self.q(x)), split, n=self.num_heads)
-        k = rearrange(self.norm_k(self.k(x)), split, n=self.num_heads)
-        v = rearrange(self.v(x), split, n=self.num_heads)
-        q, k = apply_rope(q, rope).to(x.dtype), apply_rope(k, rope).to(x.dtype)
-        return self.o(rearrange(attention(q, k, v), "b l n k -> b l (n k)"))
-
-
-class CrossAttention(SelfAttention):
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        split = "b l (n k) -> b l n k"
-        q = rearrange(self.norm_q(self.q(x)), split, n=self.num_heads)
-        k = rearrange(self.norm_k(self.k(context)), split, n=self.num_heads)
-        v = rearrange(self.v(context), split, n=self.num_heads)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope: torch.Tensor | None = None):
+        """x: B×L×D, context: B×S×D (None: attend to x) -> B×L×D."""
+        source = x if context is None else context
+        q = rearrange(self.norm_q(self.q(x)), "b l (n k) -> b l n k", n=self.num_heads)
+        k = rearrange(self.norm_k(self.k(source)), "b s (n k) -> b s n k", n=self.num_heads)
+        v = rearrange(self.v(source), "b s (n k) -> b s n k", n=self.num_heads)
+        if rope is not None:
+            q, k = apply_rope(q, rope).to(x.dtype), apply_rope(k, rope).to(x.dtype)
         return self.o(rearrange(attention(q, k, v), "b l n k -> b l (n k)"))
 
 
@@ -80,12 +76,12 @@ class WanBlock(nn.Module):
         super().__init__()
         dim, eps = config.dim, config.eps
         self.norm1 = FloatLayerNorm(dim, eps, elementwise_affine=False)
-        self.self_attn = SelfAttention(config)
+        self.self_attn = Attention(config)
         # Wan names the affine pre-cross-attention norm `norm3` and the pre-MLP one `norm2`.
         self.norm3 = (
             FloatLayerNorm(dim, eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
         )
-        self.cross_attn = CrossAttention(config)
+        self.cross_attn = Attention(config)
         self.norm2 = FloatLayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(
             CastLinear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), CastLinear(config.ffn_dim, dim)
@@ -98,7 +94,7 @@ class WanBlock(nn.Module):
         """x: B×L×D float32, e0: B×(L or 1)×6×D float32, context: B×S×D -> B×L×D float32."""
         dtype = context.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).unbind(2)
-        y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope)
+        y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope=rope)
         x = x + y.float() * gate_sa
         x = x + self.cross_attn(self.norm3(x).to(dtype), context).float()
         y = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff).to(dtype))

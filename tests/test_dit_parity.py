@@ -81,7 +81,8 @@ def test_scaled_fp8_matches_reference_on_dequantised_weights(tmp_path: Path):
         write(file_tensors, tmp_path / "wan_fp8_scaled.safetensors"), compute_dtype=torch.float32
     )
     assert model.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn  # stays fp8 in memory
-    assert model.blocks[0].self_attn.q.scale_weight is not None
+    scales = [name for name, _ in model.named_buffers() if name.endswith("scale_weight")]
+    assert "blocks.0.self_attn.q.scale_weight" in scales  # a buffer: it moves with model.to(device)
     latent, context = inputs(T2V)
     timestep = torch.tensor([600.0, 600.0])
     with torch.no_grad():
@@ -91,5 +92,6 @@ def test_scaled_fp8_matches_reference_on_dequantised_weights(tmp_path: Path):
     # Dequantising at load time (weight_dtype fp32) computes the same thing.
     wide = load_dit(tmp_path / "wan_fp8_scaled.safetensors", weight_dtype=torch.float32)
     assert wide.blocks[0].self_attn.q.weight.dtype == torch.float32
+    assert not [name for name, _ in wide.named_buffers() if name.endswith("scale_weight")]
     with torch.no_grad():
         assert relative_error(wide(latent, timestep, context), reference) <= TOLERANCE
