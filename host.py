@@ -54,6 +54,14 @@ def offload_device() -> torch.device:
     return torch.device("cpu")
 
 
+def intermediate_device() -> torch.device:
+    """Where node outputs (IMAGE, LATENT, CONDITIONING) are kept between nodes (ComfyUI's choice; the CPU)."""
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        return mm.intermediate_device()
+    return torch.device("cpu")
+
+
 def free_memory_bytes(device: torch.device | None = None) -> int:
     """Free memory on a device, as ComfyUI counts it (its cache included) or as torch reports it."""
     device = device or compute_device()

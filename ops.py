@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import CheckpointError
+
 
 def cast_weight(module: nn.Module, dtype: torch.dtype) -> torch.Tensor:
     """The module's weight in `dtype`, times its per-layer scale when it has one (scaled fp8)."""
@@ -47,3 +49,47 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = x.float() * torch.rsqrt(x.float().pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return normed.to(x.dtype) * self.weight.to(x.dtype)
+
+
+def cast_for_storage(
+    key: str, tensor: torch.Tensor, weight_dtype: torch.dtype | None, castable: set[str]
+) -> torch.Tensor:
+    """The storage dtype for one tensor as it is read: fp8 only for the weights of `castable` layers
+    (the big projections); small tensors keep their precision; fp8 tensors wait for their scale."""
+    if (
+        weight_dtype is None
+        or not tensor.is_floating_point()
+        or key.endswith((".scale_weight", ".scale_input"))
+    ):
+        return tensor
+    module_name, _, parameter = key.rpartition(".")
+    if weight_dtype.itemsize == 1:  # fp8 storage: only the big projection weights
+        if parameter == "weight" and module_name in castable and tensor.dtype.itemsize > 1:
+            return tensor.to(weight_dtype)
+        return tensor
+    if tensor.dtype.itemsize == 1:
+        return tensor  # fp8: dequantised with its scale once the scales are read (attach_scales)
+    return tensor.to(weight_dtype)
+
+
+def attach_scales(model: nn.Module, scales: dict[str, torch.Tensor], weight_dtype, name: str) -> None:
+    """Give each scaled-fp8 layer its scale as a buffer (it moves with the model); for a wider
+    storage dtype, dequantise fp8 weights now instead."""
+    modules = dict(model.named_modules())
+    for module_name, scale in scales.items():
+        if not hasattr(modules.get(module_name), "weight"):
+            raise CheckpointError(
+                f"{name}: scale_weight for {module_name!r}, which is not a layer of this model."
+            )
+        scale = scale.float().reshape(()) if scale.numel() == 1 else scale.float()
+        modules[module_name].register_buffer("scale_weight", scale, persistent=False)
+    if weight_dtype is None or weight_dtype.itemsize == 1:
+        return
+    for module in modules.values():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter) and weight.dtype.itemsize == 1:
+            module.weight = nn.Parameter(
+                cast_weight(module, torch.float32).to(weight_dtype), requires_grad=False
+            )
+            if getattr(module, "scale_weight", None) is not None:
+                del module.scale_weight

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, read_keys, read_tensors
-from ..ops import CastLinear, cast_weight
+from ..ops import CastLinear, attach_scales, cast_for_storage
 from .config import config_from_shapes
 from .wan import PatchEmbedding, WanDiT
 
@@ -77,7 +77,7 @@ def load_dit(
     _check_keys(model, shapes, path.name)
 
     def convert(key: str, tensor: torch.Tensor) -> torch.Tensor:
-        return _cast(key[len(prefix) :], tensor, weight_dtype, castable)
+        return cast_for_storage(key[len(prefix) :], tensor, weight_dtype, castable)
 
     wanted = [k for k in stored if _strip(k, prefix) is not None]
     tensors = read_tensors(path, keys=wanted, convert=convert, device=device)
@@ -86,7 +86,7 @@ def load_dit(
     for key in [k for k in tensors if k.endswith(INPUT_SCALE_SUFFIX) or k == SCALED_FP8_MARKER]:
         del tensors[key]
     model.load_state_dict(tensors, strict=True, assign=True)
-    _attach_scales(model, scales, weight_dtype, path.name)
+    attach_scales(model, scales, weight_dtype, path.name)
 
     model.compute_dtype = compute_dtype or default_compute_dtype(device)
     return model.eval().requires_grad_(False)
@@ -118,46 +118,3 @@ def _check_keys(model: WanDiT, shapes: dict[str, tuple[int, ...]], name: str) ->
             + "; ".join(problems)
             + ". The file may be damaged or a different model variant."
         )
-
-
-def _cast(
-    key: str, tensor: torch.Tensor, weight_dtype: torch.dtype | None, castable: set[str]
-) -> torch.Tensor:
-    """Apply the requested storage dtype to one tensor as it is read."""
-    if (
-        weight_dtype is None
-        or not tensor.is_floating_point()
-        or key.endswith((SCALE_SUFFIX, INPUT_SCALE_SUFFIX))
-    ):
-        return tensor
-    module_name, _, parameter = key.rpartition(".")
-    if weight_dtype.itemsize == 1:  # fp8 storage: only the big projection weights
-        if parameter == "weight" and module_name in castable and tensor.dtype.itemsize > 1:
-            return tensor.to(weight_dtype)
-        return tensor
-    if tensor.dtype.itemsize == 1:
-        return tensor  # fp8: dequantised with its scale once the scales are read (_attach_scales)
-    return tensor.to(weight_dtype)
-
-
-def _attach_scales(model: WanDiT, scales: dict[str, torch.Tensor], weight_dtype, name: str) -> None:
-    """Give each scaled-fp8 layer its scale as a buffer (it moves with the model); for a wider
-    storage dtype, dequantise fp8 weights now instead."""
-    modules = dict(model.named_modules())
-    for module_name, scale in scales.items():
-        if not hasattr(modules.get(module_name), "weight"):
-            raise CheckpointError(
-                f"{name}: scale_weight for {module_name!r}, which is not a layer of this model."
-            )
-        scale = scale.float().reshape(()) if scale.numel() == 1 else scale.float()
-        modules[module_name].register_buffer("scale_weight", scale, persistent=False)
-    if weight_dtype is None or weight_dtype.itemsize == 1:
-        return
-    for module in modules.values():
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.nn.Parameter) and weight.dtype.itemsize == 1:
-            module.weight = torch.nn.Parameter(
-                cast_weight(module, torch.float32).to(weight_dtype), requires_grad=False
-            )
-            if getattr(module, "scale_weight", None) is not None:
-                del module.scale_weight

@@ -1,12 +1,15 @@
 """Node classes: each declares its inputs and calls one library function."""
 
 from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
+from .text import SpacetimeTextEncode, SpacetimeTextEncoderLoader
 from .video_combine import SpacetimeVideoCombine
 
 NODE_CLASS_MAPPINGS = {
     "SpacetimeDiTLoader": SpacetimeDiTLoader,
     "SpacetimePatchifier": SpacetimePatchifier,
     "SpacetimeUnpatchify": SpacetimeUnpatchify,
+    "SpacetimeTextEncoderLoader": SpacetimeTextEncoderLoader,
+    "SpacetimeTextEncode": SpacetimeTextEncode,
     "SpacetimeVideoCombine": SpacetimeVideoCombine,
 }
 
@@ -14,5 +17,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeDiTLoader": "DiT Loader (Spacetime)",
     "SpacetimePatchifier": "Patchifier (Spacetime)",
     "SpacetimeUnpatchify": "Unpatchify (Spacetime)",
+    "SpacetimeTextEncoderLoader": "Text Encoder Loader (Spacetime)",
+    "SpacetimeTextEncode": "Text Encode (Spacetime)",
     "SpacetimeVideoCombine": "Video Combine (Spacetime)",
 }

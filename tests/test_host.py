@@ -110,3 +110,8 @@ def test_console_progress_bar_draws_and_finishes_the_line():
     assert stream.getvalue().endswith("Writing [" + "#" * 30 + "] 4/4\n")
     bar.update(3)  # past the end stays at the end
     assert bar.current == 4
+
+
+def test_intermediate_device(fake_comfyui, monkeypatch):
+    sys.modules["comfy.model_management"].intermediate_device = lambda: torch.device("meta")
+    assert host.intermediate_device() == torch.device("meta")

@@ -1,1 +1,14 @@
 """Tokenizers and text encoders (UMT5 first)."""
+
+from .loader import TextEncoder, load_text_encoder
+from .tokenizer import SentencePieceTokenizer
+from .umt5 import UMT5_XXL, UMT5Config, UMT5Encoder
+
+__all__ = [
+    "UMT5_XXL",
+    "SentencePieceTokenizer",
+    "TextEncoder",
+    "UMT5Config",
+    "UMT5Encoder",
+    "load_text_encoder",
+]

@@ -1,0 +1,103 @@
+"""Text: SpacetimeTextEncoderLoader and SpacetimeTextEncode (prompt and negative prompt)."""
+
+from __future__ import annotations
+
+from .. import host
+from ..dit.loader import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
+from ..text_encoders import load_text_encoder
+
+TEXT_ENCODER = "SPACETIME_TEXT_ENCODER"
+
+# The negative prompt Wan 2.1 / 2.2 ship as their default (sample_neg_prompt).
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，"
+    "最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，"
+    "画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，"
+    "杂乱的背景，三条腿，背景人很多，倒着走"
+)  # fmt: skip
+
+
+class SpacetimeTextEncoderLoader:
+    CATEGORY = "Spacetime/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+    DESCRIPTION = (
+        "Loads the UMT5-XXL text encoder Wan uses, from models/text_encoders (umt5_xxl_fp16, fp8_e4m3fn or "
+        "fp8_scaled). The tokenizer is read from inside the file."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder_name": (
+                    host.model_filenames("text_encoders"),
+                    {
+                        "tooltip": "A UMT5 encoder in ComfyUI's models/text_encoders folder, e.g. umt5_xxl_fp16.safetensors."
+                    },
+                ),
+                "weight_dtype": (
+                    list(WEIGHT_DTYPES),
+                    {
+                        "default": "default",
+                        "tooltip": "How weights are kept in memory. default: as stored (fp8 files stay fp8). "
+                        "fp8_e4m3fn halves the 11 GB of an fp16 UMT5-XXL.",
+                    },
+                ),
+                "compute_dtype": (
+                    list(COMPUTE_DTYPES),
+                    {"default": "auto", "tooltip": "Matmul precision. auto: bf16 on GPUs, fp32 on the CPU."},
+                ),
+            }
+        }
+
+    def load(self, text_encoder_name, weight_dtype, compute_dtype):
+        compute = COMPUTE_DTYPES[compute_dtype] or default_compute_dtype(host.compute_device())
+        path = host.model_path("text_encoders", text_encoder_name)
+        return (load_text_encoder(path, WEIGHT_DTYPES[weight_dtype], compute, device=host.offload_device()),)
+
+
+class SpacetimeTextEncode:
+    CATEGORY = "Spacetime/conditioning"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    OUTPUT_TOOLTIPS = (
+        "The prompt's embeddings (1×512×4096 for UMT5-XXL, zero after the prompt), in ComfyUI's CONDITIONING format.",
+        "The negative prompt's embeddings, the same way.",
+    )
+    DESCRIPTION = "Encodes a prompt and a negative prompt with the UMT5 text encoder, as Wan does."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": (TEXT_ENCODER, {"tooltip": "From Text Encoder Loader (Spacetime)."}),
+                "prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "",
+                        "tooltip": "What the video shows. Descriptive captions work best; up to 512 tokens "
+                        "(longer prompts are cut, with a warning in the console).",
+                    },
+                ),
+                "negative_prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": WAN_NEGATIVE_PROMPT,
+                        "tooltip": "What to steer away from. The default is the negative prompt Wan ships with "
+                        "(in Chinese, as Wan was trained: oversaturated, overexposed, static, blurry, subtitles, "
+                        "worst quality, deformed hands and faces, extra limbs, cluttered background, walking "
+                        "backwards...).",
+                    },
+                ),
+            }
+        }
+
+    def encode(self, text_encoder, prompt, negative_prompt):
+        host.throw_if_interrupted()
+        positive, negative = text_encoder.encode([prompt, negative_prompt]).to(host.intermediate_device())
+        return ([[positive[None], {"pooled_output": None}]], [[negative[None], {"pooled_output": None}]])

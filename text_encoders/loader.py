@@ -1,0 +1,155 @@
+"""Load a UMT5 text encoder from the files people have: ComfyUI's umt5_xxl safetensors (fp16, bf16,
+fp8_e4m3fn, scaled fp8; the tokenizer travels inside as the uint8 tensor `spiece_model`), the
+transformers layout, or Wan's original layout after `python -m spacetime convert`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import CheckpointError, describe, read_keys, read_tensors
+from ..dit.loader import SCALE_SUFFIX, SCALED_FP8_MARKER, default_compute_dtype
+from ..ops import CastLinear, attach_scales, cast_for_storage
+from .tokenizer import SentencePieceTokenizer
+from .umt5 import CastEmbedding, UMT5Config, UMT5Encoder
+
+TOKENIZER_KEY = "spiece_model"
+SIDECAR_TOKENIZERS = ("spiece.model", "tokenizer.model")
+PREFIXES = ("umt5xxl.transformer.", "text_encoders.umt5xxl.transformer.")
+
+# Wan's original T5 names -> transformers' (the one renaming table).
+WAN_T5_NAMES = (
+    (r"^token_embedding\.", "shared."),
+    (r"^blocks\.(\d+)\.norm1\.", r"encoder.block.\1.layer.0.layer_norm."),
+    (r"^blocks\.(\d+)\.attn\.", r"encoder.block.\1.layer.0.SelfAttention."),
+    (
+        r"^blocks\.(\d+)\.pos_embedding\.embedding\.",
+        r"encoder.block.\1.layer.0.SelfAttention.relative_attention_bias.",
+    ),
+    (r"^blocks\.(\d+)\.norm2\.", r"encoder.block.\1.layer.1.layer_norm."),
+    (r"^blocks\.(\d+)\.ffn\.gate\.0\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_0."),
+    (r"^blocks\.(\d+)\.ffn\.fc1\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_1."),
+    (r"^blocks\.(\d+)\.ffn\.fc2\.", r"encoder.block.\1.layer.1.DenseReluDense.wo."),
+    (r"^norm\.", "encoder.final_layer_norm."),
+)
+_BLOCK = re.compile(r"^encoder\.block\.(\d+)\.")
+
+
+def canonical_name(key: str) -> str | None:
+    """Our (transformers) name for a tensor, or None for tensors the encoder does not use."""
+    for prefix in PREFIXES:
+        key = key.removeprefix(prefix)
+    if key.startswith(("decoder.", "lm_head.")) or key == "encoder.embed_tokens.weight":
+        return None  # the decoder half of a full UMT5, and the tied copy of `shared`
+    for pattern, replacement in WAN_T5_NAMES:
+        if re.match(pattern, key):
+            return re.sub(pattern, replacement, key)
+    return key
+
+
+def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str) -> UMT5Config:
+    bias_key = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    if "encoder.block.0.layer.0.SelfAttention.q.weight" not in shapes or "shared.weight" not in shapes:
+        raise CheckpointError(
+            f"{source} does not look like a UMT5 text encoder: it looks like {describe(shapes)}. "
+            "The text encoder loader expects umt5_xxl (as ComfyUI ships it in models/text_encoders)."
+        )
+    if bias_key not in shapes or (
+        "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" not in shapes
+        and ("encoder.block.1.layer.0.SelfAttention.q.weight" in shapes)
+    ):
+        raise CheckpointError(
+            f"{source} is a T5 encoder with one shared position bias (T5 v1.1, as Flux and SD3 use), not UMT5 "
+            "with a bias in every layer. Wan needs umt5_xxl."
+        )
+    if "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" not in shapes:
+        raise CheckpointError(f"{source} is a T5 encoder without the gated-GELU MLP; Wan needs umt5_xxl.")
+    vocab_size, dim = shapes["shared.weight"]
+    num_buckets, num_heads = shapes[bias_key]
+    inner = shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][0]
+    config = UMT5Config(
+        vocab_size=vocab_size,
+        dim=dim,
+        ffn_dim=shapes["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"][0],
+        num_layers=1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK.match(key))),
+        num_heads=num_heads,
+        head_dim=inner // num_heads,
+        num_buckets=num_buckets,
+    )
+    return config
+
+
+@dataclass
+class TextEncoder:
+    """A tokenizer and its encoder: prompts -> B×512×D embeddings, zero after each prompt's tokens."""
+
+    tokenizer: SentencePieceTokenizer
+    model: UMT5Encoder
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(prompts, self.model.config.text_len)
+        device = self.model.shared.weight.device
+        return self.model(tokens.ids.to(device), tokens.mask.to(device))
+
+
+def _tokenizer_bytes(path: Path, tensors: dict[str, torch.Tensor]) -> bytes:
+    if TOKENIZER_KEY in tensors:
+        return tensors.pop(TOKENIZER_KEY).cpu().numpy().tobytes()
+    for name in SIDECAR_TOKENIZERS:
+        sidecar = path.with_name(name)
+        if sidecar.is_file():
+            return sidecar.read_bytes()
+    raise CheckpointError(
+        f"{path.name} holds no tokenizer: ComfyUI's umt5_xxl files carry it as the tensor '{TOKENIZER_KEY}', "
+        f"and this file does not. Put the UMT5 sentencepiece model beside it as {SIDECAR_TOKENIZERS[0]}, or use "
+        "ComfyUI's umt5_xxl_fp16.safetensors (or its fp8 versions)."
+    )
+
+
+def load_text_encoder(
+    path: str | Path,
+    weight_dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+) -> TextEncoder:
+    """A UMT5 text encoder on `device`; weight_dtype None keeps the file's dtypes (fp8 stays fp8)."""
+    path, device = Path(path), torch.device(device)
+    stored = read_keys(path)
+    names = {key: canonical_name(key) for key in stored}
+    shapes = {name: stored[key][0] for key, name in names.items() if name is not None}
+    config = config_from_shapes(shapes, path.name)
+    with torch.device("meta"):
+        model = UMT5Encoder(config)
+    castable = {n for n, m in model.named_modules() if isinstance(m, (CastLinear, CastEmbedding))}
+
+    def convert(key: str, tensor: torch.Tensor) -> torch.Tensor:
+        return cast_for_storage(names[key], tensor, weight_dtype, castable)
+
+    wanted = [key for key, name in names.items() if name is not None]
+    tensors = {
+        names[k]: v for k, v in read_tensors(path, keys=wanted, convert=convert, device=device).items()
+    }
+    tokenizer = SentencePieceTokenizer(_tokenizer_bytes(path, tensors))
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{path.name}: its tokenizer has {tokenizer.vocab_size} tokens but the embedding table only "
+            f"{config.vocab_size}; the tokenizer belongs to another model."
+        )
+    scales = {k.removesuffix(SCALE_SUFFIX): tensors.pop(k) for k in list(tensors) if k.endswith(SCALE_SUFFIX)}
+    for key in [k for k in tensors if k.endswith(".scale_input") or k == SCALED_FP8_MARKER]:
+        del tensors[key]
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path.name} does not match a {config.num_layers}-layer UMT5 encoder: "
+            f"missing {missing[:4]}, unexpected {unexpected[:4]}."
+        )
+    model.load_state_dict(tensors, strict=True, assign=True)
+    attach_scales(model, scales, weight_dtype, path.name)
+    model.compute_dtype = compute_dtype or default_compute_dtype(device)
+    return TextEncoder(tokenizer, model.eval().requires_grad_(False))
