@@ -21,7 +21,6 @@ from umt5_reference import (
 
 from spacetime.checkpoint import CheckpointError
 from spacetime.text_encoders import SentencePieceTokenizer, load_text_encoder
-from spacetime.text_encoders.loader import WAN_T5_NAMES
 
 pytest.importorskip("transformers", reason="parity tests need transformers (test extra)")
 TOLERANCE = 1e-5
@@ -102,25 +101,32 @@ def test_any_unicode_encodes(comfy_file, reference):
     assert torch.isfinite(ours).all()
 
 
+# Wan's original T5 names, written out independently of the loader's table (from Wan's t5.py).
+TRANSFORMERS_TO_WAN = (
+    (r"^shared\.", "token_embedding."),
+    (r"^encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"blocks.\1.norm1."),
+    (
+        r"^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.",
+        r"blocks.\1.pos_embedding.embedding.",
+    ),
+    (r"^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.", r"blocks.\1.attn."),
+    (r"^encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"blocks.\1.norm2."),
+    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_0\.", r"blocks.\1.ffn.gate.0."),
+    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_1\.", r"blocks.\1.ffn.fc1."),
+    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wo\.", r"blocks.\1.ffn.fc2."),
+    (r"^encoder\.final_layer_norm\.", "norm."),
+)
+
+
+def to_wan_names(state: dict) -> dict:
+    renamed = {}
+    for key, value in state.items():
+        pattern, replacement = next((p, r) for p, r in TRANSFORMERS_TO_WAN if re.match(p, key))
+        renamed[re.sub(pattern, replacement, key)] = value
+    return renamed
+
+
 def test_original_wan_layout_with_a_tokenizer_beside_it(reference, tmp_path: Path):
-    inverse = [(re.sub(r"\\(\d)", "(\\\\d+)", new).replace(".", r"\."), old) for old, new in WAN_T5_NAMES]
-
-    def to_wan_names(state):
-        renamed = {}
-        for key, value in state.items():
-            if key == "encoder.embed_tokens.weight":
-                continue
-            for new_pattern, old in inverse:
-                if re.match("^" + new_pattern.lstrip("^"), key):
-                    old_name = old.strip("^").replace("\\.", ".").replace(r"(\d+)", "{}")
-                    numbers = re.findall(r"\.(\d+)\.", key)[:1]
-                    key = (
-                        old_name.format(*numbers) + key[re.match("^" + new_pattern.lstrip("^"), key).end() :]
-                    )
-                    break
-            renamed[key] = value
-        return renamed
-
     state = to_wan_names(comfy_state(reference))
     assert "blocks.1.ffn.gate.0.weight" in state and "token_embedding.weight" in state
     save_file(state, str(tmp_path / "models_t5_umt5-xxl-enc.safetensors"))
@@ -196,3 +202,17 @@ def test_t5_v1_1_with_one_shared_bias_is_refused(reference, tmp_path: Path):
     path = write_comfy_file(reference, tmp_path / "t5xxl.safetensors", transform=lambda _: state)
     with pytest.raises(CheckpointError, match="one shared position bias"):
         load_text_encoder(path)
+
+
+def test_plain_fp8_file_with_an_fp8_embedding_table(reference, tmp_path: Path):
+    """fp8_e4m3fn files store the token table in fp8 too: only the looked-up rows are upcast."""
+    state = comfy_state(reference)
+    stored = {
+        k: (v.to(torch.float8_e4m3fn) if v.ndim == 2 and "relative" not in k else v) for k, v in state.items()
+    }
+    path = write_comfy_file(reference, tmp_path / "umt5_fp8.safetensors", transform=lambda _: stored)
+    encoder = load_text_encoder(path)
+    assert encoder.model.shared.weight.dtype == torch.float8_e4m3fn
+    dequantised = reference_model()
+    dequantised.load_state_dict({k: v.float() for k, v in stored.items()}, strict=False)
+    assert_matches_reference(encoder, dequantised, sample_prompts())
