@@ -57,10 +57,11 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str) -> UMT5C
             f"{source} does not look like a UMT5 text encoder: it looks like {describe(shapes)}. "
             "The text encoder loader expects umt5_xxl (as ComfyUI ships it in models/text_encoders)."
         )
-    if bias_key not in shapes or (
-        "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" not in shapes
-        and ("encoder.block.1.layer.0.SelfAttention.q.weight" in shapes)
-    ):
+
+    def has_bias(block: int) -> bool:
+        return f"encoder.block.{block}.layer.0.SelfAttention.relative_attention_bias.weight" in shapes
+
+    if not has_bias(0) or ("encoder.block.1.layer.0.SelfAttention.q.weight" in shapes and not has_bias(1)):
         raise CheckpointError(
             f"{source} is a T5 encoder with one shared position bias (T5 v1.1, as Flux and SD3 use), not UMT5 "
             "with a bias in every layer. Wan needs umt5_xxl."
