@@ -2,6 +2,7 @@
 
 from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
 from .text import SpacetimeTextEncode, SpacetimeTextEncoderLoader
+from .vae import SpacetimeEmptyLatentVideo, SpacetimeVAEDecode, SpacetimeVAEEncode, SpacetimeVAELoader
 from .video_combine import SpacetimeVideoCombine
 
 NODE_CLASS_MAPPINGS = {
@@ -10,6 +11,10 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeUnpatchify": SpacetimeUnpatchify,
     "SpacetimeTextEncoderLoader": SpacetimeTextEncoderLoader,
     "SpacetimeTextEncode": SpacetimeTextEncode,
+    "SpacetimeVAELoader": SpacetimeVAELoader,
+    "SpacetimeEmptyLatentVideo": SpacetimeEmptyLatentVideo,
+    "SpacetimeVAEEncode": SpacetimeVAEEncode,
+    "SpacetimeVAEDecode": SpacetimeVAEDecode,
     "SpacetimeVideoCombine": SpacetimeVideoCombine,
 }
 
@@ -19,5 +24,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeUnpatchify": "Unpatchify (Spacetime)",
     "SpacetimeTextEncoderLoader": "Text Encoder Loader (Spacetime)",
     "SpacetimeTextEncode": "Text Encode (Spacetime)",
+    "SpacetimeVAELoader": "VAE Loader (Spacetime)",
+    "SpacetimeEmptyLatentVideo": "Empty Latent Video (Spacetime)",
+    "SpacetimeVAEEncode": "VAE Encode (Spacetime)",
+    "SpacetimeVAEDecode": "VAE Decode (Spacetime)",
     "SpacetimeVideoCombine": "Video Combine (Spacetime)",
 }

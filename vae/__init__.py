@@ -1,1 +1,10 @@
-"""Causal video VAEs (Wan 2.1 / 2.2), latent formats and tiling."""
+"""Causal video VAEs (Wan 2.1), latent formats and frame conversions."""
+
+from .latent_formats import LATENT_FORMATS, WAN21, WAN22, LatentFormat
+from .loader import VideoVAE, frames_to_video, load_vae, video_to_frames
+from .wan21 import Wan21VAE, Wan21VAEConfig
+
+__all__ = [
+    "LATENT_FORMATS", "WAN21", "WAN22", "LatentFormat", "VideoVAE", "Wan21VAE", "Wan21VAEConfig",
+    "frames_to_video", "load_vae", "video_to_frames",
+]  # fmt: skip

@@ -1,0 +1,160 @@
+"""VAE nodes: SpacetimeVAELoader, SpacetimeEmptyLatentVideo, SpacetimeVAEDecode, SpacetimeVAEEncode."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import host
+from ..vae import frames_to_video, load_vae, video_to_frames
+
+VAE = "SPACETIME_VAE"
+VAE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_SIZE = 8192
+
+
+class SpacetimeVAELoader:
+    CATEGORY = "Spacetime/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (VAE,)
+    RETURN_NAMES = ("vae",)
+    DESCRIPTION = "Loads the Wan 2.1 causal video VAE (wan_2.1_vae.safetensors) from models/vae."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae_name": (
+                    host.model_filenames("vae"),
+                    {"tooltip": "A Wan VAE in ComfyUI's models/vae folder."},
+                ),
+                "dtype": (
+                    list(VAE_DTYPES),
+                    {
+                        "default": "fp32",
+                        "tooltip": "fp32 decodes best (Wan's advice); bf16 halves the memory of the weights and "
+                        "activations at a small quality cost; fp16 can overflow.",
+                    },
+                ),
+            }
+        }
+
+    def load(self, vae_name, dtype):
+        return (load_vae(host.model_path("vae", vae_name), VAE_DTYPES[dtype], device=host.compute_device()),)
+
+
+class SpacetimeEmptyLatentVideo:
+    CATEGORY = "Spacetime/latent"
+    FUNCTION = "generate"
+    RETURN_TYPES = ("LATENT",)
+    DESCRIPTION = "An empty (all-zero) latent video of the given size, shaped by the VAE's strides."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (
+                    VAE,
+                    {"tooltip": "Sets the latent channels and strides (Wan 2.1: 16 channels, 4x8x8)."},
+                ),
+                "width": (
+                    "INT",
+                    {
+                        "default": 832,
+                        "min": 16,
+                        "max": MAX_SIZE,
+                        "step": 16,
+                        "tooltip": "Pixels; a multiple of 16 for Wan models (VAE stride 8 x patch 2).",
+                    },
+                ),
+                "height": (
+                    "INT",
+                    {
+                        "default": 480,
+                        "min": 16,
+                        "max": MAX_SIZE,
+                        "step": 16,
+                        "tooltip": "Pixels; a multiple of 16 for Wan models.",
+                    },
+                ),
+                "frames": (
+                    "INT",
+                    {
+                        "default": 81,
+                        "min": 1,
+                        "max": 4097,
+                        "step": 4,
+                        "tooltip": "4k+1 frames (1, 5, ..., 81): the first frame is encoded alone, then groups of four. 81 frames at 16 fps is 5 s.",
+                    },
+                ),
+                "batch_size": (
+                    "INT",
+                    {"default": 1, "min": 1, "max": 64, "tooltip": "Videos generated together."},
+                ),
+            }
+        }
+
+    def generate(self, vae, width, height, frames, batch_size):
+        shape = vae.latent_shape(frames, height, width, batch_size)
+        return ({"samples": torch.zeros(shape, device=host.intermediate_device())},)
+
+
+class SpacetimeVAEDecode:
+    CATEGORY = "Spacetime/latent"
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The frames (B·T images), ready for Video Combine.",)
+    DESCRIPTION = (
+        "Decodes a latent video to frames, one latent frame at a time (memory does not grow with length)."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae": (VAE,), "latent": ("LATENT", {"tooltip": "Raw VAE latents B×C×T×H×W."})}}
+
+    def decode(self, vae, latent):
+        samples = latent["samples"]
+        bar = host.ProgressBar(samples.shape[0] * samples.shape[2], "VAE decode")
+        frames = []
+        for item in samples.split(1):
+            chunks = []
+
+            def keep(video_chunk, chunks=chunks):
+                chunks.append(video_to_frames(video_chunk).to(host.intermediate_device()))
+
+            vae.decode(item, progress=lambda: (bar.update(1), host.throw_if_interrupted()), sink=keep)
+            frames.extend(chunks)
+        return (torch.cat(frames),)
+
+
+class SpacetimeVAEEncode:
+    CATEGORY = "Spacetime/latent"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("LATENT",)
+    DESCRIPTION = (
+        "Encodes frames (an IMAGE batch, one video) to a latent video; the frame count must be 4k+1."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE,),
+                "images": (
+                    "IMAGE",
+                    {"tooltip": "The frames of one video, 4k+1 of them (a single image works)."},
+                ),
+            }
+        }
+
+    def encode(self, vae, images):
+        if images.ndim != 4 or images.shape[-1] != 3:
+            channels = images.shape[-1] if images.ndim == 4 else "?"
+            hint = " Drop the alpha channel with 'Split Image with Alpha' first." if channels == 4 else ""
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} ({channels} channels): expected RGB frames T×H×W×3.{hint}"
+            )
+        bar = host.ProgressBar(1 + (images.shape[0] - 1) // vae.temporal_stride, "VAE encode")
+        latent = vae.encode(
+            frames_to_video(images), progress=lambda: (bar.update(1), host.throw_if_interrupted())
+        )
+        return ({"samples": latent.to(host.intermediate_device())},)
