@@ -109,9 +109,25 @@ class SpacetimeVAEDecode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae": (VAE,), "latent": ("LATENT", {"tooltip": "Raw VAE latents B×C×T×H×W."})}}
+        return {
+            "required": {"vae": (VAE,), "latent": ("LATENT", {"tooltip": "Raw VAE latents B×C×T×H×W."})},
+            "optional": {
+                "tile_size": (
+                    "INT",
+                    {
+                        "default": 0, "min": 0, "max": MAX_SIZE, "step": 8,
+                        "tooltip": "Decode in square tiles of this many pixels (0: whole frames). Tiles bound "
+                        "the memory of large frames (2048x2048 images, 1080p); larger tiles blend better.",
+                    },
+                ),
+                "overlap": (
+                    "INT",
+                    {"default": 64, "min": 0, "max": MAX_SIZE, "step": 8, "tooltip": "Pixels shared by neighbouring tiles, blended linearly."},
+                ),
+            },
+        }  # fmt: skip
 
-    def decode(self, vae, latent):
+    def decode(self, vae, latent, tile_size=0, overlap=64):
         samples = latent["samples"]
         bar = host.ProgressBar(samples.shape[0] * samples.shape[2], "VAE decode")
         frames = []
@@ -121,7 +137,8 @@ class SpacetimeVAEDecode:
             def keep(video_chunk, chunks=chunks):
                 chunks.append(video_to_frames(video_chunk).to(host.intermediate_device()))
 
-            vae.decode(item, progress=lambda: (bar.update(1), host.throw_if_interrupted()), sink=keep)
+            tick = lambda: (bar.update(1), host.throw_if_interrupted())  # noqa: E731
+            vae.decode(item, progress=tick, sink=keep, tile=tile_size, overlap=overlap if tile_size else 0)
             frames.extend(chunks)
         return (torch.cat(frames),)
 

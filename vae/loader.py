@@ -12,7 +12,7 @@ import torch
 
 from ..checkpoint import CheckpointError, describe, read_keys, read_tensors
 from .latent_formats import LatentFormat, latent_format_for_channels
-from .wan21 import Wan21VAE, Wan21VAEConfig
+from .wan21 import SpatialTiling, Wan21VAE, Wan21VAEConfig
 
 PREFIXES = ("first_stage_model.", "vae.")
 _RESAMPLE = re.compile(r"^encoder\.downsamples\.(\d+)\.resample\.1\.weight$")
@@ -99,10 +99,16 @@ class VideoVAE:
 
     @torch.no_grad()
     def decode(
-        self, latent: torch.Tensor, progress: Callable[[], None] | None = None, sink=None
+        self,
+        latent: torch.Tensor,
+        progress: Callable[[], None] | None = None,
+        sink=None,
+        tile: int = 0,
+        overlap: int = 0,
     ) -> torch.Tensor | None:
         """Raw latent B×C×T'×H'×W' -> video B×3×(4T'-3)×H×W in -1..1 (float32), one latent frame at a
-        time; with `sink(frames)`, the decoded frames are handed over chunk by chunk instead."""
+        time; with `sink(frames)`, the decoded frames are handed over chunk by chunk instead. `tile`
+        and `overlap` (pixels, multiples of the spatial stride) decode in blended spatial tiles."""
         self.latent_format.check_channels(latent)
         if not torch.isfinite(latent).all():
             raise ValueError(
@@ -110,7 +116,16 @@ class VideoVAE:
                 "instead of fp16). Nothing can be decoded from it."
             )
         chunk_sink = None if sink is None else (lambda frames: sink(frames.float()))
-        video = self.model.decode(latent.to(self.device, self.dtype), progress, chunk_sink)
+        tiles = None
+        if tile:
+            s = self.spatial_stride
+            if tile % s or overlap % s or not 0 <= overlap < tile:
+                raise ValueError(
+                    f"tile={tile}, overlap={overlap}: both must be multiples of {s} pixels with overlap < tile "
+                    f"(e.g. tile=512, overlap=64)."
+                )
+            tiles = SpatialTiling(tile // s, overlap // s, s)
+        video = self.model.decode(latent.to(self.device, self.dtype), progress, chunk_sink, tiles)
         return None if video is None else video.float()
 
     def frames_for(self, latent_frames: int) -> int:

@@ -1,0 +1,96 @@
+"""VAE decode: peak working memory for 5, 17 and 65 latent frames (it must not grow with length), and
+time against diffusers' AutoencoderKLWan on the same weights. Prints Markdown tables.
+
+    python benchmarks/vae_decode.py [--size 256] [--device cpu]
+
+Wan 2.1 VAE at its real width (96) with random weights. Decoded frames are handed to a sink and
+dropped, so the figure is the decoder's own working memory: CUDA's peak allocation on a GPU,
+sampled resident memory on the CPU, above what was in use before the decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from dit_forward import ResidentPeak
+from wan_vae_reference import diffusers_vae, random_vae_state_dict
+
+from spacetime.vae import WAN21, Wan21VAE, Wan21VAEConfig
+from spacetime.vae.loader import VideoVAE
+
+
+def peak_decode(vae: VideoVAE, latent: torch.Tensor) -> tuple[float, float]:
+    device = latent.device
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    start = time.perf_counter()
+    with ResidentPeak() as resident:
+        vae.decode(latent, sink=lambda frames: None)
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        return seconds, (torch.cuda.max_memory_allocated() - before) / 2**20
+    return seconds, (resident.peak - resident.start) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", type=int, default=256, help="frame width and height in pixels")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    config = Wan21VAEConfig()
+    state = random_vae_state_dict(config)
+    model = Wan21VAE(config)
+    model.load_state_dict(state)
+    vae = VideoVAE(model.to(device).eval(), WAN21, torch.float32)
+    side = args.size // 8
+    generator = torch.Generator().manual_seed(0)
+
+    print(f"Wan 2.1 VAE (width 96), {args.size}x{args.size}, fp32 on {args.device}\n")
+    print("| latent frames | video frames | decode s | working peak MiB |")
+    print("|---:|---:|---:|---:|")
+    peaks = {}
+    for frames in (5, 17, 65):
+        latent = torch.randn(1, 16, frames, side, side, generator=generator).to(device)
+        seconds, peaks[frames] = peak_decode(vae, latent)
+        print(f"| {frames} | {vae.frames_for(frames)} | {seconds:.1f} | {peaks[frames]:.0f} |")
+    print(
+        f"\ngrowth of the working peak from 17 to 65 latent frames: {100 * (peaks[65] / peaks[17] - 1):+.1f}%"
+    )
+
+    latent = torch.randn(1, 16, 5, side, side, generator=generator).to(device)
+    reference = diffusers_vae(config, state).to(device)
+    with torch.no_grad():
+        timings = {}
+        for name, run in (
+            ("ours", lambda: vae.decode(latent)),
+            ("diffusers", lambda: reference.decode(latent).sample),
+        ):
+            run()
+            start = time.perf_counter()
+            output = run()
+            timings[name] = (time.perf_counter() - start, output)
+    difference = (timings["ours"][1] - timings["diffusers"][1]).norm() / timings["diffusers"][1].norm()
+    print("\n| implementation | decode 5 latent frames s |")
+    print("|---|---:|")
+    for name, (seconds, _) in timings.items():
+        print(f"| {name} | {seconds:.2f} |")
+    print(
+        f"\nours / diffusers: {timings['ours'][0] / timings['diffusers'][0]:.2f}x; relative difference {difference:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
