@@ -134,6 +134,17 @@ class ProgressBar:
         self._bar.update_absolute(value, total)
 
 
+def progress_ticker(total: int, description: str = "", node_id: str | None = None):
+    """A callback for one finished step: advances the progress bar, and raises if the user cancelled."""
+    bar = ProgressBar(total, description, node_id=node_id)
+
+    def tick() -> None:
+        bar.update(1)
+        throw_if_interrupted()
+
+    return tick
+
+
 # Folders -----------------------------------------------------------------------------------
 
 

@@ -129,7 +129,7 @@ class SpacetimeVAEDecode:
 
     def decode(self, vae, latent, tile_size=0, overlap=64):
         samples = latent["samples"]
-        bar = host.ProgressBar(samples.shape[0] * samples.shape[2], "VAE decode")
+        tick = host.progress_ticker(samples.shape[0] * samples.shape[2], "VAE decode")
         frames = []
         for item in samples.split(1):
             chunks = []
@@ -137,7 +137,6 @@ class SpacetimeVAEDecode:
             def keep(video_chunk, chunks=chunks):
                 chunks.append(video_to_frames(video_chunk).to(host.intermediate_device()))
 
-            tick = lambda: (bar.update(1), host.throw_if_interrupted())  # noqa: E731
             vae.decode(item, progress=tick, sink=keep, tile=tile_size, overlap=overlap if tile_size else 0)
             frames.extend(chunks)
         return (torch.cat(frames),)
@@ -170,8 +169,6 @@ class SpacetimeVAEEncode:
             raise ValueError(
                 f"images of shape {tuple(images.shape)} ({channels} channels): expected RGB frames T×H×W×3.{hint}"
             )
-        bar = host.ProgressBar(1 + (images.shape[0] - 1) // vae.temporal_stride, "VAE encode")
-        latent = vae.encode(
-            frames_to_video(images), progress=lambda: (bar.update(1), host.throw_if_interrupted())
-        )
+        tick = host.progress_ticker(1 + (images.shape[0] - 1) // vae.temporal_stride, "VAE encode")
+        latent = vae.encode(frames_to_video(images), progress=tick)
         return ({"samples": latent.to(host.intermediate_device())},)

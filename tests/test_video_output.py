@@ -116,7 +116,7 @@ def test_an_interrupted_write_leaves_nothing(name: str, output_dir: Path, monkey
         if calls["n"] == 3:
             raise Cancelled
 
-    monkeypatch.setattr("spacetime.video.combine.throw_if_interrupted", cancel_on_third_frame)
+    monkeypatch.setattr("spacetime.host.throw_if_interrupted", cancel_on_third_frame)
     with pytest.raises(Cancelled):
         combine_video(moving_pattern(6, 32, 32), 16.0, output_dir, "sub/clip", name)
     assert [p.name for p in output_dir.rglob("*") if not p.is_dir() or p.name != "sub"] == []

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..host import ProgressBar, throw_if_interrupted
+from ..host import progress_ticker
 from .formats import X264_PRESETS, VideoFormat, Writer, get_format
 from .output import atomic_output, resolve_target
 from .writers import GIF_MAX_FRAME_RATE, WRITERS, EncodeJob
@@ -169,12 +169,7 @@ def combine_video(
     animated_image = fmt.writer in (Writer.GIF, Writer.WEBP)
     repeats = 1 if animated_image or fmt.writer is Writer.PNG_SEQUENCE else loop_count + 1
     order = frame_order(count, pingpong, repeats)
-    bar = ProgressBar(len(order), f"Writing {fmt.name}", node_id=node_id)
-
-    def tick() -> None:
-        bar.update(1)
-        throw_if_interrupted()  # cancel stops within one frame; the partial file is removed
-
+    tick = progress_ticker(len(order), f"Writing {fmt.name}", node_id)  # cancel stops within a frame
     job = EncodeJob(
         format=fmt,
         size=size,
