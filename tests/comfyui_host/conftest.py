@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from safetensors.torch import save_file
 from wan_reference import T2V, random_wan_state_dict, write
+from wan_vae_reference import TINY_21, random_vae_state_dict
 
 from spacetime.video.patterns import moving_pattern
 
@@ -30,6 +32,7 @@ STARTUP_SECONDS = 300
 RUN_SECONDS = 300
 TEST_IMAGE = "spacetime_host_test.png"
 TINY_DIT = "spacetime_tiny_wan.safetensors"
+TINY_VAE = "spacetime_tiny_vae.safetensors"
 WORKFLOWS = Path(__file__).parent / "workflows"
 
 
@@ -116,6 +119,8 @@ def comfyui(tmp_path_factory) -> ComfyUI:
     models = base / "models" / "diffusion_models"
     models.mkdir(parents=True)
     write(random_wan_state_dict(T2V), models / TINY_DIT)
+    (base / "models" / "vae").mkdir()
+    save_file(random_vae_state_dict(TINY_21), str(base / "models" / "vae" / TINY_VAE))
 
     port = _free_port()
     command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),

@@ -69,3 +69,13 @@ def test_dit_nodes_run_on_core_latents(comfyui):
     latent = load_file(comfyui.base / "output" / saved["subfolder"] / saved["filename"])["latent_tensor"]
     assert latent.shape == (1, 16, 3, 8, 8)  # 9 frames of 64x64 through the Wan 2.1 VAE's strides
     assert latent.abs().max() < 1e-5  # the empty latent came back unchanged
+
+
+def test_vae_nodes_encode_and_decode_core_images(comfyui):
+    """LoadImage -> RepeatImageBatch(5) -> VAE Encode -> VAE Decode (tiled) -> Video Combine (lossless)."""
+    entry = comfyui.run_workflow(load_workflow("vae_round_trip.json"))
+    (file,) = [i for i in entry["outputs"]["3"]["images"] if i["type"] == "temp"]  # MKV previews as H.264
+    written = sorted((comfyui.base / "output" / "spacetime").glob("host_vae_*.mkv"))
+    assert len(written) == 1 and file["filename"].endswith(".mp4")
+    decoded = decode(written[0])
+    assert decoded.frames.shape == (5, 96, 128, 3)  # 5 frames -> 2 latent frames -> 5 frames
