@@ -30,9 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from wan_reference import diffusers_reference, random_wan_state_dict, relative_error, write
-
 from spacetime.dit import WanConfig, load_dit
+
+from numerics import relative_error
+from wan_reference import diffusers_reference, random_wan_state_dict, write
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

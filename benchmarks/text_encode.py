@@ -21,9 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from umt5_reference import relative_error, tiny_spiece_model
-
 from spacetime.text_encoders import load_text_encoder
+
+from numerics import relative_error
+from umt5_reference import tiny_spiece_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

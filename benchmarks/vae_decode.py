@@ -20,11 +20,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from dit_forward import ResidentPeak
-from wan_vae_reference import diffusers_vae, random_vae_state_dict
-
 from spacetime.vae import WAN21, Wan21VAE, Wan21VAEConfig
 from spacetime.vae.loader import VideoVAE
+
+from dit_forward import ResidentPeak
+from wan_vae_reference import diffusers_vae, random_vae_state_dict
 
 
 def peak_decode(vae: VideoVAE, latent: torch.Tensor) -> tuple[float, float]:

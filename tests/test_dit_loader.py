@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from wan_reference import T2V, random_wan_state_dict, relative_error, write
 
 from spacetime.checkpoint import CheckpointError
 from spacetime.dit import PRESETS, WanDiT, load_dit
 from spacetime.dit.config import config_from_shapes
+
+from numerics import relative_error
+from wan_reference import T2V, random_wan_state_dict, write
 
 
 @pytest.fixture(scope="module")

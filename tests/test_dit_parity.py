@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from wan_reference import T2V, TI2V, diffusers_reference, random_wan_state_dict, relative_error, write
 
 from spacetime.dit import load_dit
+
+from numerics import relative_error, scaled_fp8
+from wan_reference import T2V, TI2V, diffusers_reference, random_wan_state_dict, write
 
 pytest.importorskip("diffusers", reason="parity tests need the test extra: pip install -e '.[test]'")
 TOLERANCE = 1e-5
@@ -59,24 +61,11 @@ def test_ti2v_per_token_timesteps_match_diffusers(tmp_path: Path):
     assert relative_error(uniform, ours) > 1e-3
 
 
-def _scaled_fp8(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """ComfyUI's scaled fp8: block projection weights as fp8 / absmax-scale, a scale_weight per layer and
-    the `scaled_fp8` marker. Returns the file's tensors and the dequantised weights it stands for."""
-    file, dequantised = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, {}
-    for key, value in state.items():
-        if key.startswith("blocks.") and key.endswith(".weight") and value.ndim == 2:
-            scale = value.abs().max() / 448.0
-            quantised = (value / scale).to(torch.float8_e4m3fn)
-            file[key], file[key.removesuffix(".weight") + ".scale_weight"] = quantised, scale.reshape(1)
-            dequantised[key] = quantised.float() * scale
-        else:
-            file[key] = dequantised[key] = value
-    return file, dequantised
-
-
 def test_scaled_fp8_matches_reference_on_dequantised_weights(tmp_path: Path):
     state = random_wan_state_dict(T2V, seed=5)
-    file_tensors, dequantised = _scaled_fp8(state)
+    file_tensors, dequantised = scaled_fp8(
+        state, lambda key, value: key.startswith("blocks.") and value.ndim == 2
+    )
     model = load_dit(
         write(file_tensors, tmp_path / "wan_fp8_scaled.safetensors"), compute_dtype=torch.float32
     )

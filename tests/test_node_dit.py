@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from wan_reference import T2V, random_wan_state_dict, write
 
 from spacetime.dit import SpacetimePatches
 from spacetime.nodes.dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
+
+from wan_reference import T2V, random_wan_state_dict, write
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from umt5_reference import reference_model, write_comfy_file
 
 from spacetime.nodes.text import WAN_NEGATIVE_PROMPT, SpacetimeTextEncode, SpacetimeTextEncoderLoader
+
+from umt5_reference import reference_model, write_comfy_file
 
 
 @pytest.fixture

@@ -10,17 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from umt5_reference import (
-    comfy_state,
-    reference_model,
-    relative_error,
-    sample_prompts,
-    tiny_spiece_model,
-    write_comfy_file,
-)
 
 from spacetime.checkpoint import CheckpointError
 from spacetime.text_encoders import SentencePieceTokenizer, load_text_encoder
+
+from numerics import relative_error, scaled_fp8
+from umt5_reference import comfy_state, reference_model, sample_prompts, tiny_spiece_model, write_comfy_file
 
 pytest.importorskip("transformers", reason="parity tests need transformers (test extra)")
 TOLERANCE = 1e-5
@@ -137,22 +132,11 @@ def test_original_wan_layout_with_a_tokenizer_beside_it(reference, tmp_path: Pat
     assert_matches_reference(encoder, reference, sample_prompts())
 
 
-def _scaled_fp8(state):
-    out, dequantised = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, {}
-    for key, value in state.items():
-        if ".block." in key and key.endswith(".weight") and value.ndim == 2 and "relative" not in key:
-            scale = value.abs().max() / 448.0
-            quantised = (value / scale).to(torch.float8_e4m3fn)
-            out[key], out[key.removesuffix(".weight") + ".scale_weight"] = quantised, scale.reshape(1)
-            dequantised[key] = quantised.float() * scale
-        else:
-            out[key] = dequantised[key] = value
-    return out, dequantised
-
-
 def test_scaled_fp8_matches_reference_on_dequantised_weights(reference, tmp_path: Path):
     state = comfy_state(reference)
-    file_state, dequantised = _scaled_fp8(state)
+    file_state, dequantised = scaled_fp8(
+        state, lambda key, value: ".block." in key and value.ndim == 2 and "relative" not in key
+    )
     path = write_comfy_file(
         reference, tmp_path / "umt5_fp8_scaled.safetensors", transform=lambda _: file_state
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from wan_vae_reference import TINY_21, diffusers_vae, random_vae_state_dict
 
 from spacetime.checkpoint import CheckpointError
 from spacetime.nodes.vae import (
@@ -18,12 +17,11 @@ from spacetime.nodes.vae import (
 )
 from spacetime.vae import WAN21, load_vae
 
+from numerics import relative_error
+from wan_vae_reference import TINY_21, diffusers_vae, random_vae_state_dict
+
 pytest.importorskip("diffusers", reason="parity tests need the test extra")
 TOLERANCE = 1e-4
-
-
-def relative_error(test, reference) -> float:
-    return float((test.double() - reference.double()).norm() / reference.double().norm())
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import io
-import itertools
 import random
 from pathlib import Path
 
@@ -117,11 +116,3 @@ def write_comfy_file(model, path: Path, transform=None) -> Path:
 
 def sample_prompts() -> list[str]:
     return ["a red circle moving left", "", "a small green square drifts upward over a striped floor " * 3]
-
-
-def relative_error(test: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((test.double() - reference.double()).norm() / reference.double().norm())
-
-
-def every_pair(items):
-    return list(itertools.combinations(items, 2))

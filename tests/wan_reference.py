@@ -59,7 +59,3 @@ def diffusers_reference(config: WanConfig, state: dict[str, torch.Tensor]):
     converted = convert_wan_transformer_to_diffusers({k: v.clone() for k, v in state.items()})
     model.load_state_dict(converted, strict=True)
     return model.eval()
-
-
-def relative_error(test: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((test.double() - reference.double()).norm() / reference.double().norm())

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from safetensors.torch import save_file
-from wan_reference import T2V, random_wan_state_dict, write
-from wan_vae_reference import TINY_21, random_vae_state_dict
 
 from spacetime.video.patterns import moving_pattern
 
 from comfyui_host.comfy_workflow import ui_to_api
 from media import PACK_ROOT
+from wan_reference import T2V, random_wan_state_dict, write
+from wan_vae_reference import TINY_21, random_vae_state_dict
 
 STARTUP_SECONDS = 300
 RUN_SECONDS = 300
