@@ -161,7 +161,12 @@ def convert_pickle_to_safetensors(source: Path, destination: Path) -> int:
     if not source.is_file():
         raise FileNotFoundError(f"{source} does not exist.")
     try:
-        loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            loaded = torch.load(source, map_location="cpu", weights_only=True)  # a pre-zip (legacy) file
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as error:
         raise CheckpointError(
             f"{source.name} was refused: it holds objects other than tensors (or is damaged), and loading those "

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from media import decode
 
 
@@ -38,12 +40,13 @@ def test_bad_input_is_one_clear_line(tmp_path: Path):
     assert "Traceback" not in result.stderr
 
 
-def test_convert_turns_a_pickle_into_safetensors(tmp_path: Path):
+@pytest.mark.parametrize("zipped", [True, False])
+def test_convert_turns_a_pickle_into_safetensors(zipped: bool, tmp_path: Path):
     import torch
     from safetensors.torch import load_file
 
     tensors = {"a.weight": torch.randn(3, 4), "b.bias": torch.arange(5.0)}
-    torch.save({"state_dict": tensors}, tmp_path / "model.pth")
+    torch.save({"state_dict": tensors}, tmp_path / "model.pth", _use_new_zipfile_serialization=zipped)
     result = run("convert", str(tmp_path / "model.pth"), str(tmp_path / "model.safetensors"), output=tmp_path)
     assert result.returncode == 0, result.stderr
     converted = load_file(tmp_path / "model.safetensors")
