@@ -8,15 +8,22 @@ Outside ComfyUI (command line, tests, benchmarks) they fall back to a console pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import itertools
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import torch
+
+log = logging.getLogger("spacetime")
+HEADROOM = 1.3  # weights x this must fit: activations need room too
 
 MODELS_DIR_ENV = "SPACETIME_MODELS_DIR"
 OUTPUT_DIR_ENV = "SPACETIME_OUTPUT_DIR"
@@ -76,6 +83,36 @@ def free_memory_bytes(device: torch.device | None = None) -> int:
     except ImportError:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     return int(psutil.virtual_memory().available)
+
+
+def model_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers()))
+
+
+@contextlib.contextmanager
+def on_compute_device(module: torch.nn.Module) -> Iterator[torch.device]:
+    """Run `module` on the compute device for the duration of the block when it fits there (inside
+    ComfyUI, idle models are evicted first), then move it back; otherwise run it where it is."""
+    device, home = compute_device(), next(module.parameters()).device
+    if device == home:
+        yield home
+        return
+    needed = int(model_bytes(module) * HEADROOM)
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None:
+        mm.free_memory(needed, device)
+    if free_memory_bytes(device) < needed:
+        log.warning("Not enough free memory on %s for %.1f GB of weights: running on %s instead (slower).",
+                    device, needed / 1e9, home)  # fmt: skip
+        yield home
+        return
+    module.to(device)
+    try:
+        yield device
+    finally:
+        module.to(home)
+        if mm is not None:
+            mm.soft_empty_cache()
 
 
 def throw_if_interrupted() -> None:

@@ -99,5 +99,7 @@ class SpacetimeTextEncode:
 
     def encode(self, text_encoder, prompt, negative_prompt):
         host.throw_if_interrupted()
-        positive, negative = text_encoder.encode([prompt, negative_prompt]).to(host.intermediate_device())
+        with host.on_compute_device(text_encoder.model):
+            embeddings = text_encoder.encode([prompt, negative_prompt])
+        positive, negative = embeddings.to(host.intermediate_device())
         return ([[positive[None], {"pooled_output": None}]], [[negative[None], {"pooled_output": None}]])

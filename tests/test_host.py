@@ -115,3 +115,32 @@ def test_console_progress_bar_draws_and_finishes_the_line():
 def test_intermediate_device(fake_comfyui, monkeypatch):
     sys.modules["comfy.model_management"].intermediate_device = lambda: torch.device("meta")
     assert host.intermediate_device() == torch.device("meta")
+
+
+class MoveRecorder(torch.nn.Linear):
+    """A layer that records where it is asked to move (this machine has only one device)."""
+
+    def __init__(self):
+        super().__init__(4, 4)
+        self.moves = []
+
+    def to(self, device):
+        self.moves.append(torch.device(device))
+        return self
+
+
+@pytest.mark.parametrize("free,moved", [(10**12, True), (10, False)])
+def test_models_run_on_the_compute_device_only_when_they_fit(no_comfyui, monkeypatch, free, moved):
+    module = MoveRecorder()
+    monkeypatch.setattr(host, "compute_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(host, "free_memory_bytes", lambda device=None: free)
+    with host.on_compute_device(module) as device:
+        assert device == torch.device("meta" if moved else "cpu")
+    # there and back again when it fits; left alone when it does not
+    assert module.moves == ([torch.device("meta"), torch.device("cpu")] if moved else [])
+
+
+def test_models_already_on_the_compute_device_stay(no_comfyui):
+    module = torch.nn.Linear(4, 4)
+    with host.on_compute_device(module) as device:
+        assert device == module.weight.device == host.compute_device()
