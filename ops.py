@@ -9,6 +9,28 @@ from torch import nn
 
 from .checkpoint import CheckpointError
 
+SCALED_FP8_MARKER = "scaled_fp8"  # ComfyUI's scaled-fp8 files carry this (empty) tensor
+SCALE_SUFFIX = ".scale_weight"  # per-layer dequantisation scale in scaled-fp8 files
+INPUT_SCALE_SUFFIX = ".scale_input"  # for fp8 matmuls; not needed when upcasting
+
+WEIGHT_DTYPES = {
+    "default": None,  # as stored in the file
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+}
+COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def default_compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
 
 def cast_weight(module: nn.Module, dtype: torch.dtype) -> torch.Tensor:
     """The module's weight in `dtype`, times its per-layer scale when it has one (scaled fp8)."""
@@ -59,7 +81,7 @@ def cast_for_storage(
     if (
         weight_dtype is None
         or not tensor.is_floating_point()
-        or key.endswith((".scale_weight", ".scale_input"))
+        or key.endswith((SCALE_SUFFIX, INPUT_SCALE_SUFFIX))
     ):
         return tensor
     module_name, _, parameter = key.rpartition(".")

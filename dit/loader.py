@@ -12,32 +12,19 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, read_keys, read_tensors
-from ..ops import CastLinear, attach_scales, cast_for_storage
+from ..ops import (
+    INPUT_SCALE_SUFFIX,
+    SCALE_SUFFIX,
+    SCALED_FP8_MARKER,
+    CastLinear,
+    attach_scales,
+    cast_for_storage,
+    default_compute_dtype,
+)
 from .config import config_from_shapes
 from .wan import PatchEmbedding, WanDiT
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.")
-SCALED_FP8_MARKER = "scaled_fp8"  # ComfyUI's scaled-fp8 files carry this (empty) tensor
-SCALE_SUFFIX = ".scale_weight"  # per-layer dequantisation scale in scaled-fp8 files
-INPUT_SCALE_SUFFIX = ".scale_input"  # for fp8 matmuls; not needed when upcasting
-
-WEIGHT_DTYPES = {
-    "default": None,  # as stored in the file
-    "fp8_e4m3fn": torch.float8_e4m3fn,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "fp32": torch.float32,
-}
-COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def default_compute_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
 
 
 def _strip(key: str, prefix: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import host
 from ..dit import SpacetimePatches, load_dit
-from ..dit.loader import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
+from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
 
 DIT = "SPACETIME_DIT"
 PATCHES = "SPACETIME_PATCHES"

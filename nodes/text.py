@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import host
-from ..dit.loader import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
+from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
 from ..text_encoders import load_text_encoder
 
 TEXT_ENCODER = "SPACETIME_TEXT_ENCODER"

@@ -11,8 +11,14 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, describe, read_keys, read_tensors
-from ..dit.loader import SCALE_SUFFIX, SCALED_FP8_MARKER, default_compute_dtype
-from ..ops import CastLinear, attach_scales, cast_for_storage
+from ..ops import (
+    SCALE_SUFFIX,
+    SCALED_FP8_MARKER,
+    CastLinear,
+    attach_scales,
+    cast_for_storage,
+    default_compute_dtype,
+)
 from .tokenizer import SentencePieceTokenizer
 from .umt5 import CastEmbedding, UMT5Config, UMT5Encoder
 
