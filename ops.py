@@ -3,11 +3,13 @@ scaled fp8): the weight is cast per call, so fp8 stays fp8 in memory and is upca
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, read_tensors
 
 SCALED_FP8_MARKER = "scaled_fp8"  # ComfyUI's scaled-fp8 files carry this (empty) tensor
 SCALE_SUFFIX = ".scale_weight"  # per-layer dequantisation scale in scaled-fp8 files
@@ -46,6 +48,8 @@ def cast_bias(module: nn.Module, dtype: torch.dtype) -> torch.Tensor | None:
 class CastLinear(nn.Linear):
     """nn.Linear computing in the input's dtype whatever dtype its weight is stored in (a
     scaled-fp8 layer also has a `scale_weight` buffer)."""
+
+    casts_weight = True  # its weight may be stored in fp8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, cast_weight(self, x.dtype), cast_bias(self, x.dtype))
@@ -115,3 +119,68 @@ def attach_scales(model: nn.Module, scales: dict[str, torch.Tensor], weight_dtyp
             )
             if getattr(module, "scale_weight", None) is not None:
                 del module.scale_weight
+
+
+def _is_checkpoint_extra(key: str) -> bool:
+    return key.endswith((SCALE_SUFFIX, INPUT_SCALE_SUFFIX)) or key == SCALED_FP8_MARKER
+
+
+def check_layout(model: nn.Module, shapes: dict[str, tuple[int, ...]], source: str, keep=frozenset()) -> None:
+    """Missing, unexpected and mis-shaped tensors, named, before any data is read."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    present = {k: tuple(v) for k, v in shapes.items() if not _is_checkpoint_extra(k) and k not in keep}
+    missing = sorted(set(expected) - set(present))
+    unexpected = sorted(set(present) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(present) if expected[k] != present[k])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (first: {', '.join(missing[:4])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:4])})")
+    if wrong:
+        first = wrong[0]
+        problems.append(
+            f"{len(wrong)} with other shapes (first: {first} is {present[first]}, expected {expected[first]})"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{source} does not match the {model.config.name} layout its shapes imply: tensors "
+            + "; ".join(problems)
+            + ". The file may be damaged or a different model variant."
+        )
+
+
+def assign_checkpoint(
+    model: nn.Module,
+    path: Path,
+    names: dict[str, str | None],
+    shapes: dict[str, tuple[int, ...]],
+    weight_dtype: torch.dtype | None,
+    device: torch.device,
+    keep=frozenset(),
+) -> dict[str, torch.Tensor]:
+    """Fill a model built on the meta device from a checkpoint: the layout is checked first, then
+    tensors are read one at a time, cast for storage and assigned (never two copies); scaled-fp8
+    scales become buffers. `names` maps file keys to model keys (None: not used); the model keys in
+    `keep` (e.g. a tokenizer) are returned instead of assigned."""
+    if SCALED_FP8_MARKER in shapes and not any(k.endswith(SCALE_SUFFIX) for k in shapes):
+        raise CheckpointError(
+            f"{path.name} is marked scaled_fp8 but holds no per-layer scale_weight tensors."
+        )
+    check_layout(model, shapes, path.name, keep)
+    castable = {name for name, module in model.named_modules() if getattr(module, "casts_weight", False)}
+
+    def convert(key: str, tensor: torch.Tensor) -> torch.Tensor:
+        return cast_for_storage(names[key], tensor, weight_dtype, castable)
+
+    wanted = [key for key, name in names.items() if name is not None]
+    tensors = {
+        names[k]: v for k, v in read_tensors(path, keys=wanted, convert=convert, device=device).items()
+    }
+    kept = {key: tensors.pop(key) for key in keep if key in tensors}
+    scales = {k.removesuffix(SCALE_SUFFIX): tensors.pop(k) for k in list(tensors) if k.endswith(SCALE_SUFFIX)}
+    for key in [k for k in tensors if _is_checkpoint_extra(k)]:
+        del tensors[key]
+    model.load_state_dict(tensors, strict=True, assign=True)
+    attach_scales(model, scales, weight_dtype, path.name)
+    return kept

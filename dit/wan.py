@@ -41,6 +41,8 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class PatchEmbedding(nn.Module):
     """Wan's Conv3d with kernel = stride = patch, applied to tokens as the linear map it is."""
 
+    casts_weight = True
+
     def __init__(self, in_channels: int, dim: int, patch_size: tuple[int, int, int]):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(dim, in_channels, *patch_size))

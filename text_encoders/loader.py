@@ -10,17 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, describe, read_keys, read_tensors
-from ..ops import (
-    SCALE_SUFFIX,
-    SCALED_FP8_MARKER,
-    CastLinear,
-    attach_scales,
-    cast_for_storage,
-    default_compute_dtype,
-)
+from ..checkpoint import CheckpointError, describe, read_keys
+from ..ops import assign_checkpoint, default_compute_dtype
 from .tokenizer import SentencePieceTokenizer
-from .umt5 import CastEmbedding, UMT5Config, UMT5Encoder
+from .umt5 import UMT5Config, UMT5Encoder
 
 TOKENIZER_KEY = "spiece_model"
 SIDECAR_TOKENIZERS = ("spiece.model", "tokenizer.model")
@@ -131,32 +124,12 @@ def load_text_encoder(
     config = config_from_shapes(shapes, path.name)
     with torch.device("meta"):
         model = UMT5Encoder(config)
-    castable = {n for n, m in model.named_modules() if isinstance(m, (CastLinear, CastEmbedding))}
-
-    def convert(key: str, tensor: torch.Tensor) -> torch.Tensor:
-        return cast_for_storage(names[key], tensor, weight_dtype, castable)
-
-    wanted = [key for key, name in names.items() if name is not None]
-    tensors = {
-        names[k]: v for k, v in read_tensors(path, keys=wanted, convert=convert, device=device).items()
-    }
-    tokenizer = SentencePieceTokenizer(_tokenizer_bytes(path, tensors))
+    kept = assign_checkpoint(model, path, names, shapes, weight_dtype, device, keep={TOKENIZER_KEY})
+    tokenizer = SentencePieceTokenizer(_tokenizer_bytes(path, kept))
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(
             f"{path.name}: its tokenizer has {tokenizer.vocab_size} tokens but the embedding table only "
             f"{config.vocab_size}; the tokenizer belongs to another model."
         )
-    scales = {k.removesuffix(SCALE_SUFFIX): tensors.pop(k) for k in list(tensors) if k.endswith(SCALE_SUFFIX)}
-    for key in [k for k in tensors if k.endswith(".scale_input") or k == SCALED_FP8_MARKER]:
-        del tensors[key]
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path.name} does not match a {config.num_layers}-layer UMT5 encoder: "
-            f"missing {missing[:4]}, unexpected {unexpected[:4]}."
-        )
-    model.load_state_dict(tensors, strict=True, assign=True)
-    attach_scales(model, scales, weight_dtype, path.name)
     model.compute_dtype = compute_dtype or default_compute_dtype(device)
     return TextEncoder(tokenizer, model.eval().requires_grad_(False))

@@ -58,6 +58,8 @@ def relative_position_bucket(
 class CastEmbedding(nn.Module):
     """A token table kept in its stored dtype (fp8 included); only the looked-up rows are cast."""
 
+    casts_weight = True
+
     def __init__(self, vocab_size: int, dim: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab_size, dim))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, describe, read_keys, read_tensors
+from ..checkpoint import CheckpointError, describe, read_keys
+from ..ops import assign_checkpoint
 from .latent_formats import LatentFormat, latent_format_for_channels
 from .wan21 import SpatialTiling, Wan21VAE, Wan21VAEConfig
 
@@ -136,25 +137,15 @@ def load_vae(
     path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
 ) -> VideoVAE:
     """A Wan 2.1 VAE in `dtype` (fp32 decodes best; bf16 halves memory) on `device`."""
-    path = Path(path)
+    path, device = Path(path), torch.device(device)
     stored = read_keys(path)
     prefix = next((p for p in PREFIXES if any(k.startswith(p + "decoder.") for k in stored)), "")
-    shapes = {k[len(prefix) :]: v[0] for k, v in stored.items() if k.startswith(prefix)}
+    names = {key: key[len(prefix) :] if key.startswith(prefix) else None for key in stored}
+    shapes = {name: stored[key][0] for key, name in names.items() if name is not None}
     config = config_from_shapes(shapes, path.name)
     with torch.device("meta"):
         model = Wan21VAE(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != tuple(shapes[k]))
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path.name} does not match a Wan 2.1 VAE of width {config.dim}: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, other shapes {wrong[:3]}."
-        )
-    wanted = [prefix + k for k in expected]
-    tensors = read_tensors(path, keys=wanted, convert=lambda _key, tensor: tensor.to(dtype), device=device)
-    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items()}, strict=True, assign=True)
+    assign_checkpoint(model, path, names, shapes, dtype, device)
     latent_format = latent_format_for_channels(config.z_dim)
     return VideoVAE(model.eval().requires_grad_(False), latent_format, dtype)
 

@@ -29,6 +29,7 @@ class Wan21VAEConfig:
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
     temporal_downsample: tuple[bool, ...] = (False, True, True)
+    name: str = "Wan 2.1 VAE"
 
     def __post_init__(self):
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
