@@ -6,7 +6,7 @@ Axes: B batch, C channels, T H W latent grid, L tokens = T'·H'·W', P = C·pt·
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange
@@ -88,6 +88,3 @@ class SpacetimePatches:
     def to_latent(self) -> torch.Tensor:
         """The raw VAE latent these tokens stand for."""
         return self.latent_format.denormalize(unpatchify(self.tokens, self.grid, self.patch_size))
-
-    def with_tokens(self, tokens: torch.Tensor) -> SpacetimePatches:
-        return replace(self, tokens=tokens)

@@ -130,15 +130,15 @@ class SpacetimeVAEDecode:
     def decode(self, vae, latent, tile_size=0, overlap=64):
         samples = latent["samples"]
         tick = host.progress_ticker(samples.shape[0] * samples.shape[2], "VAE decode")
-        frames = []
+        frames = []  # every item's frames, in order, as the decoder hands them over
         for item in samples.split(1):
-            chunks = []
-
-            def keep(video_chunk, chunks=chunks):
-                chunks.append(video_to_frames(video_chunk).to(host.intermediate_device()))
-
-            vae.decode(item, progress=tick, sink=keep, tile=tile_size, overlap=overlap if tile_size else 0)
-            frames.extend(chunks)
+            vae.decode(
+                item,
+                progress=tick,
+                sink=lambda video: frames.append(video_to_frames(video).to(host.intermediate_device())),
+                tile=tile_size,
+                overlap=overlap if tile_size else 0,
+            )
         return (torch.cat(frames),)
 
 

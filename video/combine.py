@@ -36,8 +36,6 @@ class SavedVideo:
     path: Path  # the file, or the folder of a PNG sequence
     subfolder: str  # relative to the output folder, as ComfyUI's UI expects
     format: VideoFormat
-    frame_count: int
-    size: tuple[int, int]  # width, height as written
 
 
 def frame_rate_fraction(frame_rate: float) -> Fraction:
@@ -185,6 +183,4 @@ def combine_video(
     is_folder = fmt.writer is Writer.PNG_SEQUENCE
     with atomic_output(target, fmt.extension, is_folder=is_folder) as pending:
         WRITERS[fmt.writer](pending.temporary, to_uint8_frames(images, order, padding), job)
-    return SavedVideo(
-        path=pending.final, subfolder=target.subfolder, format=fmt, frame_count=len(order), size=size
-    )
+    return SavedVideo(path=pending.final, subfolder=target.subfolder, format=fmt)

@@ -98,6 +98,17 @@ def frame_durations_ms(count: int, frame_rate: Fraction, tick_ms: int) -> list[i
     return [b - a for a, b in itertools.pairwise(boundaries)]
 
 
+def _save_animation(
+    path: Path, images: list[Image.Image], job: EncodeJob, format: str, tick_ms: int, **options
+):
+    """Pillow's animated save, with per-frame delays that keep the average rate exact."""
+    durations = frame_durations_ms(len(images), job.frame_rate, tick_ms)
+    images[0].save(
+        path, format=format, save_all=True, append_images=images[1:], loop=job.loop_count, duration=durations,
+        **options,
+    )  # fmt: skip
+
+
 def write_gif(path: Path, frames: Frames, job: EncodeJob) -> None:
     """Animated GIF: a shared palette and Floyd-Steinberg dithering (no per-frame colour flicker)."""
     rgb_frames = list(frames)
@@ -108,18 +119,7 @@ def write_gif(path: Path, frames: Frames, job: EncodeJob) -> None:
         job.progress()
     metadata = job.metadata
     extra = {"comment": json.dumps({k: json.loads(v) for k, v in metadata.items()})} if metadata else {}
-    durations = frame_durations_ms(len(images), job.frame_rate, GIF_TICK_MS)
-    images[0].save(
-        path,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        loop=job.loop_count,
-        duration=durations,
-        disposal=1,
-        optimize=False,
-        **extra,
-    )
+    _save_animation(path, images, job, "GIF", GIF_TICK_MS, disposal=1, optimize=False, **extra)
 
 
 def _webp_exif(metadata: dict[str, str]) -> Image.Exif:
@@ -141,18 +141,7 @@ def write_webp(path: Path, frames: Frames, job: EncodeJob) -> None:
         images.append(Image.fromarray(rgb))
         job.progress()
     extra = {"exif": _webp_exif(job.metadata).tobytes()} if job.metadata else {}
-    durations = frame_durations_ms(len(images), job.frame_rate, 1)
-    images[0].save(
-        path,
-        format="WEBP",
-        save_all=True,
-        append_images=images[1:],
-        loop=job.loop_count,
-        duration=durations,
-        quality=_WEBP_QUALITY,
-        method=4,
-        **extra,
-    )
+    _save_animation(path, images, job, "WEBP", 1, quality=_WEBP_QUALITY, method=4, **extra)
 
 
 def png_frame_name(index: int) -> str:
