@@ -4,8 +4,9 @@ time against diffusers' AutoencoderKLWan on the same weights. Prints Markdown ta
     python benchmarks/vae_decode.py [--size 256] [--device cpu]
 
 Wan 2.1 VAE at its real width (96) with random weights. Decoded frames are handed to a sink and
-dropped, so the figure is the decoder's own working memory: CUDA's peak allocation on a GPU,
-sampled resident memory on the CPU, above what was in use before the decode.
+dropped, so the figure is the decoder's own working memory above what was in use before the decode:
+CUDA's peak allocation on a GPU, the peak of live tensor bytes (from the profiler's allocation events)
+on the CPU.
 """
 
 from __future__ import annotations
@@ -23,23 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from spacetime.vae import WAN21, Wan21VAE, Wan21VAEConfig
 from spacetime.vae.loader import VideoVAE
 
-from dit_forward import ResidentPeak
+from memory import TensorPeak
 from wan_vae_reference import diffusers_vae, random_vae_state_dict
 
 
 def peak_decode(vae: VideoVAE, latent: torch.Tensor) -> tuple[float, float]:
-    device = latent.device
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
     start = time.perf_counter()
-    with ResidentPeak() as resident:
+    with TensorPeak(latent.device) as peak:
         vae.decode(latent, sink=lambda frames: None)
-    seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        return seconds, (torch.cuda.max_memory_allocated() - before) / 2**20
-    return seconds, (resident.peak - resident.start) / 2**20
+    return time.perf_counter() - start, peak.bytes / 2**20
 
 
 def main() -> None:
@@ -66,12 +59,9 @@ def main() -> None:
         latent = torch.randn(1, 16, frames, side, side, generator=generator).to(device)
         seconds, peaks[frames] = peak_decode(vae, latent)
         print(f"| {frames} | {vae.frames_for(frames)} | {seconds:.1f} | {peaks[frames]:.0f} |")
-    if peaks[17] >= 16:
-        print(
-            f"\ngrowth of the working peak from 17 to 65 latent frames: {100 * (peaks[65] / peaks[17] - 1):+.1f}%"
-        )
-    else:  # resident memory cannot see allocations the allocator serves from memory it already holds
-        print("\nworking memory too small to see in resident memory at this size: use --size 128 or more")
+    print(
+        f"\ngrowth of the working peak from 17 to 65 latent frames: {100 * (peaks[65] / peaks[17] - 1):+.1f}%"
+    )
 
     latent = torch.randn(1, 16, 5, side, side, generator=generator).to(device)
     reference = diffusers_vae(config, state).to(device)
