@@ -24,6 +24,9 @@ class WanConfig:
     text_len: int = 512  # Wan pads the text to 512 tokens and attends to the padding too
     eps: float = 1e-6
     cross_attn_norm: bool = True
+    # Trained with clean known frames at timestep 0 beside noisy ones (Wan 2.2 TI2V, Tiny World): pinned
+    # tokens can stay clean while sampling instead of being re-noised.
+    clean_pins: bool = False
     name: str = "Wan-architecture DiT"
 
     def __post_init__(self):
@@ -55,7 +58,9 @@ PRESETS: dict[str, WanConfig] = {
     "Wan 2.1 T2V 14B / Wan 2.2 T2V A14B expert": WanConfig(
         dim=5120, ffn_dim=13824, num_layers=40, in_channels=16, out_channels=16
     ),
-    "Wan 2.2 TI2V 5B": WanConfig(dim=3072, ffn_dim=14336, num_layers=30, in_channels=48, out_channels=48),
+    "Wan 2.2 TI2V 5B": WanConfig(
+        dim=3072, ffn_dim=14336, num_layers=30, in_channels=48, out_channels=48, clean_pins=True
+    ),
 }
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -97,6 +102,7 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str = "checkp
         text_dim=text_dim,
         freq_dim=freq_dim,
         cross_attn_norm="blocks.0.norm3.weight" in shapes,
+        clean_pins=in_channels == 48,  # the Wan 2.2 VAE's latents: TI2V, trained with a clean first frame
     )
     name = next((name for name, preset in PRESETS.items() if preset == config), None)
     return config if name is None else replace(config, name=name)

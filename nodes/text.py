@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from .. import host
 from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
-from ..text_encoders import load_text_encoder
+from ..text_encoders import WAN_NEGATIVE_PROMPT, load_text_encoder
 
 TEXT_ENCODER = "SPACETIME_TEXT_ENCODER"
-
-# The negative prompt Wan 2.1 / 2.2 ship as their default (sample_neg_prompt).
-WAN_NEGATIVE_PROMPT = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，"
-    "最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，"
-    "画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，"
-    "杂乱的背景，三条腿，背景人很多，倒着走"
-)  # fmt: skip
 
 
 class SpacetimeTextEncoderLoader:

@@ -1,11 +1,12 @@
 """Tokenizers and text encoders (UMT5 first)."""
 
-from .loader import TextEncoder, load_text_encoder
+from .loader import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .tokenizer import SentencePieceTokenizer
 from .umt5 import UMT5_XXL, UMT5Config, UMT5Encoder
 
 __all__ = [
     "UMT5_XXL",
+    "WAN_NEGATIVE_PROMPT",
     "SentencePieceTokenizer",
     "TextEncoder",
     "UMT5Config",
