@@ -17,7 +17,10 @@ class SpacetimeVAELoader:
     FUNCTION = "load"
     RETURN_TYPES = (VAE,)
     RETURN_NAMES = ("vae",)
-    DESCRIPTION = "Loads the Wan 2.1 causal video VAE (wan_2.1_vae.safetensors) from models/vae."
+    DESCRIPTION = (
+        "Loads a Wan causal video VAE from models/vae: wan_2.1_vae.safetensors (Wan 2.1, 2.2 A14B) or "
+        "wan2.2_vae.safetensors (Wan 2.2 TI2V 5B); the version is read from the file's tensors."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -54,7 +57,10 @@ class SpacetimeEmptyLatentVideo:
             "required": {
                 "vae": (
                     VAE,
-                    {"tooltip": "Sets the latent channels and strides (Wan 2.1: 16 channels, 4x8x8)."},
+                    {
+                        "tooltip": "Sets the latent channels and strides (Wan 2.1: 16 channels, 4x8x8; "
+                        "Wan 2.2: 48 channels, 4x16x16)."
+                    },
                 ),
                 "width": (
                     "INT",
@@ -63,7 +69,8 @@ class SpacetimeEmptyLatentVideo:
                         "min": 16,
                         "max": MAX_SIZE,
                         "step": 16,
-                        "tooltip": "Pixels; a multiple of 16 for Wan models (VAE stride 8 x patch 2).",
+                        "tooltip": "Pixels; a multiple of 16 for Wan 2.1 (VAE stride 8 x patch 2), of 32 for "
+                        "Wan 2.2 TI2V 5B (VAE stride 16 x patch 2).",
                     },
                 ),
                 "height": (
@@ -73,7 +80,7 @@ class SpacetimeEmptyLatentVideo:
                         "min": 16,
                         "max": MAX_SIZE,
                         "step": 16,
-                        "tooltip": "Pixels; a multiple of 16 for Wan models.",
+                        "tooltip": "Pixels; a multiple of 16 for Wan 2.1, of 32 for Wan 2.2 TI2V 5B.",
                     },
                 ),
                 "frames": (
@@ -116,8 +123,9 @@ class SpacetimeVAEDecode:
                     "INT",
                     {
                         "default": 0, "min": 0, "max": MAX_SIZE, "step": 8,
-                        "tooltip": "Decode in square tiles of this many pixels (0: whole frames). Tiles bound "
-                        "the memory of large frames (2048x2048 images, 1080p); larger tiles blend better.",
+                        "tooltip": "Decode in square tiles of this many pixels (0: whole frames), a multiple of "
+                        "the VAE's stride (Wan 2.1: 8, Wan 2.2: 16). Tiles bound the memory of large frames "
+                        "(2048x2048 images, 1080p); larger tiles blend better.",
                     },
                 ),
                 "overlap": (

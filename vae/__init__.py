@@ -1,10 +1,11 @@
-"""Causal video VAEs (Wan 2.1), latent formats and frame conversions."""
+"""Causal video VAEs (Wan 2.1 and 2.2), latent formats and frame conversions."""
 
 from .latent_formats import LATENT_FORMATS, WAN21, WAN22, LatentFormat
 from .loader import VideoVAE, frames_to_video, load_vae, video_to_frames
 from .wan21 import Wan21VAE, Wan21VAEConfig
+from .wan22 import Wan22VAE, Wan22VAEConfig
 
 __all__ = [
     "LATENT_FORMATS", "WAN21", "WAN22", "LatentFormat", "VideoVAE", "Wan21VAE", "Wan21VAEConfig",
-    "frames_to_video", "load_vae", "video_to_frames",
+    "Wan22VAE", "Wan22VAEConfig", "frames_to_video", "load_vae", "video_to_frames",
 ]  # fmt: skip

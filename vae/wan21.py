@@ -1,6 +1,7 @@
-"""The Wan 2.1 causal video VAE (Wan-Video/Wan2.1 `wan/modules/vae.py`): 3D convolutions that only
-look back in time, so a video is encoded as its first frame, then groups of four frames, and
-decoded one latent frame at a time, each step reusing the last frames the previous step saw.
+"""The Wan 2.1 causal video VAE (Wan-Video/Wan2.1 `wan/modules/vae.py`) and the blocks and chunked
+encode/decode it shares with Wan 2.2 (`wan22.py`): 3D convolutions that only look back in time, so a
+video is encoded as its first frame, then groups of four frames, and decoded one latent frame at a
+time, each step reusing the last frames the previous step saw.
 
 The cache of those frames is an explicit `TimeCache` created per encode or decode call (the
 reference keeps it in a list on the module). Parameter names are Wan's own.
@@ -50,9 +51,15 @@ class TimeCache:
 
     slots: list = field(default_factory=list)
     index: int = 0
+    chunk: int = -1  # the chunk being run, counted from 0
 
     def start_chunk(self) -> None:
         self.index = 0
+        self.chunk += 1
+
+    @property
+    def first_chunk(self) -> bool:
+        return self.chunk == 0
 
     def take(self) -> int:
         if self.index == len(self.slots):
@@ -109,16 +116,21 @@ class Upsample(nn.Upsample):
         return super().forward(x.float()).type_as(x)
 
 
-class Resample(nn.Module):
-    """2x spatial resampling per frame, with a strided or doubling causal time conv for the 3D modes."""
+class CausalBlock(nn.Module):
+    """A block whose forward takes the call's TimeCache: `block(x, cache)`."""
 
-    def __init__(self, dim: int, mode: str):
+
+class Resample(CausalBlock):
+    """2x spatial resampling per frame, with a strided or doubling causal time conv for the 3D modes.
+    Upsampling halves the channels in Wan 2.1 (`upsample_dim` None) and keeps them in Wan 2.2."""
+
+    def __init__(self, dim: int, mode: str, upsample_dim: int | None = None):
         super().__init__()
         self.mode = mode
         if mode.startswith("upsample"):
             self.resample = nn.Sequential(
                 Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
-                nn.Conv2d(dim, dim // 2, 3, padding=1),
+                nn.Conv2d(dim, dim // 2 if upsample_dim is None else upsample_dim, 3, padding=1),
             )
         else:
             self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=(2, 2)))
@@ -168,7 +180,7 @@ class Resample(nn.Module):
         return x
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(CausalBlock):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.residual = nn.Sequential(
@@ -184,7 +196,7 @@ class ResidualBlock(nn.Module):
         return x + shortcut
 
 
-class AttentionBlock(nn.Module):
+class AttentionBlock(CausalBlock):
     """Single-head self-attention over the pixels of each frame."""
 
     def __init__(self, dim: int):
@@ -202,84 +214,79 @@ class AttentionBlock(nn.Module):
         return x + rearrange(out, "(b t) c h w -> b c t h w", t=t)
 
 
-def _run(layers, x: torch.Tensor, cache: TimeCache) -> torch.Tensor:
+def run_layers(layers, x: torch.Tensor, cache: TimeCache) -> torch.Tensor:
+    """Run layers in order, feeding the time cache to the causal convolutions and blocks that use it."""
     for layer in layers:
-        x = (
-            cached_conv(layer, x, cache)
-            if isinstance(layer, CausalConv3d)
-            else (
-                layer(x, cache) if isinstance(layer, (ResidualBlock, Resample, AttentionBlock)) else layer(x)
-            )
-        )
+        if isinstance(layer, CausalConv3d):
+            x = cached_conv(layer, x, cache)
+        elif isinstance(layer, CausalBlock):
+            x = layer(x, cache)
+        else:
+            x = layer(x)
     return x
 
 
+def middle_blocks(dim: int) -> nn.Sequential:
+    return nn.Sequential(ResidualBlock(dim, dim), AttentionBlock(dim), ResidualBlock(dim, dim))
+
+
+def output_head(dim: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(RMSNorm(dim, images=False), nn.SiLU(), CausalConv3d(dim, out_channels, 3, padding=1))
+
+
 class Encoder3d(nn.Module):
-    def __init__(self, config: Wan21VAEConfig):
+    """conv1, the downsampling stages, the middle (with attention), and a head to mean and log-variance."""
+
+    def __init__(self, in_channels: int, dims: list[int], downsamples: list[nn.Module], out_channels: int):
         super().__init__()
-        dims = [config.dim * m for m in (1, *config.dim_mult)]
-        self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
-        layers = []
-        for stage, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
-            for _ in range(config.num_res_blocks):
-                layers.append(ResidualBlock(in_dim, out_dim))
-                in_dim = out_dim
-            if stage < len(config.dim_mult) - 1:
-                layers.append(
-                    Resample(out_dim, "downsample3d" if config.temporal_downsample[stage] else "downsample2d")
-                )
-        self.downsamples = nn.Sequential(*layers)
-        self.middle = nn.Sequential(
-            ResidualBlock(dims[-1], dims[-1]), AttentionBlock(dims[-1]), ResidualBlock(dims[-1], dims[-1])
-        )
-        self.head = nn.Sequential(
-            RMSNorm(dims[-1], images=False), nn.SiLU(), CausalConv3d(dims[-1], config.z_dim * 2, 3, padding=1)
-        )
+        self.conv1 = CausalConv3d(in_channels, dims[0], 3, padding=1)
+        self.downsamples = nn.Sequential(*downsamples)
+        self.middle = middle_blocks(dims[-1])
+        self.head = output_head(dims[-1], out_channels)
 
     def forward(self, x: torch.Tensor, cache: TimeCache) -> torch.Tensor:
         x = cached_conv(self.conv1, x, cache)
-        return _run(self.head, _run(self.middle, _run(self.downsamples, x, cache), cache), cache)
+        x = run_layers(self.downsamples, x, cache)
+        x = run_layers(self.middle, x, cache)
+        return run_layers(self.head, x, cache)
 
 
 class Decoder3d(nn.Module):
-    def __init__(self, config: Wan21VAEConfig):
+    """conv1, the middle (with attention), the upsampling stages, and a head to pixels."""
+
+    def __init__(self, in_channels: int, dims: list[int], upsamples: list[nn.Module], out_channels: int):
         super().__init__()
-        mult = config.dim_mult
-        dims = [config.dim * m for m in (mult[-1], *mult[::-1])]
-        temporal_upsample = config.temporal_downsample[::-1]
-        self.conv1 = CausalConv3d(config.z_dim, dims[0], 3, padding=1)
-        self.middle = nn.Sequential(
-            ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0])
-        )
-        layers = []
-        for stage, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
-            if stage in (1, 2, 3):
-                in_dim //= 2  # the previous upsampling conv halved the channels
-            for _ in range(config.num_res_blocks + 1):
-                layers.append(ResidualBlock(in_dim, out_dim))
-                in_dim = out_dim
-            if stage < len(mult) - 1:
-                layers.append(Resample(out_dim, "upsample3d" if temporal_upsample[stage] else "upsample2d"))
-        self.upsamples = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            RMSNorm(dims[-1], images=False), nn.SiLU(), CausalConv3d(dims[-1], 3, 3, padding=1)
-        )
+        self.conv1 = CausalConv3d(in_channels, dims[0], 3, padding=1)
+        self.middle = middle_blocks(dims[0])
+        self.upsamples = nn.Sequential(*upsamples)
+        self.head = output_head(dims[-1], out_channels)
 
     def forward(self, x: torch.Tensor, cache: TimeCache) -> torch.Tensor:
         x = cached_conv(self.conv1, x, cache)
-        return _run(self.head, _run(self.upsamples, _run(self.middle, x, cache), cache), cache)
+        x = run_layers(self.middle, x, cache)
+        x = run_layers(self.upsamples, x, cache)
+        return run_layers(self.head, x, cache)
 
 
-class Wan21VAE(nn.Module):
-    """Video in -1..1 (B×3×T×H×W, T = 4k+1) <-> raw latent (B×16×(k+1)×H/8×W/8)."""
+class CausalVideoVAE(nn.Module):
+    """Encoder, decoder and the two 1x1 convs around the latent, run chunk by chunk in time (Wan 2.1
+    and 2.2). Subclasses build the encoder and decoder and may fold pixels into channels."""
 
-    def __init__(self, config: Wan21VAEConfig):
+    def __init__(self, config, encoder: Encoder3d, decoder: Decoder3d):
         super().__init__()
         self.config = config
-        self.encoder = Encoder3d(config)
+        self.encoder = encoder
         self.conv1 = CausalConv3d(config.z_dim * 2, config.z_dim * 2, 1)
         self.conv2 = CausalConv3d(config.z_dim, config.z_dim, 1)
-        self.decoder = Decoder3d(config)
+        self.decoder = decoder
+
+    def patchify(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels -> the encoder's input channels (Wan 2.1: as they are)."""
+        return video
+
+    def unpatchify(self, frames: torch.Tensor) -> torch.Tensor:
+        """The decoder's output channels -> pixels (Wan 2.1: as they are)."""
+        return frames
 
     def encode(self, video: torch.Tensor, progress=None) -> torch.Tensor:
         """The latent mean, encoding the first frame, then four frames at a time."""
@@ -289,7 +296,7 @@ class Wan21VAE(nn.Module):
         for index, start in enumerate(starts):
             cache.start_chunk()
             end = 1 if index == 0 else start + stride
-            chunks.append(self.encoder(video[:, :, start:end], cache))
+            chunks.append(self.encoder(self.patchify(video[:, :, start:end]), cache))
             if progress:
                 progress()
         mean, _log_variance = self.conv1(torch.cat(chunks, dim=2)).chunk(2, dim=1)
@@ -307,7 +314,8 @@ class Wan21VAE(nn.Module):
             parts = []
             for (rows, columns), cache in zip(regions, caches, strict=True):
                 cache.start_chunk()
-                parts.append(self.decoder(x[:, :, index : index + 1, rows, columns], cache).clamp_(-1.0, 1.0))
+                part = self.decoder(x[:, :, index : index + 1, rows, columns], cache)
+                parts.append(self.unpatchify(part).clamp_(-1.0, 1.0))
             frames = tiles.blend(parts, latent.shape[3], latent.shape[4]) if tiles else parts[0]
             if sink is None:
                 chunks.append(frames)
@@ -316,6 +324,42 @@ class Wan21VAE(nn.Module):
             if progress:
                 progress()
         return torch.cat(chunks, dim=2) if sink is None else None
+
+
+class Wan21VAE(CausalVideoVAE):
+    """Video in -1..1 (B×3×T×H×W, T = 4k+1) <-> raw latent (B×16×(k+1)×H/8×W/8)."""
+
+    def __init__(self, config: Wan21VAEConfig):
+        stages = len(config.dim_mult) - 1
+        dims = [config.dim * m for m in (1, *config.dim_mult)]
+        downsamples = []
+        for stage, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
+            for _ in range(config.num_res_blocks):
+                downsamples.append(ResidualBlock(in_dim, out_dim))
+                in_dim = out_dim
+            if stage < stages:
+                temporal = config.temporal_downsample[stage]
+                downsamples.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
+
+        mult = config.dim_mult
+        decoder_dims = [config.dim * m for m in (mult[-1], *mult[::-1])]
+        temporal_upsample = config.temporal_downsample[::-1]
+        upsamples = []
+        for stage, (in_dim, out_dim) in enumerate(itertools.pairwise(decoder_dims)):
+            if stage > 0:
+                in_dim //= 2  # the previous upsampling conv halved the channels
+            for _ in range(config.num_res_blocks + 1):
+                upsamples.append(ResidualBlock(in_dim, out_dim))
+                in_dim = out_dim
+            if stage < stages:
+                upsamples.append(
+                    Resample(out_dim, "upsample3d" if temporal_upsample[stage] else "upsample2d")
+                )
+        super().__init__(
+            config,
+            Encoder3d(3, dims, downsamples, config.z_dim * 2),
+            Decoder3d(config.z_dim, decoder_dims, upsamples, 3),
+        )
 
 
 @dataclass(frozen=True)
