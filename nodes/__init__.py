@@ -1,6 +1,7 @@
 """Node classes: each declares its inputs and calls one library function."""
 
 from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
+from .sampling import SpacetimeDiTDenoiser, SpacetimeScheduler
 from .text import SpacetimeTextEncode, SpacetimeTextEncoderLoader
 from .vae import SpacetimeEmptyLatentVideo, SpacetimeVAEDecode, SpacetimeVAEEncode, SpacetimeVAELoader
 from .video_combine import SpacetimeVideoCombine
@@ -15,6 +16,8 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeEmptyLatentVideo": SpacetimeEmptyLatentVideo,
     "SpacetimeVAEEncode": SpacetimeVAEEncode,
     "SpacetimeVAEDecode": SpacetimeVAEDecode,
+    "SpacetimeScheduler": SpacetimeScheduler,
+    "SpacetimeDiTDenoiser": SpacetimeDiTDenoiser,
     "SpacetimeVideoCombine": SpacetimeVideoCombine,
 }
 
@@ -28,5 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeEmptyLatentVideo": "Empty Latent Video (Spacetime)",
     "SpacetimeVAEEncode": "VAE Encode (Spacetime)",
     "SpacetimeVAEDecode": "VAE Decode (Spacetime)",
+    "SpacetimeScheduler": "Scheduler (Spacetime)",
+    "SpacetimeDiTDenoiser": "DiT Denoiser (Spacetime)",
     "SpacetimeVideoCombine": "Video Combine (Spacetime)",
 }

@@ -1,0 +1,81 @@
+"""The whole text-to-video path as one function, shared by the command line and the tests; the nodes call
+the same pieces one by one (Text Encode, Empty Latent Video, Patchifier, Scheduler, DiT Denoiser,
+Unpatchify, VAE Decode)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import host
+from .dit import SpacetimePatches, WanDiT
+from .samplers.denoiser import WAN22_T2V_BOUNDARY, denoise
+from .samplers.schedules import schedule_by_name
+from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder
+from .vae.loader import VideoVAE, video_to_frames
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a text-to-video run needs besides the models and the prompt (defaults: Wan 2.1 T2V's own)."""
+
+    width: int = 832
+    height: int = 480
+    frames: int = 81
+    steps: int = 50
+    cfg: float = 5.0
+    shift: float = 5.0
+    seed: int = 0
+    solver: str = "unipc"
+    schedule: str = "simple"
+    boundary: float = WAN22_T2V_BOUNDARY
+    tile: int = 0
+    overlap: int = 0
+
+
+def text_to_video(
+    dit: WanDiT,
+    text_encoder: TextEncoder,
+    vae: VideoVAE,
+    prompt: str,
+    negative_prompt: str = WAN_NEGATIVE_PROMPT,
+    settings: Settings = Settings(),
+    low_noise_dit: WanDiT | None = None,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+) -> torch.Tensor:
+    """A prompt -> IMAGE frames T×H×W×3 in 0..1. `progress(description, total)` returns a per-step tick
+    (default: ComfyUI's or the console's progress bar, which also honours cancel)."""
+    progress = progress or (lambda description, total: host.progress_ticker(total, description))
+    s = settings
+    shape = vae.latent_shape(s.frames, s.height, s.width)
+
+    with host.on_compute_device(text_encoder.model):
+        context = text_encoder.encode([prompt] if s.cfg == 1.0 else [prompt, negative_prompt])
+    positive, negative = context[:1], (context[1:] if s.cfg != 1.0 else None)
+
+    if dit.config.in_channels != vae.latent_channels:
+        raise ValueError(
+            f"{dit.config.name} takes {dit.config.in_channels}-channel latents but the VAE makes "
+            f"{vae.latent_channels}: use the VAE that belongs to the model."
+        )
+    empty = torch.zeros(shape)
+    patches = SpacetimePatches.from_latent(empty, dit.config.patch_size, dit.latent_format)
+    sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
+    patches = denoise(
+        dit,
+        patches,
+        sigmas,
+        positive,
+        negative,
+        cfg=s.cfg,
+        seed=s.seed,
+        solver=s.solver,
+        low_noise_dit=low_noise_dit,
+        boundary=s.boundary,
+        step_callback=progress("Denoising", s.steps),
+    )
+    latent = patches.to_latent()
+    video = vae.decode(latent, progress("Decoding", latent.shape[2]), tile=s.tile, overlap=s.overlap)
+    return video_to_frames(video)
