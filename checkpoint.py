@@ -96,6 +96,14 @@ def read_keys(path: Path | str) -> dict[str, tuple[tuple[int, ...], str]]:
     return found
 
 
+def read_metadata(path: Path | str) -> dict[str, str]:
+    """The safetensors header's string metadata (of the first shard), {} when there is none."""
+    path = Path(path)
+    refuse_pickle(path)
+    with _open(shard_files(path)[0]) as handle:
+        return dict(handle.metadata() or {})
+
+
 def read_tensors(
     path: Path | str,
     keys: list[str] | None = None,

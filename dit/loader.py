@@ -7,16 +7,20 @@ time, so loading never holds two copies of the weights. fp8 weights stay fp8 in 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import read_keys
+from ..checkpoint import CheckpointError, read_keys, read_metadata
 from ..ops import assign_checkpoint, default_compute_dtype
 from .config import config_from_shapes
 from .wan import WanDiT
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+# What Wan's tensors cannot say, for models that differ (Tiny World): the attention head width (Wan's is
+# 128) and whether the model was trained with clean pinned frames at timestep 0.
+HEAD_DIM_KEY, CLEAN_PINS_KEY = "spacetime.head_dim", "spacetime.clean_pins"
 
 
 def _strip(key: str, prefix: str) -> str | None:
@@ -43,6 +47,14 @@ def load_dit(
     names = {key: _strip(key, prefix) for key in stored}
     shapes = {name: stored[key][0] for key, name in names.items() if name is not None}
     config = config_from_shapes(shapes, source=path.name)
+    metadata = read_metadata(path)
+    try:
+        if HEAD_DIM_KEY in metadata:
+            config = replace(config, head_dim=int(metadata[HEAD_DIM_KEY]))
+        if CLEAN_PINS_KEY in metadata:
+            config = replace(config, clean_pins=metadata[CLEAN_PINS_KEY] == "true")
+    except ValueError as error:
+        raise CheckpointError(f"{path.name} has unusable spacetime metadata {metadata}: {error}") from None
     with torch.device("meta"):
         model = WanDiT(config)
     assign_checkpoint(model, path, names, shapes, weight_dtype, device)

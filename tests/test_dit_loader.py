@@ -4,6 +4,7 @@ error for every wrong file."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -219,4 +220,22 @@ def test_an_incomplete_wan_file_says_so(tmp_path: Path):
         str(path),
     )
     with pytest.raises(CheckpointError, match="incomplete Wan diffusion model"):
+        load_dit(path)
+
+
+def test_metadata_sets_head_width_and_clean_pins(tmp_path: Path):
+    config = replace(T2V, head_dim=32, clean_pins=True)
+    reference = WanDiT(config).eval()
+    reference.load_state_dict(random_wan_state_dict(config, seed=2))
+    path = tmp_path / "tiny.safetensors"
+    metadata = {"spacetime.head_dim": "32", "spacetime.clean_pins": "true"}
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path), metadata=metadata)
+    model = load_dit(path)
+    assert model.config.num_heads == 8 and model.config.clean_pins
+    latent, context = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 5, 96)
+    with torch.no_grad():
+        expected = reference(latent, torch.tensor([500.0]), context)
+        torch.testing.assert_close(model(latent, torch.tensor([500.0]), context), expected)
+    save_file(reference.state_dict(), str(path), metadata={"spacetime.head_dim": "wide"})
+    with pytest.raises(CheckpointError, match="unusable spacetime metadata"):
         load_dit(path)
