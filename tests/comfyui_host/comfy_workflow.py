@@ -27,6 +27,17 @@ def _extra_widget_values(name: str, spec: list) -> int:
     return extra
 
 
+def widget_layout(declared: dict) -> tuple[dict[str, int], int]:
+    """Each widget's index in a node's widgets_values, and how many values the frontend stores in all."""
+    positions, count = {}, 0
+    for section in ("required", "optional"):
+        for name, spec in declared.get(section, {}).items():
+            if _is_widget(spec):
+                positions[name] = count
+                count += 1 + _extra_widget_values(name, spec)
+    return positions, count
+
+
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in workflow.get("links", [])}
     prompt = {}
@@ -36,22 +47,23 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         if node["type"] not in object_info:
             raise KeyError(f"node {node['id']}: type {node['type']!r} is not registered in this ComfyUI")
         declared = object_info[node["type"]]["input"]
+        positions, count = widget_layout(declared)
         linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
         values = list(node.get("widgets_values") or [])
         inputs = {}
         for section in ("required", "optional"):
-            for name, spec in declared.get(section, {}).items():
-                if _is_widget(spec):
-                    if not values:
+            for name in declared.get(section, {}):
+                if name in positions:
+                    if positions[name] >= len(values):
                         raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name!r}")
-                    inputs[name] = values.pop(0)
-                    del values[: _extra_widget_values(name, spec)]
+                    inputs[name] = values[positions[name]]
                 if name in linked:
                     _, source_node, source_slot, *_ = links[linked[name]]
                     inputs[name] = [str(source_node), source_slot]
-        if values:
+        if len(values) > count:
             raise ValueError(
-                f"node {node['id']} ({node['type']}): {len(values)} widget values left over: {values}"
+                f"node {node['id']} ({node['type']}): {len(values) - count} widget values left over: "
+                f"{values[count:]}"
             )
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt

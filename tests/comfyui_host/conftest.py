@@ -25,6 +25,7 @@ from spacetime.video.patterns import moving_pattern
 
 from comfyui_host.comfy_workflow import ui_to_api
 from media import PACK_ROOT
+from tiny_models import write_tiny_models
 from wan_reference import T2V, random_wan_state_dict, write
 from wan_vae_reference import TINY_21, random_vae_state_dict
 
@@ -121,6 +122,7 @@ def comfyui(tmp_path_factory) -> ComfyUI:
     write(random_wan_state_dict(T2V), models / TINY_DIT)
     (base / "models" / "vae").mkdir()
     save_file(random_vae_state_dict(TINY_21), str(base / "models" / "vae" / TINY_VAE))
+    write_tiny_models(base / "models")  # the files the shipped workflows name
 
     port = _free_port()
     command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
