@@ -19,8 +19,13 @@ from .wan import WanDiT
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 # What Wan's tensors cannot say, for models that differ (Tiny World): the attention head width (Wan's is
-# 128) and whether the model was trained with clean pinned frames at timestep 0.
-HEAD_DIM_KEY, CLEAN_PINS_KEY = "spacetime.head_dim", "spacetime.clean_pins"
+# 128), the text length (Wan's is 512) and whether the model was trained with clean pinned frames at
+# timestep 0.
+HEAD_DIM_KEY, TEXT_LEN_KEY, CLEAN_PINS_KEY = (
+    "spacetime.head_dim",
+    "spacetime.text_len",
+    "spacetime.clean_pins",
+)
 
 
 def _strip(key: str, prefix: str) -> str | None:
@@ -51,6 +56,8 @@ def load_dit(
     try:
         if HEAD_DIM_KEY in metadata:
             config = replace(config, head_dim=int(metadata[HEAD_DIM_KEY]))
+        if TEXT_LEN_KEY in metadata:
+            config = replace(config, text_len=int(metadata[TEXT_LEN_KEY]))
         if CLEAN_PINS_KEY in metadata:
             config = replace(config, clean_pins=metadata[CLEAN_PINS_KEY] == "true")
     except ValueError as error:

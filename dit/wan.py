@@ -11,6 +11,8 @@ S text tokens, E text width, P token width (C·pt·ph·pw), F sinusoid width.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -22,6 +24,8 @@ from .attention import attention
 from .config import WanConfig
 from .patchify import patchify, unpatchify
 from .rope import apply_rope, rope_frequencies
+
+log = logging.getLogger(__name__)
 
 
 def timestep_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
@@ -202,10 +206,15 @@ class WanDiT(nn.Module):
         )
 
     def _pad_text(self, context: torch.Tensor) -> torch.Tensor:
-        """Zero-pad the text to Wan's 512 tokens: the model attends to the (embedded) padding too."""
-        missing = self.config.text_len - context.shape[1]
-        if missing < 0:
-            raise ValueError(
-                f"text context has {context.shape[1]} tokens; {self.config.name} takes at most {self.config.text_len}."
-            )
-        return F.pad(context, (0, 0, 0, missing))
+        """Zero-pad the text to the model's length (Wan: 512 tokens): the model attends to the (embedded)
+        padding too. A longer context is cut; text encoders zero it after the prompt, so only a prompt
+        longer than the model's text length loses anything, with a warning."""
+        length = self.config.text_len
+        if context.shape[1] > length:
+            if context[:, length:].abs().amax() > 0:
+                log.warning(
+                    "The prompt is longer than the %d text tokens %s reads; the rest is ignored.",
+                    length, self.config.name,
+                )  # fmt: skip
+            return context[:, :length]
+        return F.pad(context, (0, 0, 0, length - context.shape[1]))

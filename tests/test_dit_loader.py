@@ -239,3 +239,17 @@ def test_metadata_sets_head_width_and_clean_pins(tmp_path: Path):
     save_file(reference.state_dict(), str(path), metadata={"spacetime.head_dim": "wide"})
     with pytest.raises(CheckpointError, match="unusable spacetime metadata"):
         load_dit(path)
+
+
+def test_text_longer_than_the_model_reads_is_cut_with_a_warning_only_when_it_loses_text(caplog):
+    config = replace(T2V, text_len=8)
+    model = WanDiT(config).eval()
+    model.load_state_dict(random_wan_state_dict(config, seed=3))
+    latent, context = torch.randn(1, 16, 1, 4, 4), torch.randn(1, 5, 96)
+    padded = torch.nn.functional.pad(context, (0, 0, 0, 20))  # zeros after the prompt, as encoders give
+    with torch.no_grad():
+        expected = model(latent, torch.tensor([300.0]), context)
+        torch.testing.assert_close(model(latent, torch.tensor([300.0]), padded), expected, rtol=0, atol=0)
+        assert "longer than" not in caplog.text
+        model(latent, torch.tensor([300.0]), torch.randn(1, 12, 96))
+    assert "longer than the 8 text tokens" in caplog.text

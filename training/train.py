@@ -1,0 +1,339 @@
+"""Train Tiny World: the pack's own small text-to-video model, on the world of `world.py`.
+
+    python -m spacetime.training.train --out tiny_world            # all stages, ~1.5 h on 2 CPU cores
+
+Stages, each resumable from its file in --out:
+1. VAE: the Wan 2.1 VAE class at width 16 with 8 latent channels, on 9-frame 64x64 crops of 128x128 clips
+   (L1 + MSE). Afterwards the latent's per-channel mean and std are folded into the two 1x1 convs around
+   the latent, so raw latents are already normalised (the DiT's latent format is the identity).
+2. Latents: a fixed set of clips, encoded once.
+3. Text encoder + DiT, trained together: a UMT5 encoder with a sentencepiece vocabulary learnt from the
+   captions (stored in the weights file as `spiece_model`, as ComfyUI's UMT5 files do) and a Wan DiT,
+   by rectified flow. Random frame pinning, as Open-Sora trains: some latent frames are given clean, at
+   timestep 0, and not scored, so the model learns to continue known frames (image to video, extension,
+   loops). 10% of captions are dropped for classifier-free guidance. The DiT's weights are an EMA.
+
+Everything is seeded; the files are written in the formats the pack's loaders read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..dit.config import WanConfig
+from ..dit.loader import CLEAN_PINS_KEY, HEAD_DIM_KEY, TEXT_LEN_KEY
+from ..dit.patchify import patchify
+from ..dit.wan import WanDiT
+from ..text_encoders.tokenizer import SentencePieceTokenizer
+from ..text_encoders.umt5 import UMT5Config, UMT5Encoder
+from ..vae.wan21 import TimeCache, Wan21VAE, Wan21VAEConfig
+from .world import caption, render, sample_scene
+
+VAE_CONFIG = Wan21VAEConfig(dim=16, z_dim=8, num_res_blocks=1, name="Tiny World VAE")
+TEXT_LEN = 64  # captions are short: the DiT reads 64 text tokens, not Wan's 512
+DIT_CONFIG = WanConfig(
+    dim=192, ffn_dim=768, num_layers=6, in_channels=8, out_channels=8, text_dim=128, head_dim=64,
+    text_len=TEXT_LEN, clean_pins=True, name="Tiny World DiT",
+)  # fmt: skip
+TEXT_DIM, TEXT_LAYERS, TEXT_HEADS, TEXT_FFN, VOCAB = 128, 2, 4, 256, 400
+FRAMES, SIZE = 17, 128
+THREADS = 0  # set by --threads
+
+VAE_FILE, TEXT_FILE, DIT_FILE = (
+    "tiny_world_vae.safetensors",
+    "tiny_world_umt5.safetensors",
+    "tiny_world_dit.safetensors",
+)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def share_cores(threads: int) -> None:
+    """--threads 0: use the cores other processes leave free (oversubscribed OpenMP threads spin and
+    slow everything down many times over)."""
+    if threads:
+        return
+    busy = os.getloadavg()[0] - torch.get_num_threads()
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, round((os.cpu_count() or 1) - busy))))
+
+
+def clips(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    videos, captions = [], []
+    for _ in range(count):
+        scene = sample_scene(rng)
+        videos.append(render(scene, frames, size, size))
+        captions.append(caption(scene, rng))
+    return np.stack(videos), captions
+
+
+def to_video(frames: np.ndarray) -> torch.Tensor:
+    """uint8 B×T×H×W×3 -> float B×3×T×H×W in -1..1."""
+    return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+# 1. VAE ------------------------------------------------------------------------------------------
+
+
+def vae_forward(model: Wan21VAE, video: torch.Tensor, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable encode (chunked like inference) and decode without the final clamp."""
+    mean = model.encode(video)
+    latent = mean + noise * torch.randn_like(mean)
+    x, cache, chunks = model.conv2(latent), TimeCache(), []
+    for index in range(latent.shape[2]):
+        cache.start_chunk()
+        chunks.append(model.decoder(x[:, :, index : index + 1], cache))
+    return torch.cat(chunks, dim=2), mean
+
+
+def train_vae(out: Path, steps: int, seed: int) -> Wan21VAE:
+    torch.manual_seed(seed)
+    model = Wan21VAE(VAE_CONFIG)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps, pct_start=0.05)
+    rng = np.random.default_rng(seed)
+    start = time.time()
+    for step in range(steps):
+        frames, _ = clips(seed * 1_000_003 + step, 4)
+        top, left = rng.integers(0, SIZE - 64 + 1, 2).tolist()
+        first = int(rng.integers(0, FRAMES - 9 + 1))
+        video = to_video(frames[:, first : first + 9, top : top + 64, left : left + 64])
+        output, mean = vae_forward(model, video, noise=0.05)
+        loss = F.l1_loss(output, video) + F.mse_loss(output, video) + 1e-4 * mean.pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0 or step == steps - 1:
+            share_cores(THREADS)
+            psnr = 10 * math.log10(4 / F.mse_loss(output.clamp(-1, 1), video).item())
+            log(
+                f"vae step {step}/{steps} loss {loss.item():.4f} psnr {psnr:.1f} dB ({time.time() - start:.0f} s)"
+            )
+    model.eval().requires_grad_(False)
+    normalise_latents(model, seed)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / VAE_FILE))
+    return model
+
+
+@torch.no_grad()
+def normalise_latents(model: Wan21VAE, seed: int) -> None:
+    """Fold the latents' per-channel mean and std into conv1 (encoder side) and conv2 (decoder side)."""
+    frames, _ = clips(seed + 17, 32)
+    mean = model.encode(to_video(frames))
+    mu, sigma = mean.mean(dim=(0, 2, 3, 4)), mean.std(dim=(0, 2, 3, 4))
+    z = VAE_CONFIG.z_dim
+    model.conv1.weight[:z] /= sigma.view(-1, 1, 1, 1, 1)
+    model.conv1.bias[:z] = (model.conv1.bias[:z] - mu) / sigma
+    # conv2(z') with z = z'·sigma + mu: W' = W·diag(sigma), b' = b + W·mu
+    weight = model.conv2.weight[:, :, 0, 0, 0]
+    model.conv2.bias += weight @ mu
+    model.conv2.weight *= sigma.view(1, -1, 1, 1, 1)
+    log(f"latent mean {mu.numpy().round(2)} std {sigma.numpy().round(2)} folded into the VAE")
+
+
+# 2. Latents --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def encode_dataset(model: Wan21VAE, out: Path, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    path = out / "latents.safetensors"
+    if path.exists():  # an earlier run's cache
+        return load_file(str(path))["latents"], json.loads((out / "captions.json").read_text())
+    latents, captions = [], []
+    start = time.time()
+    for index in range(0, count, 32):
+        frames, texts = clips(seed * 7919 + index, min(32, count - index))
+        latents.append(model.encode(to_video(frames)).half())
+        captions += texts
+        if index % 512 == 0:
+            share_cores(THREADS)
+            log(f"encoded {index}/{count} clips ({time.time() - start:.0f} s)")
+    latents = torch.cat(latents)
+    save_file({"latents": latents}, str(path))
+    (out / "captions.json").write_text(json.dumps(captions))
+    return latents, captions
+
+
+# 3. Text encoder + DiT ---------------------------------------------------------------------------
+
+
+def train_tokenizer(captions: list[str]) -> bytes:
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(captions), model_writer=model, vocab_size=VOCAB, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, byte_fallback=True,
+        minloglevel=2, num_threads=1, shuffle_input_sentence=False, seed_sentencepiece_size=100000,
+    )  # fmt: skip
+    return model.getvalue()
+
+
+def init_weights(module: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for name, parameter in module.named_parameters():
+        with torch.no_grad():
+            if name.endswith("modulation"):
+                parameter.normal_(0, 0.02, generator=generator)
+            elif parameter.ndim >= 2:
+                fan_in = parameter[0].numel()
+                parameter.normal_(0, fan_in**-0.5, generator=generator)
+            elif "norm" in name or name.endswith("weight"):
+                parameter.fill_(1.0)
+            else:
+                parameter.zero_()
+
+
+def pin_mask(batch: int, frames: int, rng: np.random.Generator) -> torch.Tensor:
+    """B×T bool: latent frames given clean. Half the clips have none; the rest a prefix (image to video,
+    extension), a suffix (backward extension), both ends (connect, loop) or random frames."""
+    mask = np.zeros((batch, frames), dtype=bool)
+    for row in range(batch):
+        kind = rng.random()
+        if kind < 0.5:
+            continue
+        if kind < 0.75:
+            mask[row, : rng.integers(1, frames)] = True
+        elif kind < 0.85:
+            mask[row, rng.integers(1, frames) :] = True
+        elif kind < 0.93:
+            mask[row, 0] = mask[row, -1] = True
+        else:
+            mask[row] = rng.random(frames) < 0.4
+            mask[row, rng.integers(frames)] = False
+    return torch.from_numpy(mask)
+
+
+def train_dit(
+    out: Path, latents: torch.Tensor, captions: list[str], steps: int, batch: int, seed: int
+) -> None:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    spiece = train_tokenizer(captions)
+    tokenizer = SentencePieceTokenizer(spiece)
+    text_config = UMT5Config(
+        vocab_size=tokenizer.vocab_size, dim=TEXT_DIM, ffn_dim=TEXT_FFN, num_layers=TEXT_LAYERS,
+        num_heads=TEXT_HEADS, head_dim=TEXT_DIM // TEXT_HEADS, name="Tiny World UMT5",
+    )  # fmt: skip
+    text = UMT5Encoder(text_config)
+    dit = WanDiT(DIT_CONFIG)
+    init_weights(text, seed)
+    init_weights(dit, seed + 1)
+    with torch.no_grad():  # adaLN-zero: blocks start as the identity, the head as zero
+        for block in dit.blocks:
+            block.modulation.zero_()
+        dit.head.head.weight.zero_()
+    ema = copy.deepcopy(dit).requires_grad_(False)
+    parameters = [*text.parameters(), *dit.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=4e-4, weight_decay=0.01, betas=(0.9, 0.99))
+    warmup = 100
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))),
+    )
+    tokens_cache = tokenizer(captions, TEXT_LEN)
+    empty = tokenizer([""], TEXT_LEN)
+    latent_frames = latents.shape[2]
+    start = time.time()
+    for step in range(steps):
+        index = torch.from_numpy(rng.integers(0, len(latents), batch))
+        x0 = latents[index].float()
+        ids, mask = tokens_cache.ids[index].clone(), tokens_cache.mask[index].clone()
+        drop = torch.from_numpy(rng.random(batch) < 0.1)
+        ids[drop], mask[drop] = empty.ids, empty.mask
+        context = text(ids, mask)
+
+        # Logit-normal noise levels, shifted towards noise as sampling is (shift 3).
+        u = torch.sigmoid(torch.from_numpy(rng.normal(0.0, 1.0, batch)).float())
+        sigma = 3 * u / (1 + 2 * u)
+        noise = torch.randn_like(x0)
+        pinned = pin_mask(batch, latent_frames, rng)  # B×T
+        s = sigma.view(-1, 1, 1, 1, 1)
+        frame_pinned = pinned.view(batch, 1, latent_frames, 1, 1)
+        x = torch.where(frame_pinned, x0, (1 - s) * x0 + s * noise)
+        tokens, grid = patchify(x, DIT_CONFIG.patch_size)
+        per_frame = grid[1] * grid[2]
+        token_pinned = pinned.repeat_interleave(per_frame, dim=1)  # B×L
+        timestep = torch.where(token_pinned, 0.0, 1000 * sigma[:, None])
+        velocity = dit.forward_tokens(tokens, grid, timestep, context)
+        target, _ = patchify(noise - x0, DIT_CONFIG.patch_size)
+        weight = (~token_pinned).float().unsqueeze(-1)
+        loss = ((velocity - target).pow(2) * weight).sum() / (weight.sum() * target.shape[-1])
+
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for kept, live in zip(ema.parameters(), dit.parameters(), strict=True):
+                kept.lerp_(live, 1 - decay)
+        if step % 50 == 0 or step == steps - 1:
+            share_cores(THREADS)
+            log(f"dit step {step}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f} s)")
+        if (step + 1) % 500 == 0 or step == steps - 1:
+            save_models(out, text, spiece, ema)
+
+
+def save_models(out: Path, text: UMT5Encoder, spiece: bytes, dit: WanDiT) -> None:
+    state = {k: v.detach().contiguous() for k, v in text.state_dict().items()}
+    state["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
+    save_file(state, str(out / TEXT_FILE))
+    metadata = {HEAD_DIM_KEY: str(DIT_CONFIG.head_dim), TEXT_LEN_KEY: str(TEXT_LEN), CLEAN_PINS_KEY: "true"}
+    dit_state = {k: v.detach().half().contiguous() for k, v in dit.state_dict().items()}
+    save_file(dit_state, str(out / DIT_FILE), metadata=metadata)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("tiny_world"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int, default=600)
+    parser.add_argument("--clips", type=int, default=3000, help="clips encoded for the DiT")
+    parser.add_argument("--dit-steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores left free)")
+    args = parser.parse_args(argv)
+    global THREADS
+    THREADS = args.threads
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    share_cores(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    begin = time.time()
+    if (args.out / VAE_FILE).exists():
+        vae = Wan21VAE(VAE_CONFIG)
+        vae.load_state_dict(load_file(str(args.out / VAE_FILE)))
+        vae.eval().requires_grad_(False)
+        log("VAE loaded from an earlier run")
+    else:
+        vae = train_vae(args.out, args.vae_steps, args.seed)
+    log(f"VAE done ({time.time() - begin:.0f} s)")
+    latents, captions = encode_dataset(vae, args.out, args.clips, args.seed)
+    log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
+    train_dit(args.out, latents, captions, args.dit_steps, args.batch, args.seed)
+    log(f"all done in {time.time() - begin:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
