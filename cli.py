@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import host
 from .checkpoint import convert_pickle_to_safetensors
-from .pipeline import Settings
+from .pipeline import TINY_WORLD_SETTINGS, Settings
 from .samplers.schedules import SCHEDULES
 from .samplers.solvers import SOLVERS
 from .text_encoders import WAN_NEGATIVE_PROMPT
@@ -34,28 +35,46 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from .dit import load_dit
-    from .pipeline import text_to_video
+    from .pipeline import load_tiny_world, text_to_video
     from .text_encoders import load_text_encoder
     from .vae import load_vae
 
-    missing = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is None]
-    if missing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
-        raise ValueError(f"generate needs model files: give {flags} (paths to .safetensors files).")
-    device = torch.device(args.device) if args.device else host.compute_device()
-    dit = load_dit(args.dit, device=host.offload_device())
+    given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
+    device = torch.device(args.device) if args.device else None
+    if not given:  # Tiny World, shipped with the pack
+        dit, text_encoder, vae = load_tiny_world()
+        preset, negative = TINY_WORLD_SETTINGS, ""
+    elif len(given) < 3:
+        missing = ", ".join(
+            "--" + n.replace("_", "-") for n in ("dit", "text_encoder", "vae") if n not in given
+        )
+        raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
+    else:
+        dit = load_dit(args.dit, device=host.offload_device())
+        text_encoder = load_text_encoder(args.text_encoder, device=host.offload_device())
+        vae = load_vae(args.vae, device=device or host.compute_device())
+        preset, negative = Settings(), WAN_NEGATIVE_PROMPT
+    if device is not None:
+        vae.model.to(device)
     low_noise = load_dit(args.low_noise_dit, device=host.offload_device()) if args.low_noise_dit else None
-    text_encoder = load_text_encoder(args.text_encoder, device=host.offload_device())
-    vae = load_vae(args.vae, device=device)
-    settings = Settings(
-        width=args.width, height=args.height, frames=args.frames, steps=args.steps, cfg=args.cfg,
-        shift=args.shift, seed=args.seed, solver=args.solver, schedule=args.schedule, tile=args.tile,
-        overlap=args.overlap,
-    )  # fmt: skip
-    frames = text_to_video(dit, text_encoder, vae, args.prompt, args.negative_prompt, settings, low_noise)
+    chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
+    settings = replace(preset, **chosen)
+    negative = negative if args.negative_prompt is None else args.negative_prompt
+    frames = text_to_video(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
     saved = combine_video(frames, args.fps, host.output_directory(), args.prefix, args.format, crf=args.crf)
     print(saved.path)
     return 0
+
+
+def _evaluate(arguments: list[str]) -> int:
+    """`evaluate` hands its arguments to the evaluator's own parser (its --help lists them)."""
+    try:
+        from .training.evaluate import main as evaluate
+    except ImportError as error:
+        raise ValueError(
+            f"evaluate needs OpenCV ({error}): pip install opencv-python-headless (or the test extras)."
+        ) from None
+    return evaluate(arguments)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -93,31 +112,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pattern.set_defaults(run=_test_pattern)
 
-    generate = commands.add_parser("generate", help="text to video: write a video for a prompt")
-    generate.add_argument("prompt", help="what the video shows")
-    generate.add_argument(
-        "--negative-prompt", default=WAN_NEGATIVE_PROMPT, help="what to avoid (default: Wan's)"
+    generate = commands.add_parser(
+        "generate",
+        help="text to video: write a video for a prompt (Tiny World, built in, unless model files are given)",
     )
+    generate.add_argument("prompt", help="what the video shows")
+    generate.add_argument("--negative-prompt", help="what to avoid (default: Wan's own; none for Tiny World)")
     generate.add_argument(
         "--dit", help="the diffusion model (.safetensors), e.g. wan2.1_t2v_1.3B_fp16.safetensors"
     )
     generate.add_argument("--low-noise-dit", help="Wan 2.2 A14B: the low-noise expert (.safetensors)")
     generate.add_argument("--text-encoder", help="the UMT5 text encoder (.safetensors), e.g. umt5_xxl_fp16")
     generate.add_argument("--vae", help="the VAE (.safetensors), e.g. wan_2.1_vae.safetensors")
-    defaults = Settings()
-    generate.add_argument("--width", type=int, default=defaults.width, help=f"default {defaults.width}")
-    generate.add_argument("--height", type=int, default=defaults.height, help=f"default {defaults.height}")
-    generate.add_argument(
-        "--frames", type=int, default=defaults.frames, help=f"4k+1, default {defaults.frames}"
-    )
-    generate.add_argument("--steps", type=int, default=defaults.steps, help=f"default {defaults.steps}")
-    generate.add_argument("--cfg", type=float, default=defaults.cfg, help=f"guidance, default {defaults.cfg}")
-    generate.add_argument("--shift", type=float, default=defaults.shift, help=f"default {defaults.shift}")
-    generate.add_argument("--seed", type=int, default=defaults.seed, help=f"default {defaults.seed}")
-    generate.add_argument("--solver", choices=list(SOLVERS), default=defaults.solver)
-    generate.add_argument("--schedule", choices=list(SCHEDULES), default=defaults.schedule)
-    generate.add_argument("--tile", type=int, default=0, help="decode in spatial tiles of this many pixels")
-    generate.add_argument("--overlap", type=int, default=0, help="tile overlap in pixels")
+    wan, tiny = Settings(), TINY_WORLD_SETTINGS
+    for name, kind, text in (
+        ("width", int, "pixels"), ("height", int, "pixels"), ("frames", int, "4k+1"), ("steps", int, ""),
+        ("cfg", float, "guidance"), ("shift", float, "schedule shift"), ("seed", int, ""),
+        ("tile", int, "decode in spatial tiles of this many pixels (0: whole frames)"),
+        ("overlap", int, "tile overlap in pixels"),
+    ):  # fmt: skip
+        defaults = f"default {getattr(tiny, name)} for Tiny World, {getattr(wan, name)} for Wan"
+        generate.add_argument(f"--{name}", type=kind, help=f"{text}; {defaults}".lstrip("; "))
+    generate.add_argument("--solver", choices=list(SOLVERS), help=f"default {wan.solver}")
+    generate.add_argument("--schedule", choices=list(SCHEDULES), help=f"default {wan.schedule}")
     generate.add_argument("--device", help="where the VAE decodes (default: the GPU when there is one)")
     generate.add_argument("--fps", type=float, default=16.0, help="frames per second (default 16)")
     generate.add_argument("--format", choices=list(FORMATS), default="video/h264-mp4", help="output format")
@@ -126,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix", default="spacetime/video", help="file name prefix inside the output folder"
     )
     generate.set_defaults(run=_generate)
+
+    commands.add_parser(
+        "evaluate",
+        help="score videos against their prompts with OpenCV (colour, shape, motion); --tiny-world N "
+        "generates N held-out prompts with Tiny World and scores them",
+        add_help=False,
+    )
 
     convert = commands.add_parser(
         "convert",
@@ -142,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:
+        try:
+            return _evaluate(argv[1:])
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

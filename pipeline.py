@@ -5,16 +5,25 @@ Unpatchify, VAE Decode)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
 from . import host
-from .dit import SpacetimePatches, WanDiT
+from .dit import SpacetimePatches, WanDiT, load_dit
 from .samplers.denoiser import WAN22_T2V_BOUNDARY, denoise
 from .samplers.schedules import schedule_by_name
-from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder
-from .vae.loader import VideoVAE, video_to_frames
+from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
+from .vae.loader import VideoVAE, load_vae, video_to_frames
+
+# Tiny World: the pack's own small model, trained by training/train.py, shipped in the repository.
+TINY_WORLD_DIR = Path(__file__).resolve().parent / "tiny_world"
+TINY_WORLD_FILES = {
+    "dit": "tiny_world_dit.safetensors",
+    "text_encoder": "tiny_world_umt5.safetensors",
+    "vae": "tiny_world_vae.safetensors",
+}
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,24 @@ class Settings:
     boundary: float = WAN22_T2V_BOUNDARY
     tile: int = 0
     overlap: int = 0
+
+
+TINY_WORLD_SETTINGS = replace(Settings(), width=128, height=128, frames=17, steps=20, cfg=5.0, shift=3.0)
+
+
+def load_tiny_world(device=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
+    """Tiny World's DiT, text encoder and VAE, through the same loaders as any checkpoint."""
+    missing = [name for name in TINY_WORLD_FILES.values() if not (TINY_WORLD_DIR / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Tiny World's weights are missing from {TINY_WORLD_DIR} ({', '.join(missing)}); they ship with the "
+            "pack: restore them with git, or retrain with python -m spacetime.training.train --out tiny_world."
+        )
+    device = device or host.offload_device()
+    dit = load_dit(TINY_WORLD_DIR / TINY_WORLD_FILES["dit"], torch.float32, device=device)
+    text_encoder = load_text_encoder(TINY_WORLD_DIR / TINY_WORLD_FILES["text_encoder"], device=device)
+    vae = load_vae(TINY_WORLD_DIR / TINY_WORLD_FILES["vae"], device=host.compute_device())
+    return dit, text_encoder, vae
 
 
 def text_to_video(

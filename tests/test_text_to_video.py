@@ -97,7 +97,9 @@ def test_generate_command_writes_the_same_video(models, library_frames, tmp_path
     assert abs(video.frames.astype(int) - expected.astype(int)).max() <= 1  # FFV1 is lossless
 
 
-def test_generate_without_models_says_what_it_needs(tmp_path):
-    result = run("generate", "a cat", output=tmp_path)
-    assert result.returncode == 2 and "--dit, --text-encoder, --vae" in result.stderr
+def test_generate_with_some_model_files_says_what_else_it_needs(models, tmp_path):
+    result = run(
+        "generate", "a cat", "--dit", str(models / "diffusion_models" / "x.safetensors"), output=tmp_path
+    )
+    assert result.returncode == 2 and "also give --text-encoder, --vae" in result.stderr
     assert "Traceback" not in result.stderr

@@ -397,6 +397,25 @@ def _ground_truth(count: int, frames: int, size: int, seed: int) -> tuple[list[n
     return [render(p.scene, frames, size, size) for p in prompts], [p.target for p in prompts]
 
 
+def generate_heldout(count: int, seed: int = 0) -> tuple[list[np.ndarray], list[dict], list[str]]:
+    """Tiny World's videos for `count` held-out prompts (combinations it never saw in training), one seed
+    each, at its default settings."""
+    from dataclasses import replace
+
+    from ..pipeline import TINY_WORLD_SETTINGS, load_tiny_world, text_to_video
+    from .world import heldout_prompts
+
+    dit, text_encoder, vae = load_tiny_world()
+    videos, targets, texts = [], [], []
+    for index, prompt in enumerate(heldout_prompts(count, seed)):
+        settings = replace(TINY_WORLD_SETTINGS, seed=seed + index)
+        frames = text_to_video(dit, text_encoder, vae, prompt.text, "", settings, progress=lambda *_: None)
+        videos.append(frames.mul(255).round().byte().numpy())
+        targets.append(prompt.target)
+        texts.append(prompt.text)
+    return videos, targets, texts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Score videos against prompts (one --prompt per video, or a JSON manifest) and print a JSON summary."""
     parser = argparse.ArgumentParser(prog="evaluate", description=main.__doc__)
@@ -411,13 +430,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="score N rendered held-out prompts (checks the evaluator)",
     )
+    parser.add_argument(
+        "--tiny-world",
+        type=int,
+        metavar="N",
+        help="generate N held-out prompts with Tiny World and score them (the model's evaluation)",
+    )
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="print every video's measurements too")
     args = parser.parse_args(argv)
 
-    if args.ground_truth:
+    if args.tiny_world:
+        videos, targets, _ = generate_heldout(args.tiny_world, args.seed)
+    elif args.ground_truth:
         videos, targets = _ground_truth(args.ground_truth, args.frames, args.size, args.seed)
     else:
         if len(args.videos) != len(args.prompt):
