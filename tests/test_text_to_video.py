@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import run
 
 from spacetime.dit import load_dit
 from spacetime.nodes import NODE_CLASS_MAPPINGS as NODES
@@ -16,6 +15,7 @@ from spacetime.text_encoders import load_text_encoder
 from spacetime.vae import load_vae
 
 from media import decode
+from test_cli import run
 from tiny_models import write_tiny_models
 
 SETTINGS = Settings(width=32, height=32, frames=5, steps=3, cfg=4.0, shift=3.0, seed=42, solver="unipc")
