@@ -90,8 +90,15 @@ def full_size_shapes(model_class, config) -> dict[str, tuple[int, ...]]:
 
 @pytest.mark.parametrize(
     "model_class,config",
-    [(Wan22VAE, Wan22VAEConfig()), (Wan22VAE, TINY_22), (Wan21VAE, Wan21VAEConfig()), (Wan21VAE, TINY_21)],
-    ids=["wan22", "wan22-tiny", "wan21", "wan21-tiny"],
+    [
+        (Wan22VAE, Wan22VAEConfig()),
+        (Wan22VAE, TINY_22),
+        (Wan21VAE, Wan21VAEConfig()),
+        (Wan21VAE, TINY_21),
+        (Wan21VAE, Wan21VAEConfig(dim=16, z_dim=8, num_res_blocks=1)),  # Tiny World's VAE
+        (Wan21VAE, Wan21VAEConfig(dim=8, dim_mult=(1, 2, 2), temporal_downsample=(True, True))),
+    ],
+    ids=["wan22", "wan22-tiny", "wan21", "wan21-tiny", "tiny-world", "wan21-three-stages"],
 )
 def test_the_config_is_read_from_the_tensors(model_class, config):
     assert config_from_shapes(full_size_shapes(model_class, config), "vae.safetensors") == config

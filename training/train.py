@@ -100,20 +100,22 @@ def vae_forward(model: Wan21VAE, video: torch.Tensor, noise: float) -> tuple[tor
     return torch.cat(chunks, dim=2), mean
 
 
-def train_vae(out: Path, steps: int, seed: int) -> Wan21VAE:
+def train_vae(out: Path, steps: int, seed: int, init: Path | None = None, frames: int = 9) -> Wan21VAE:
     torch.manual_seed(seed)
     model = Wan21VAE(VAE_CONFIG)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps, pct_start=0.05)
+    if init is not None:  # continue from earlier weights (any folded normalisation is refolded at the end)
+        model.load_state_dict(load_file(str(init)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=steps, pct_start=0.1)
     rng = np.random.default_rng(seed)
     start = time.time()
     for step in range(steps):
-        frames, _ = clips(seed * 1_000_003 + step, 4)
+        clip_frames, _ = clips(seed * 1_000_003 + step, 4)
         top, left = rng.integers(0, SIZE - 64 + 1, 2).tolist()
-        first = int(rng.integers(0, FRAMES - 9 + 1))
-        video = to_video(frames[:, first : first + 9, top : top + 64, left : left + 64])
-        output, mean = vae_forward(model, video, noise=0.05)
-        loss = F.l1_loss(output, video) + F.mse_loss(output, video) + 1e-4 * mean.pow(2).mean()
+        first = int(rng.integers(0, FRAMES - frames + 1))
+        video = to_video(clip_frames[:, first : first + frames, top : top + 64, left : left + 64])
+        output, mean = vae_forward(model, video, noise=0.0)
+        loss = F.l1_loss(output, video) + F.mse_loss(output, video) + 1e-6 * mean.pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -308,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("tiny_world"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=600)
+    parser.add_argument("--vae-init", type=Path, help="continue the VAE from these weights")
+    parser.add_argument("--vae-frames", type=int, default=9, help="frames per VAE training crop (4k+1)")
+    parser.add_argument("--vae-only", action="store_true", help="stop after the VAE")
     parser.add_argument("--clips", type=int, default=3000, help="clips encoded for the DiT")
     parser.add_argument("--dit-steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8)
@@ -326,8 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         vae.eval().requires_grad_(False)
         log("VAE loaded from an earlier run")
     else:
-        vae = train_vae(args.out, args.vae_steps, args.seed)
+        vae = train_vae(args.out, args.vae_steps, args.seed, args.vae_init, args.vae_frames)
     log(f"VAE done ({time.time() - begin:.0f} s)")
+    if args.vae_only:
+        return 0
     latents, captions = encode_dataset(vae, args.out, args.clips, args.seed)
     log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
     train_dit(args.out, latents, captions, args.dit_steps, args.batch, args.seed)

@@ -35,11 +35,25 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str) -> Wan21
         )
     if any(_NESTED_22.match(key) for key in shapes):
         return _wan22_config(shapes, source)
+    # encoder.downsamples is flat: each stage's residual blocks, then a resample (none after the last).
+    dim = _shape(shapes, "encoder.conv1.weight", source)[0]
     resamples = sorted(int(m.group(1)) for key in shapes if (m := _RESAMPLE_21.match(key)))
+    if not resamples:
+        raise CheckpointError(
+            f"{source} looks like a Wan 2.1 VAE without downsampling stages; it may be damaged."
+        )
     temporal = tuple(f"encoder.downsamples.{index}.time_conv.weight" in shapes for index in resamples)
+    num_res_blocks = resamples[0]
+    dim_mult = tuple(
+        _shape(shapes, f"encoder.downsamples.{stage * (num_res_blocks + 1)}.residual.2.weight", source)[0]
+        // dim
+        for stage in range(len(resamples) + 1)
+    )
     return Wan21VAEConfig(
-        dim=_shape(shapes, "encoder.conv1.weight", source)[0],
+        dim=dim,
         z_dim=_shape(shapes, "conv2.weight", source)[0],
+        dim_mult=dim_mult,
+        num_res_blocks=num_res_blocks,
         temporal_downsample=temporal,
     )
 
