@@ -1,4 +1,5 @@
-"""SpacetimeTinyWorldLoader: the pack's own small model, which needs no download."""
+"""SpacetimeTinyWorldLoader: the pack's own small model, which needs no download. Registered in
+`nodes/__init__.py` once Tiny World's weights ship (until then it could only fail)."""
 
 from __future__ import annotations
 
