@@ -127,6 +127,9 @@ def train_vae(out: Path, steps: int, seed: int, init: Path | None = None, frames
             log(
                 f"vae step {step}/{steps} loss {loss.item():.4f} psnr {psnr:.1f} dB ({time.time() - start:.0f} s)"
             )
+        if (step + 1) % 100 == 0:  # a checkpoint to continue from (--vae-init)
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(out / "vae_checkpoint.safetensors"))
     model.eval().requires_grad_(False)
     normalise_latents(model, seed)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / VAE_FILE))
