@@ -1,9 +1,9 @@
 """The one place that touches ComfyUI (`comfy.*`, `folder_paths`), with fallbacks outside it.
 
 Inside ComfyUI these functions defer to the host: its progress bars (which also carry the
-cancel button), its device and memory management, its model folders and output folder.
+cancel button), its device and memory management, its model, output and user folders.
 Outside ComfyUI (command line, tests, benchmarks) they fall back to a console progress bar,
-`./output`, `./models/<kind>` and CPU or CUDA by availability.
+`./output`, `./models/<kind>`, `./user` and CPU or CUDA by availability.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ HEADROOM = 1.3  # weights x this must fit: activations need room too
 
 MODELS_DIR_ENV = "SPACETIME_MODELS_DIR"
 OUTPUT_DIR_ENV = "SPACETIME_OUTPUT_DIR"
+USER_DIR_ENV = "SPACETIME_USER_DIR"
 
 
 @functools.cache
@@ -199,6 +200,14 @@ def temp_directory() -> Path:
     if fp is not None:
         return Path(fp.get_temp_directory())
     return output_directory().parent / ".spacetime-temp"
+
+
+def user_directory() -> Path:
+    """ComfyUI's user folder (settings, the prompt blocklist), or $SPACETIME_USER_DIR, or ./user."""
+    fp = _comfy_module("folder_paths")
+    if fp is not None:
+        return Path(fp.get_user_directory())
+    return Path(os.environ.get(USER_DIR_ENV, "user")).absolute()
 
 
 def _fallback_models_dir(kind: str) -> Path:

@@ -1,6 +1,7 @@
 """Node classes: each declares its inputs and calls one library function."""
 
 from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
+from .prompting import SpacetimePromptGuard, SpacetimeShotPrompt
 from .sampling import SpacetimeDiTDenoiser, SpacetimeScheduler
 from .text import SpacetimeTextEncode, SpacetimeTextEncoderLoader
 from .vae import SpacetimeEmptyLatentVideo, SpacetimeVAEDecode, SpacetimeVAEEncode, SpacetimeVAELoader
@@ -19,6 +20,8 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeScheduler": SpacetimeScheduler,
     "SpacetimeDiTDenoiser": SpacetimeDiTDenoiser,
     "SpacetimeVideoCombine": SpacetimeVideoCombine,
+    "SpacetimeShotPrompt": SpacetimeShotPrompt,
+    "SpacetimePromptGuard": SpacetimePromptGuard,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -34,4 +37,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeScheduler": "Scheduler (Spacetime)",
     "SpacetimeDiTDenoiser": "DiT Denoiser (Spacetime)",
     "SpacetimeVideoCombine": "Video Combine (Spacetime)",
+    "SpacetimeShotPrompt": "Shot Prompt (Spacetime)",
+    "SpacetimePromptGuard": "Prompt Guard (Spacetime)",
 }
