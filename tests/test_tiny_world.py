@@ -1,0 +1,72 @@
+"""Tiny World, the model the pack ships: its files load through the real loaders, the default command
+writes a video, a trained VAE tiles without seams, and generated videos show what their held-out
+prompts ask (a small seeded subset of the README's evaluation, with a fixed threshold)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spacetime.pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES, load_tiny_world
+from spacetime.training.world import render, sample_scene
+from spacetime.vae import frames_to_video, video_to_frames
+
+from media import decode, psnr, to_uint8
+from test_cli import run
+
+# Fixed before looking at this subset: the README's 64-prompt figures are the measurement.
+SUBSET, MIN_COLOUR, MIN_MOTION, MIN_SHAPE = 8, 0.75, 0.5, 0.5
+
+if not all((TINY_WORLD_DIR / name).is_file() for name in TINY_WORLD_FILES.values()):
+    pytest.skip(
+        "Tiny World's weights do not ship yet (issue 7: its VAE does not train well enough); these tests "
+        "run once tiny_world/*.safetensors exist",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_world():
+    return load_tiny_world(device="cpu")
+
+
+def test_weights_ship_in_the_loader_formats_within_40_mb(tiny_world):
+    dit, text_encoder, vae = tiny_world
+    total = sum((TINY_WORLD_DIR / name).stat().st_size for name in TINY_WORLD_FILES.values())
+    assert total <= 40 * 2**20
+    assert dit.config.clean_pins and dit.config.text_len == 64 and dit.config.num_heads == 3
+    assert vae.latent_channels == 8 and vae.spatial_stride == 8 and vae.temporal_stride == 4
+    assert text_encoder.tokenizer.vocab_size == text_encoder.model.config.vocab_size
+
+
+def test_trained_vae_reconstructs_and_tiles_without_seams(tiny_world):
+    _, _, vae = tiny_world
+    frames = render(sample_scene(np.random.default_rng(123), "heldout"), 17, 128, 128)
+    video = frames_to_video(torch.from_numpy(frames).float() / 255)
+    latent = vae.encode(video)
+    whole = vae.decode(latent)
+    tiled = vae.decode(latent, tile=64, overlap=32)
+    assert psnr(frames, to_uint8(video_to_frames(whole))) > 25
+    assert psnr(to_uint8(video_to_frames(whole)), to_uint8(video_to_frames(tiled))) >= 40
+
+
+def test_generate_writes_a_tiny_world_video_by_default(tmp_path: Path):
+    result = run("generate", "a red circle moving left on a blue background", "--steps", "4", output=tmp_path)
+    assert result.returncode == 0, result.stderr
+    video = decode(Path(result.stdout.strip().splitlines()[-1]))
+    assert video.frames.shape == (17, 128, 128, 3)
+    assert video.frames.std() > 5
+
+
+def test_held_out_prompts_show_their_colour_shape_and_motion():
+    pytest.importorskip("cv2")
+    from spacetime.training.evaluate import evaluate_many, generate_heldout
+
+    videos, targets, _ = generate_heldout(SUBSET, seed=1000)
+    scores = evaluate_many(videos, targets)
+    assert scores["colour"] >= MIN_COLOUR, scores
+    assert scores["motion"] >= MIN_MOTION, scores
+    assert scores["shape"] >= MIN_SHAPE, scores
