@@ -150,7 +150,15 @@ def denoise(
                 "patchify the latent with the same DiT that denoises it."
             )
 
-    shape = patches.to_latent().shape  # the LATENT's shape: noise is drawn as core draws it for this latent
+    (t, h, w), (pt, ph, pw) = patches.grid, patches.patch_size
+    channels = patches.tokens.shape[2] // (pt * ph * pw)
+    shape = (
+        patches.tokens.shape[0],
+        channels,
+        t * pt,
+        h * ph,
+        w * pw,
+    )  # the LATENT's: noise as core draws it
     noise, _ = patchify(initial_noise(shape, seed), patches.patch_size)
     x = noise_scaling(sigmas[0], noise, patches.tokens.float())
     pinned = None if patches.pinned is None else patches.pinned.unsqueeze(-1)
