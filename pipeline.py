@@ -52,8 +52,9 @@ def load_tiny_world(device=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
     missing = [name for name in TINY_WORLD_FILES.values() if not (TINY_WORLD_DIR / name).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"Tiny World's weights are missing from {TINY_WORLD_DIR} ({', '.join(missing)}); they ship with the "
-            "pack: restore them with git, or retrain with python -m spacetime.training.train --out tiny_world."
+            f"Tiny World's weights are not in {TINY_WORLD_DIR} (missing: {', '.join(missing)}). This version does not "
+            "ship them yet: train them with `python -m spacetime.training.train --out tiny_world`, or give Wan "
+            "model files (generate --dit FILE --text-encoder FILE --vae FILE)."
         )
     device = device or host.offload_device()
     dit = load_dit(TINY_WORLD_DIR / TINY_WORLD_FILES["dit"], torch.float32, device=device)
