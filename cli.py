@@ -42,7 +42,7 @@ def _generate(args: argparse.Namespace) -> int:
     given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
     device = torch.device(args.device) if args.device else None
     if not given:  # Tiny World, shipped with the pack
-        dit, text_encoder, vae = load_tiny_world()
+        dit, text_encoder, vae = load_tiny_world(vae_device=device)
         preset, negative = TINY_WORLD_SETTINGS, ""
     elif len(given) < 3:
         missing = ", ".join(
@@ -54,8 +54,6 @@ def _generate(args: argparse.Namespace) -> int:
         text_encoder = load_text_encoder(args.text_encoder, device=host.offload_device())
         vae = load_vae(args.vae, device=device or host.compute_device())
         preset, negative = Settings(), WAN_NEGATIVE_PROMPT
-    if device is not None:
-        vae.model.to(device)
     low_noise = load_dit(args.low_noise_dit, device=host.offload_device()) if args.low_noise_dit else None
     chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
     settings = replace(preset, **chosen)

@@ -47,8 +47,9 @@ class Settings:
 TINY_WORLD_SETTINGS = replace(Settings(), width=128, height=128, frames=17, steps=20, cfg=5.0, shift=3.0)
 
 
-def load_tiny_world(device=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
-    """Tiny World's DiT, text encoder and VAE, through the same loaders as any checkpoint."""
+def load_tiny_world(device=None, vae_device=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
+    """Tiny World's DiT, text encoder (on `device`, default ComfyUI's offload device) and VAE (on
+    `vae_device`, default the compute device), through the same loaders as any checkpoint."""
     missing = [name for name in TINY_WORLD_FILES.values() if not (TINY_WORLD_DIR / name).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -59,7 +60,7 @@ def load_tiny_world(device=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
     device = device or host.offload_device()
     dit = load_dit(TINY_WORLD_DIR / TINY_WORLD_FILES["dit"], torch.float32, device=device)
     text_encoder = load_text_encoder(TINY_WORLD_DIR / TINY_WORLD_FILES["text_encoder"], device=device)
-    vae = load_vae(TINY_WORLD_DIR / TINY_WORLD_FILES["vae"], device=host.compute_device())
+    vae = load_vae(TINY_WORLD_DIR / TINY_WORLD_FILES["vae"], device=vae_device or host.compute_device())
     return dit, text_encoder, vae
 
 

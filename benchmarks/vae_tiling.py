@@ -8,19 +8,24 @@ trained VAE file: wan_2.1_vae.safetensors, wan2.2_vae.safetensors or Tiny World'
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 from spacetime.training.world import render, sample_scene
 from spacetime.vae import frames_to_video, load_vae, video_to_frames
+
+from media import psnr as psnr_uint8
+from media import to_uint8
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two IMAGE batches after quantising both to 8 bits, as a video file would."""
-    a, b = (x.clamp(0, 1).mul(255).round() for x in (a, b))
-    mse = (a - b).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+    return psnr_uint8(to_uint8(a), to_uint8(b))
 
 
 def main() -> None:
