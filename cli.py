@@ -59,7 +59,15 @@ def _generate(args: argparse.Namespace) -> int:
     settings = replace(preset, **chosen)
     negative = negative if args.negative_prompt is None else args.negative_prompt
     frames = text_to_video(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
-    saved = combine_video(frames, args.fps, host.output_directory(), args.prefix, args.format, crf=args.crf)
+    saved = combine_video(
+        frames,
+        args.fps,
+        host.output_directory(),
+        args.prefix,
+        args.format,
+        crf=args.crf,
+        watermark=not args.no_watermark,
+    )
     print(saved.path)
     return 0
 
@@ -79,6 +87,28 @@ def _convert(args: argparse.Namespace) -> int:
     count = convert_pickle_to_safetensors(Path(args.source), Path(args.destination))
     print(f"wrote {count} tensors to {args.destination}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the watermark or valid Content Credentials are found, 1 when neither is."""
+    from .provenance.credentials import read_credentials
+    from .provenance.frames import read_frames
+    from .provenance.watermark import detect
+
+    path = Path(args.file)
+    found = detect(read_frames(path))
+    print(f"{path}: {found}")
+    credentials = None
+    if path.is_file() and path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+        anchors = Path(args.trust).read_bytes() if args.trust else None
+        try:
+            credentials = read_credentials(path, anchors)
+        except ValueError as error:  # c2pa-python is not installed, or the manifest is unreadable
+            print(f"Content Credentials: not checked ({error})")
+        else:
+            print(credentials or "Content Credentials: none")
+    credited = credentials is not None and credentials.state in ("Valid", "Trusted")
+    return 0 if found.detected or credited else 1
 
 
 def _formats(_args: argparse.Namespace) -> int:
@@ -140,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--prefix", default="spacetime/video", help="file name prefix inside the output folder"
     )
+    generate.add_argument(
+        "--no-watermark", action="store_true", help="leave out the invisible watermark (on by default)"
+    )
     generate.set_defaults(run=_generate)
 
     commands.add_parser(
@@ -156,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", help="the .pth / .pt / .ckpt / .bin file")
     convert.add_argument("destination", help="the .safetensors file to write (must not exist)")
     convert.set_defaults(run=_convert)
+
+    verify = commands.add_parser(
+        "verify",
+        help="look for the pack's invisible watermark in a video, GIF, WebP or PNG-sequence folder, and read "
+        "an MP4's C2PA Content Credentials (exit 0 when either is found)",
+    )
+    verify.add_argument("file", help="the video file (or PNG sequence folder) to check")
+    verify.add_argument(
+        "--trust",
+        help="a PEM file of trusted root certificates (e.g. user/spacetime_c2pa/ca.pem) to report Trusted",
+    )
+    verify.set_defaults(run=_verify)
 
     formats = commands.add_parser("formats", help="list the video formats Video Combine writes")
     formats.set_defaults(run=_formats)

@@ -2,6 +2,7 @@
 
 from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
 from .prompting import SpacetimePromptGuard, SpacetimeShotPrompt
+from .provenance import SpacetimeDetectWatermark
 from .sampling import SpacetimeDiTDenoiser, SpacetimeScheduler
 from .text import SpacetimeTextEncode, SpacetimeTextEncoderLoader
 from .vae import SpacetimeEmptyLatentVideo, SpacetimeVAEDecode, SpacetimeVAEEncode, SpacetimeVAELoader
@@ -22,6 +23,7 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeVideoCombine": SpacetimeVideoCombine,
     "SpacetimeShotPrompt": SpacetimeShotPrompt,
     "SpacetimePromptGuard": SpacetimePromptGuard,
+    "SpacetimeDetectWatermark": SpacetimeDetectWatermark,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -39,4 +41,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeVideoCombine": "Video Combine (Spacetime)",
     "SpacetimeShotPrompt": "Shot Prompt (Spacetime)",
     "SpacetimePromptGuard": "Prompt Guard (Spacetime)",
+    "SpacetimeDetectWatermark": "Detect Watermark (Spacetime)",
 }

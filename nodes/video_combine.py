@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .. import host
+from ..provenance.credentials import describe_graph
 from ..video import FORMATS, combine_video, metadata_entries
 from ..video.combine import MAX_FRAME_RATE
 from ..video.formats import X264_PRESETS, Writer
 
 PREVIEW_FORMAT = "video/h264-mp4"
+CREDENTIALS = ("off", "sign", "sign with prompt text")
 
 
 class SpacetimeVideoCombine:
@@ -21,7 +23,8 @@ class SpacetimeVideoCombine:
     OUTPUT_TOOLTIPS = ("Full path of the written file (or of the folder, for a PNG sequence).",)
     DESCRIPTION = (
         "Encodes frames to a video in ComfyUI's output folder, with the workflow and prompt embedded "
-        "so that dropping the file onto ComfyUI restores the graph (MP4, WebM, WebP, PNG)."
+        "so that dropping the file onto ComfyUI restores the graph (MP4, WebM, WebP, PNG). Adds an "
+        "invisible watermark unless turned off, and can sign MP4 files with C2PA Content Credentials."
     )
 
     @classmethod
@@ -98,6 +101,25 @@ class SpacetimeVideoCombine:
                         "can be dropped onto ComfyUI. ComfyUI's --disable-metadata turns this off too.",
                     },
                 ),
+                "watermark": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Add the pack's invisible watermark (about 41 dB PSNR, luma only). It survives "
+                        "H.264 re-encoding, resizing, cropping and GIF conversion; Detect Watermark and "
+                        "`python -m spacetime verify FILE` find it.",
+                    },
+                ),
+                "content_credentials": (
+                    list(CREDENTIALS),
+                    {
+                        "default": "off",
+                        "tooltip": "Sign MP4 files with C2PA Content Credentials (needs c2pa-python): made by "
+                        "ComfyUI-Spacetime as AI-generated media, the model files, and a SHA-256 of the prompt. "
+                        "'sign with prompt text' also writes the prompt itself. The signing identity is yours "
+                        "(user/spacetime_c2pa/signer.pem + signer.key) or a local one made on first use.",
+                    },
+                ),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
@@ -113,12 +135,23 @@ class SpacetimeVideoCombine:
         crf,
         preset,
         save_metadata,
+        watermark=True,
+        content_credentials="off",
         prompt=None,
         extra_pnginfo=None,
         unique_id=None,
     ):
         metadata = (
             metadata_entries(prompt, extra_pnginfo) if save_metadata and not host.metadata_disabled() else {}
+        )
+        if content_credentials not in CREDENTIALS:
+            raise ValueError(
+                f"content_credentials is {content_credentials!r}; choose one of {', '.join(CREDENTIALS)}."
+            )
+        credentials = (
+            None
+            if content_credentials == "off"
+            else describe_graph(prompt, include_prompt=content_credentials == "sign with prompt text")
         )
         saved = combine_video(
             images,
@@ -132,6 +165,8 @@ class SpacetimeVideoCombine:
             pingpong=pingpong,
             metadata=metadata,
             node_id=unique_id,
+            watermark=watermark,
+            credentials=credentials,
         )
         preview = {"filename": saved.path.name, "subfolder": saved.subfolder, "type": "output"}
         if not saved.format.browser_plays:
@@ -146,6 +181,7 @@ class SpacetimeVideoCombine:
                 preset="veryfast",
                 pingpong=pingpong,
                 node_id=unique_id,
+                watermark=watermark,
             )
             preview = {"filename": copy.path.name, "subfolder": copy.subfolder, "type": "temp"}
         # GIFs show as animated images; a true `animated` flag would route them to a <video> element.

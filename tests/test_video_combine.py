@@ -52,7 +52,7 @@ def clip() -> torch.Tensor:
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_format_round_trip(name: str, clip: torch.Tensor, output_dir: Path):
     codec, pix_fmt, min_psnr = EXPECTED[name]
-    saved = combine_video(clip, 16.0, output_dir, "clips/test", name, metadata=METADATA)
+    saved = combine_video(clip, 16.0, output_dir, "clips/test", name, metadata=METADATA, watermark=False)
 
     assert saved.path.parent == output_dir.resolve() / "clips"
     assert saved.path.name == "test_00001_" + (
@@ -198,20 +198,24 @@ def test_h265_short_clips_always_mux(count: int, output_dir: Path):
 
 def test_values_outside_0_1_are_clamped(output_dir: Path):
     clip = torch.stack([torch.full((16, 16, 3), -0.5), torch.full((16, 16, 3), 1.7)])
-    decoded = decode(combine_video(clip, 16.0, output_dir, "clamp", "video/ffv1-mkv").path)
+    decoded = decode(combine_video(clip, 16.0, output_dir, "clamp", "video/ffv1-mkv", watermark=False).path)
     assert decoded.frames[0].max() == 0 and decoded.frames[1].min() == 255
 
 
 def test_pingpong_plays_back_without_repeating_the_ends(output_dir: Path):
     clip = torch.stack([torch.full((8, 8, 3), i / 10) for i in range(4)])
-    decoded = decode(combine_video(clip, 16.0, output_dir, "pp", "video/ffv1-mkv", pingpong=True).path)
+    decoded = decode(
+        combine_video(clip, 16.0, output_dir, "pp", "video/ffv1-mkv", pingpong=True, watermark=False).path
+    )
     levels = decoded.frames[:, 0, 0, 0].tolist()
     assert levels == [round(255 * i / 10) for i in (0, 1, 2, 3, 2, 1)]
 
 
 def test_loop_count_repeats_video_frames(output_dir: Path):
     clip = moving_pattern(3, 16, 16)
-    decoded = decode(combine_video(clip, 16.0, output_dir, "loop", "video/ffv1-mkv", loop_count=2).path)
+    decoded = decode(
+        combine_video(clip, 16.0, output_dir, "loop", "video/ffv1-mkv", loop_count=2, watermark=False).path
+    )
     assert decoded.frames.shape[0] == 9
     np.testing.assert_array_equal(decoded.frames[6:], to_uint8(clip))
 

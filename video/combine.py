@@ -6,7 +6,9 @@ Rules, each stated once:
   pixel on the right or bottom, repeating the edge pixels (nothing is cropped away);
 - ping-pong appends the frames in reverse without repeating either end frame, so the clip loops;
 - loop_count repeats the frames in video files; GIF and WebP store it in their loop field
-  instead (0 there loops forever, as browsers expect of animations); PNG sequences ignore it.
+  instead (0 there loops forever, as browsers expect of animations); PNG sequences ignore it;
+- the invisible watermark (on unless asked otherwise) is added to the frames as written, after
+  ping-pong and repeats, so the file's own frame order carries the mark's timing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 import torch
 
 from ..host import progress_ticker
+from ..provenance.credentials import Generation, ensure_identity, require_c2pa, sign_mp4
+from ..provenance.watermark import Marker
 from .formats import X264_PRESETS, VideoFormat, Writer, get_format
 from .output import atomic_output, resolve_target
 from .writers import GIF_MAX_FRAME_RATE, WRITERS, EncodeJob
@@ -117,13 +121,16 @@ def frame_order(count: int, pingpong: bool, repeats: int) -> list[int]:
 
 
 def to_uint8_frames(
-    images: torch.Tensor, order: Sequence[int], padding: tuple[int, int]
+    images: torch.Tensor, order: Sequence[int], padding: tuple[int, int], marker: Marker | None = None
 ) -> Iterator[np.ndarray]:
-    """RGB uint8 frames one at a time (no second copy of the whole clip), clamped, rounded and
-    padded by (bottom, right) pixels that repeat the edge."""
+    """RGB uint8 frames one at a time (no second copy of the whole clip), clamped, marked (with a
+    `marker`), rounded and padded by (bottom, right) pixels that repeat the edge."""
     bottom, right = padding
-    for index in order:
-        rgb = images[index].detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy()
+    for position, index in enumerate(order):
+        frame = images[index].detach().float().clamp(0.0, 1.0)
+        if marker is not None:
+            frame = marker(frame, position)
+        rgb = frame.mul(255.0).round().to(torch.uint8).cpu().numpy()
         if bottom or right:
             rgb = np.pad(rgb, ((0, bottom), (0, right), (0, 0)), mode="edge")
         yield np.ascontiguousarray(rgb)
@@ -151,9 +158,21 @@ def combine_video(
     pingpong: bool = False,
     metadata: dict[str, str] | None = None,
     node_id: str | None = None,
+    watermark: bool = True,
+    credentials: Generation | None = None,
 ) -> SavedVideo:
-    """Write frames as a video in `output_dir` under ComfyUI's naming, atomically; return what was written."""
+    """Write frames as a video in `output_dir` under ComfyUI's naming, atomically; return what was written.
+    `watermark` adds the pack's invisible watermark (provenance/watermark.py); `credentials` signs the
+    MP4 with C2PA Content Credentials saying so (provenance/credentials.py), as the last step."""
     fmt = get_format(format)
+    if credentials is not None and fmt.container != "mp4":
+        raise ValueError(
+            f"Content Credentials are signed into MP4 files only, and the format is {fmt.name}: choose "
+            "video/h264-mp4 or video/h265-mp4, or set content_credentials to off."
+        )
+    if credentials is not None:  # fail before encoding, not after
+        require_c2pa()
+        ensure_identity()
     validate_frames(images)
     validate_settings(fmt, frame_rate, crf, preset, loop_count)
     count, height, width, _ = images.shape
@@ -182,5 +201,8 @@ def combine_video(
     target = resolve_target(filename_prefix, output_dir, width, height)
     is_folder = fmt.writer is Writer.PNG_SEQUENCE
     with atomic_output(target, fmt.extension, is_folder=is_folder) as pending:
-        WRITERS[fmt.writer](pending.temporary, to_uint8_frames(images, order, padding), job)
+        marker = Marker(height, width, len(order)) if watermark else None
+        WRITERS[fmt.writer](pending.temporary, to_uint8_frames(images, order, padding, marker), job)
+        if credentials is not None:
+            sign_mp4(pending.temporary, credentials)
     return SavedVideo(path=pending.final, subfolder=target.subfolder, format=fmt)

@@ -1,0 +1,57 @@
+"""Frames from a video or animation file, for the detector: PyAV for video containers, Pillow for GIF
+and WebP (ffmpeg does not decode animated WebP), PNG files from a folder (a PNG sequence)."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageSequence
+
+from .watermark import SEGMENT
+
+MAX_FRAMES = 16 * SEGMENT  # the mark is judged on the first 8 s at 16 fps: more adds little
+
+
+def read_frames(path: str | Path, max_frames: int = MAX_FRAMES) -> torch.Tensor:
+    """IMAGE frames T×H×W×3 in 0..1 from the start of `path` (at most `max_frames`)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give a video, GIF, WebP or a folder of PNG frames.")
+    if path.is_dir():
+        files = sorted(path.glob("*.png"))[:max_frames]
+        if not files:
+            raise ValueError(
+                f"{path} is a folder without PNG frames; give a video file or a PNG sequence folder."
+            )
+        frames = [np.asarray(Image.open(file).convert("RGB")) for file in files]
+    elif path.suffix.lower() in (".gif", ".webp", ".png"):
+        with Image.open(path) as image:
+            frames = [
+                np.asarray(frame.convert("RGB"))
+                for frame in islice(ImageSequence.Iterator(image), max_frames)
+            ]
+    else:
+        frames = _video_frames(path, max_frames)
+    if not frames:
+        raise ValueError(f"{path} holds no frames.")
+    return torch.from_numpy(np.stack(frames)).float() / 255.0
+
+
+def _video_frames(path: Path, max_frames: int) -> list[np.ndarray]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream.")
+            frames = []
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == max_frames:
+                    break
+            return frames
+    except av.error.FFmpegError as error:
+        raise ValueError(f"{path} could not be read as a video ({error}).") from None
