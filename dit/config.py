@@ -66,9 +66,12 @@ PRESETS: dict[str, WanConfig] = {
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
-def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str = "checkpoint") -> WanConfig:
+def config_from_shapes(
+    shapes: dict[str, tuple[int, ...]], source: str = "checkpoint", overrides: dict | None = None
+) -> WanConfig:
     """Read a Wan DiT config from tensor names and shapes (prefix already stripped), as ComfyUI's
-    model_detection does: `head.modulation` marks Wan; the rest follows from the shapes."""
+    model_detection does: `head.modulation` marks Wan; the rest follows from the shapes, and
+    `overrides` sets the fields shapes cannot tell (head_dim, text_len, clean_pins)."""
     if "head.modulation" not in shapes:
         raise CheckpointError(
             f"{source} does not look like a Wan diffusion model: it looks like {describe(shapes)}. "
@@ -92,7 +95,7 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str = "checkp
             f"{source} is an incomplete Wan diffusion model (missing or odd {error})."
         ) from None
     patch_size = tuple(patch)
-    config = WanConfig(
+    fields = dict(
         dim=dim,
         ffn_dim=ffn_dim,
         num_layers=num_layers,
@@ -104,5 +107,6 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str = "checkp
         cross_attn_norm="blocks.0.norm3.weight" in shapes,
         clean_pins=in_channels == 48,  # the Wan 2.2 VAE's latents: TI2V, trained with a clean first frame
     )
+    config = WanConfig(**(fields | (overrides or {})))
     name = next((name for name, preset in PRESETS.items() if preset == config), None)
     return config if name is None else replace(config, name=name)

@@ -7,7 +7,6 @@ time, so loading never holds two copies of the weights. fp8 weights stay fp8 in 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -51,16 +50,21 @@ def load_dit(
     prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in stored)), "")
     names = {key: _strip(key, prefix) for key in stored}
     shapes = {name: stored[key][0] for key, name in names.items() if name is not None}
-    config = config_from_shapes(shapes, source=path.name)
     metadata = read_metadata(path)
+    overrides = {}  # the shapes do not tell these; a non-Wan model (Tiny World) says them in its metadata
     try:
         if HEAD_DIM_KEY in metadata:
-            config = replace(config, head_dim=int(metadata[HEAD_DIM_KEY]))
+            overrides["head_dim"] = int(metadata[HEAD_DIM_KEY])
         if TEXT_LEN_KEY in metadata:
-            config = replace(config, text_len=int(metadata[TEXT_LEN_KEY]))
+            overrides["text_len"] = int(metadata[TEXT_LEN_KEY])
         if CLEAN_PINS_KEY in metadata:
-            config = replace(config, clean_pins=metadata[CLEAN_PINS_KEY] == "true")
+            overrides["clean_pins"] = metadata[CLEAN_PINS_KEY] == "true"
+        config = config_from_shapes(shapes, source=path.name, overrides=overrides)
+    except CheckpointError:
+        raise
     except ValueError as error:
+        if not metadata.keys() & {HEAD_DIM_KEY, TEXT_LEN_KEY, CLEAN_PINS_KEY}:
+            raise
         raise CheckpointError(f"{path.name} has unusable spacetime metadata {metadata}: {error}") from None
     with torch.device("meta"):
         model = WanDiT(config)

@@ -38,7 +38,7 @@ def test_weights_ship_in_the_loader_formats_within_40_mb(tiny_world):
     total = sum((TINY_WORLD_DIR / name).stat().st_size for name in TINY_WORLD_FILES.values())
     assert total <= 40 * 2**20
     assert dit.config.clean_pins and dit.config.text_len == 64 and dit.config.num_heads == 3
-    assert vae.latent_channels == 8 and vae.spatial_stride == 8 and vae.temporal_stride == 4
+    assert vae.latent_channels == 12 and vae.spatial_stride == 8 and vae.temporal_stride == 4
     assert text_encoder.tokenizer.vocab_size == text_encoder.model.config.vocab_size
 
 

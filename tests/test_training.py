@@ -1,0 +1,70 @@
+"""Tiny World's training script, a few steps of each stage: the files it writes are read by the pack's
+own loaders (the formats the shipped weights use), and the VAE's folded normalisation holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spacetime.dit import load_dit
+from spacetime.text_encoders import load_text_encoder
+from spacetime.training import train
+from spacetime.vae import load_vae
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_world")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    vae = train.train_vae(out, steps=2, seed=0)
+    latents, captions = train.encode_dataset(vae, out, count=64, seed=0)
+    train.train_dit(out, latents, captions, steps=2, batch=2, seed=0)
+    return out, vae, latents, captions
+
+
+def test_vae_init_keeps_the_signal():
+    """Convs N(0, 1/fan_in), residual branches zero, time convs passing the frame through: a fresh VAE's
+    latent is neither vanishing nor constant across different inputs (the collapse the init avoids)."""
+    model = train.Wan22VAE(train.VAE_CONFIG)
+    train.init_vae(model, seed=0)
+    videos = train.to_video(train.clips(1, 4, frames=9, size=64)[0])
+    with torch.no_grad():
+        latent = model.encode(videos)
+    per_clip = latent.flatten(1)
+    assert 0.05 < float(latent.std()) < 20
+    assert float((per_clip - per_clip.mean(0)).std()) > 0.2 * float(per_clip.std())
+    assert all(not p.detach().any() for n, p in model.named_parameters() if n.endswith("bias"))
+
+
+def test_files_load_through_the_pack_loaders(trained):
+    out, _, latents, captions = trained
+    vae = load_vae(out / train.VAE_FILE)
+    assert type(vae.model).__name__ == "Wan22VAE" and vae.latent_channels == train.VAE_CONFIG.z_dim
+    channels = vae.latent_channels  # no preset latent format: the latents come out normalised already
+    assert vae.latent_format.mean == (0.0,) * channels and vae.latent_format.std == (1.0,) * channels
+    dit = load_dit(out / train.DIT_FILE)
+    assert dit.config.clean_pins and dit.config.text_len == train.TEXT_LEN and dit.config.head_dim == 64
+    assert dit.config.in_channels == train.VAE_CONFIG.z_dim
+    text_encoder = load_text_encoder(out / train.TEXT_FILE)
+    ids = text_encoder.tokenizer([captions[0]], train.TEXT_LEN).ids
+    assert int(ids[0, 0]) != 0 and ids.shape[1] == train.TEXT_LEN
+    assert latents.shape == (64, train.VAE_CONFIG.z_dim, 5, 16, 16) and latents.dtype == torch.float16
+
+
+def test_latents_are_normalised_by_the_folded_statistics(trained):
+    """normalise_latents folds mean and std into the convs around the latent: encoded clips come out
+    near zero mean and unit spread per channel, and decoding is unchanged by the fold."""
+    _, _, latents, _ = trained
+    per_channel = latents.float().transpose(0, 1).flatten(1)
+    assert per_channel.mean(1).abs().max() < 0.5
+    assert ((per_channel.std(1) - 1).abs() < 0.5).all()
+
+
+def test_pin_mask_kinds():
+    mask = train.pin_mask(2000, 5, np.random.default_rng(0)).numpy()
+    none = ~mask.any(1)
+    assert 0.45 < none.mean() < 0.55  # half the clips have no pinned frame
+    assert not mask.all(1).any()  # never every frame: something is always left to learn
+    prefix = mask[:, 0] & ~mask[:, -1]
+    assert 0.2 < prefix.mean() < 0.3
