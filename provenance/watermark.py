@@ -3,14 +3,16 @@ pattern in low-frequency luma, switched in sign every few frames, found by phase
 
 Embedding. The pattern is a sum of F×F keyed cosines, periodic over a square tile whose side is the
 frame's shorter side (so resizing keeps it in place). Every frame gets `strength` levels (RMS, of 255) of
-it added to R, G and B alike (luma only; chroma is untouched). The sign flips between segments of
-SEGMENT frames, in keyed pairs (+-, -+), so:
-- everything static in the picture cancels in the detector's sum of segments, and only the mark (and
-  motion) remains;
-- the change is one smooth luma step per segment, which H.264 keeps, rather than per-frame flicker,
+it added to R, G and B alike (luma only; chroma is untouched). Its sign switches between segments of
+SEGMENT frames in keyed quads (+ - - + or - + + -), each switch eased over RAMP frames, so:
+- everything static in the picture, and everything changing at a steady rate, cancels in the
+  detector's weighted sum of frames, and only the mark (and uneven motion) remains;
+- the change is one smooth luma turn per segment, which H.264 keeps, rather than per-frame flicker,
   which it would round away.
 
-Detection. Luma frames are summed with the keyed signs (a single image is used as it is). The sum is
+Detection. Luma frames are summed with weights that follow the mark's levels, minus their constant
+and linear parts; the first segment alone is a second candidate (the intra frame keeps the mark
+where a pan drags it along later). A single image is used as it is. The sum is
 resampled so one tile spans M pixels, for each of a few scale guesses (a crop of up to ~14% shrinks the
 frame around the tile). It is folded into one M×M tile. The pattern's band is then phase-correlated
 with the key over every circular shift (a crop moves the tile). Each term of the correlation is a
@@ -38,6 +40,7 @@ TILE = 4 * BAND  # pixels per tile side when detecting (4 per period of the high
 CROPS = tuple(1 - 0.02 * i for i in range(8))  # scale guesses: crops of up to 14% of the shorter side
 LUMA = (0.2126, 0.7152, 0.0722)  # BT.709
 THRESHOLD = 6.0
+RAMP = 4
 
 
 def _rng(key: str, purpose: str) -> np.random.Generator:
@@ -59,12 +62,26 @@ def key_phases(key: str = DEFAULT_KEY) -> np.ndarray:
 
 
 def segment_signs(frames: int, key: str = DEFAULT_KEY) -> np.ndarray:
-    """±1 per frame: segments of SEGMENT frames in keyed quads (+1, -1, -1, +1) or (-1, +1, +1, -1),
-    which cancel both a constant and a linear trend in time."""
+    """±1 per frame: segments of SEGMENT frames in keyed quads (+ - - +) or (- + + -)."""
     segments = -(-frames // SEGMENT)
     first = _rng(key, "signs").choice([-1.0, 1.0], size=-(-segments // 4))
     per_segment = (first[:, None] * np.array([1.0, -1.0, -1.0, 1.0])).reshape(-1)[:segments]
     return np.repeat(per_segment, SEGMENT)[:frames]
+
+
+def mark_levels(frames: int, key: str = DEFAULT_KEY) -> np.ndarray:
+    """The mark's level per frame: the segment signs, each change eased over RAMP frames by a half
+    cosine centred on the boundary (a soft turn rather than a step, which the eye would catch)."""
+    hard = segment_signs(frames + SEGMENT, key)
+    levels = hard[:frames].copy()
+    for boundary in range(SEGMENT, frames + RAMP, SEGMENT):
+        before, after = hard[boundary - 1], hard[boundary]
+        for offset in range(RAMP):
+            index = boundary - RAMP // 2 + offset
+            if before != after and 0 <= index < frames:
+                ease = 0.5 - 0.5 * math.cos(math.pi * (offset + 0.5) / RAMP)
+                levels[index] = before + (after - before) * ease
+    return levels
 
 
 def pattern(height: int, width: int, key: str = DEFAULT_KEY) -> np.ndarray:
@@ -89,12 +106,12 @@ class Marker:
         self, height: int, width: int, frames: int, key: str = DEFAULT_KEY, strength: float = STRENGTH
     ):
         self.offset = torch.from_numpy(pattern(height, width, key)) * (strength / 255)
-        self.signs = segment_signs(frames, key).tolist()
+        self.levels = mark_levels(frames, key).tolist()
 
     def __call__(self, frame: torch.Tensor, index: int) -> torch.Tensor:
         """H×W×C in 0..1 -> the same frame marked (alpha untouched), clamped to 0..1."""
         marked = frame.clone()
-        offset = self.offset.to(frame.device, frame.dtype) * self.signs[index]
+        offset = self.offset.to(frame.device, frame.dtype) * self.levels[index]
         marked[..., :3] = (frame[..., :3] + offset[..., None]).clamp(0.0, 1.0)
         return marked
 
@@ -125,13 +142,19 @@ def _candidates(frames: torch.Tensor, key: str) -> list[torch.Tensor]:
     - the first segment: H.264 keeps the mark exactly in its first (intra) frame, while in later frames
       of a pan it copies the moving picture with the mark moving along."""
     luma = frames[..., 0] * LUMA[0] + frames[..., 1] * LUMA[1] + frames[..., 2] * LUMA[2]
-    signs = torch.from_numpy(segment_signs(frames.shape[0], key)).to(luma)
-    first = torch.einsum("t,thw->hw", signs[:SEGMENT], luma[:SEGMENT]) / min(SEGMENT, len(luma))
-    if frames.shape[0] < 2 * SEGMENT:
+    count = frames.shape[0]
+    levels = mark_levels(count, key)
+    steady = max(1, min(count, SEGMENT - RAMP // 2))  # the first segment before its ramp
+    first = torch.einsum("t,thw->hw", torch.from_numpy(levels[:steady]).to(luma), luma[:steady]) / steady
+    if count < 2 * SEGMENT:
         return [first]
-    group = 4 * SEGMENT if frames.shape[0] >= 4 * SEGMENT else 2 * SEGMENT
-    full = frames.shape[0] // group * group
-    return [torch.einsum("t,thw->hw", signs[:full], luma[:full]) / full, first]
+    # weights: the levels with their constant and linear parts removed, so static content and steady
+    # change cancel whatever the length
+    time = np.arange(count, dtype=np.float64)
+    basis = np.stack([np.ones(count), time - time.mean()], axis=1)
+    weights = levels - basis @ np.linalg.lstsq(basis, levels, rcond=None)[0]
+    weights /= np.abs(weights).sum()
+    return [torch.einsum("t,thw->hw", torch.from_numpy(weights).to(luma), luma), first]
 
 
 def _fold(image: torch.Tensor, tile: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from spacetime.nodes.provenance import SpacetimeDetectWatermark
 from spacetime.provenance import watermark
 from spacetime.provenance.frames import read_frames
-from spacetime.provenance.watermark import THRESHOLD, detect, embed, segment_signs
+from spacetime.provenance.watermark import THRESHOLD, detect, embed, mark_levels, segment_signs
 from spacetime.training.world import render, sample_scene
 from spacetime.video import combine_video
 from spacetime.video.patterns import moving_pattern
@@ -51,12 +51,18 @@ def test_mark_is_invisible_by_psnr(clip):
     assert chroma_change < 1e-6  # the same offset on R, G and B: luma only
 
 
-def test_signs_come_in_keyed_quads_that_cancel_static_content_and_steady_change():
+def test_signs_come_in_keyed_quads_eased_at_each_switch():
     signs = segment_signs(64)
     segments = signs[:: watermark.SEGMENT]
     assert set(np.abs(signs)) == {1.0}
-    for quad in segments.reshape(-1, 4):
+    for quad in segments.reshape(-1, 4):  # static content and steady change cancel over a quad
         assert quad.sum() == 0 and (quad * np.arange(4)).sum() == 0
+    levels = mark_levels(64)
+    assert np.abs(np.diff(levels)).max() < 1.0  # no step: a ±1 switch takes RAMP frames
+    steady = np.ones(64, bool)
+    for boundary in range(watermark.SEGMENT, 64 + watermark.RAMP, watermark.SEGMENT):
+        steady[max(0, boundary - watermark.RAMP // 2) : boundary + watermark.RAMP // 2] = False
+    np.testing.assert_array_equal(levels[steady], signs[steady])
     assert not np.allclose(watermark.key_phases("another key"), watermark.key_phases())
 
 
