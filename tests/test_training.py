@@ -17,7 +17,7 @@ from spacetime.vae import load_vae
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_world")
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    vae = train.train_vae(out, steps=2, seed=0)
+    vae = train.train_vae(out, steps=2, seed=0, long_steps=1)
     latents, captions = train.encode_dataset(vae, out, count=64, seed=0)
     train.train_dit(out, latents, captions, steps=2, batch=2, seed=0)
     return out, vae, latents, captions
