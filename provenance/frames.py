@@ -29,15 +29,37 @@ def read_frames(path: str | Path, max_frames: int = MAX_FRAMES) -> torch.Tensor:
         frames = [np.asarray(Image.open(file).convert("RGB")) for file in files]
     elif path.suffix.lower() in (".gif", ".webp", ".png"):
         with Image.open(path) as image:
-            frames = [
-                np.asarray(frame.convert("RGB"))
-                for frame in islice(ImageSequence.Iterator(image), max_frames)
-            ]
+            frames, durations = [], []
+            for frame in islice(ImageSequence.Iterator(image), max_frames):
+                frames.append(np.asarray(frame.convert("RGB")))
+                durations.append(frame.info.get("duration") or 0)
+        frames = expand_held_frames(frames, durations)[:max_frames]
     else:
         frames = _video_frames(path, max_frames)
     if not frames:
         raise ValueError(f"{path} holds no frames.")
     return torch.from_numpy(np.stack(frames)).float() / 255.0
+
+
+def expand_held_frames(frames: list[np.ndarray], durations: list[float]) -> list[np.ndarray]:
+    """Animations store a run of identical frames as one frame shown longer (Pillow's GIF and WebP
+    writers merge them). Repeat each frame for as many frame times as it is shown, so frame indices
+    match the video's again. The frame time is the one, near the shortest duration, that puts every
+    frame's start closest to a whole number of frames (GIF rounds delays to hundredths of a second,
+    so 16 fps is shown as 60, 60, 70, 60, ... ms)."""
+    if not frames or min(durations, default=0) <= 0:
+        return frames
+    shortest = min(durations)
+    starts = np.cumsum([0.0, *durations])
+    guesses = np.linspace(0.9 * shortest, 1.25 * shortest, 701)
+    misfit = [float(np.mean((starts / b - np.round(starts / b)) ** 2)) for b in guesses]
+    base = float(guesses[int(np.argmin(misfit))])
+    expanded, start = [], 0.0
+    for frame, duration in zip(frames, durations, strict=True):
+        repeats = max(1, round((start + duration) / base) - round(start / base))
+        expanded += [frame] * repeats
+        start += duration
+    return expanded
 
 
 def _video_frames(path: Path, max_frames: int) -> list[np.ndarray]:

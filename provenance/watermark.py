@@ -17,8 +17,9 @@ resampled so one tile spans M pixels, for each of a few scale guesses (a crop of
 frame around the tile). It is folded into one M×M tile. The pattern's band is then phase-correlated
 with the key over every circular shift (a crop moves the tile). Each term of the correlation is a
 cosine of a phase that is uniform on unmarked video, so the map is N(0, 1) after dividing by
-sqrt(terms / 2). The score is the map's maximum over shifts and scales, and THRESHOLD holds false
-positives under 1e-4 per clip by the union bound.
+sqrt(terms / 2). The score is the map's maximum over shifts, scales, bands and candidates: about 3 to
+5 on unmarked video, whose tail is a little heavier than Gaussian (a few loud bins dominate some
+maps), so THRESHOLD is set from measured unmarked clips, with margin.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ STRENGTH = 2.2  # RMS of the added luma, in 8-bit levels: 41.3 dB PSNR (less whe
 TILE = 4 * BAND  # pixels per tile side when detecting (4 per period of the highest cosine)
 CROPS = tuple(1 - 0.02 * i for i in range(8))  # scale guesses: crops of up to 14% of the shorter side
 LUMA = (0.2126, 0.7152, 0.0722)  # BT.709
-THRESHOLD = 6.0
+THRESHOLD = 6.5  # unmarked clips' highest score in the benchmark's calibration run (5000 handled clips): 6.2
 RAMP = 4
 
 

@@ -96,6 +96,17 @@ def test_found_after_gif_conversion(clip, tmp_path: Path):
     assert detect(written(embed(clip), tmp_path, "image/gif")).detected
 
 
+@pytest.mark.parametrize("fps", [16.0, 23.976])
+def test_gif_frames_merged_by_the_writer_are_expanded_back(fps: float, tmp_path: Path):
+    """Pillow stores identical frames as one longer frame: a still picture's marked GIF has 11 frames for
+    32. The reader repeats them by their delays (whole hundredths of a second), so the timing holds."""
+    still = world_clip(11, frames=1).expand(32, -1, -1, -1).contiguous()
+    saved = combine_video(still, fps, tmp_path, "still", "image/gif")
+    frames = read_frames(saved.path)
+    assert frames.shape[0] == 32
+    assert detect(frames).detected
+
+
 def test_a_single_image_or_a_short_clip_is_marked_too(tmp_path: Path):
     still = world_clip(5, frames=1, size=256)
     assert detect(embed(still)).detected and not detect(still).detected
