@@ -53,8 +53,9 @@ def load_tiny_world(device=None, vae_device=None) -> tuple[WanDiT, TextEncoder, 
     missing = [name for name in TINY_WORLD_FILES.values() if not (TINY_WORLD_DIR / name).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"Tiny World's weights are not in {TINY_WORLD_DIR} (missing: {', '.join(missing)}). This version does not "
-            "ship them yet: train them with `python -m spacetime.training.train --out tiny_world`, or give Wan "
+            f"Tiny World's weights are not all in {TINY_WORLD_DIR} (missing: {', '.join(missing)}). This version "
+            "ships its trained VAE only; its DiT and text encoder are still in training. Train them with "
+            "`python -m spacetime.training.train --out tiny_world` (it picks up the shipped VAE), or give Wan "
             "model files (generate --dit FILE --text-encoder FILE --vae FILE)."
         )
     device = device or host.offload_device()

@@ -1,5 +1,4 @@
-"""SpacetimeTinyWorldLoader: the pack's own small model, which needs no download. Registered in
-`nodes/__init__.py` once Tiny World's weights ship (until then it could only fail)."""
+"""SpacetimeTinyWorldLoader: the pack's own small model, which ships with it and needs no download."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ class SpacetimeTinyWorldLoader:
     OUTPUT_TOOLTIPS = (
         "Tiny World's DiT (6 layers, width 192; trained with clean pinned frames).",
         "Tiny World's text encoder (a small UMT5 with its own vocabulary).",
-        "Tiny World's VAE (the Wan 2.1 VAE design at width 16, 8 latent channels).",
+        "Tiny World's VAE (the Wan 2.2 VAE design at width 16: 4x8x8 compression, 12 latent channels).",
     )
     DESCRIPTION = (
         "Loads Tiny World, the small text-to-video model this pack trains on its own world of coloured shapes "

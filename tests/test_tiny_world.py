@@ -22,7 +22,7 @@ SUBSET, MIN_COLOUR, MIN_MOTION, MIN_SHAPE = 8, 0.75, 0.5, 0.5
 
 if not all((TINY_WORLD_DIR / name).is_file() for name in TINY_WORLD_FILES.values()):
     pytest.skip(
-        "Tiny World's weights do not ship yet (issue 7: its VAE does not train well enough); these tests "
+        "Tiny World's DiT and text encoder do not ship yet (issue 7: the DiT needs more training); these tests "
         "run once tiny_world/*.safetensors exist",
         allow_module_level=True,
     )
