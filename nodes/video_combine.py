@@ -105,9 +105,9 @@ class SpacetimeVideoCombine:
                     "BOOLEAN",
                     {
                         "default": True,
-                        "tooltip": "Add the pack's invisible watermark (about 41 dB PSNR, luma only). It survives "
-                        "H.264 re-encoding, resizing, cropping and GIF conversion; Detect Watermark and "
-                        "`python -m spacetime verify FILE` find it.",
+                        "tooltip": "Add the pack's invisible watermark (about 41 dB PSNR, luma only), made to "
+                        "survive H.264 re-encoding, resizing, cropping and GIF conversion (the README has the "
+                        "measured rates); Detect Watermark and `python -m spacetime verify FILE` find it.",
                     },
                 ),
                 "content_credentials": (

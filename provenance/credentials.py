@@ -111,7 +111,7 @@ def _version() -> str:
 
         return version("comfyui-spacetime")
     except Exception:  # not installed as a package (a plain custom_nodes folder)
-        return "0.1.0"
+        return "unknown"
 
 
 def identity_directory() -> Path:

@@ -111,8 +111,10 @@ class Marker:
 
     def __call__(self, frame: torch.Tensor, index: int) -> torch.Tensor:
         """H×W×C in 0..1 -> the same frame marked (alpha untouched), clamped to 0..1."""
+        if self.offset.device != frame.device or self.offset.dtype != frame.dtype:
+            self.offset = self.offset.to(frame.device, frame.dtype)  # once, not per frame
         marked = frame.clone()
-        offset = self.offset.to(frame.device, frame.dtype) * self.levels[index]
+        offset = self.offset * self.levels[index]
         marked[..., :3] = (frame[..., :3] + offset[..., None]).clamp(0.0, 1.0)
         return marked
 
