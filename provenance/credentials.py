@@ -141,47 +141,43 @@ def _make_identity(directory: Path) -> None:
 
     now = datetime.datetime.now(datetime.timezone.utc)
     root_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ComfyUI-Spacetime local"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "ComfyUI-Spacetime local root CA"),
-        ]
-    )
-    leaf_name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ComfyUI-Spacetime local"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "ComfyUI-Spacetime signer"),
-        ]
-    )
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ComfyUI-Spacetime local"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
+
+    def builder(subject: x509.Name, key, days: int, ca: bool) -> x509.CertificateBuilder:
+        """What both certificates share: names, key, serial, validity, constraints, key identifier."""
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(root_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        )
+
+    root_name = name("ComfyUI-Spacetime local root CA")
     root = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
+        builder(root_name, root_key, days=3650, ca=True)
+        .add_extension(  # keyCertSign, cRLSign
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
         .sign(root_key, hashes.SHA256())
     )
     leaf = (
-        x509.CertificateBuilder()
-        .subject_name(leaf_name)
-        .issuer_name(root_name)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=730))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
+        builder(name("ComfyUI-Spacetime signer"), leaf_key, days=730, ca=False)
+        .add_extension(  # digitalSignature
             x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
         )
