@@ -53,10 +53,10 @@ def load_tiny_world(device=None, vae_device=None) -> tuple[WanDiT, TextEncoder, 
     missing = [name for name in TINY_WORLD_FILES.values() if not (TINY_WORLD_DIR / name).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"Tiny World's weights are not all in {TINY_WORLD_DIR} (missing: {', '.join(missing)}). This version "
-            "ships its trained VAE only; its DiT and text encoder are still in training. Train them with "
-            "`python -m spacetime.training.train --out tiny_world` (it picks up the shipped VAE), or give Wan "
-            "model files (generate --dit FILE --text-encoder FILE --vae FILE)."
+            f"Tiny World's weights are not all in {TINY_WORLD_DIR} (missing: {', '.join(missing)}). They ship "
+            "with the pack: restore the folder from the repository (git checkout -- tiny_world), retrain them "
+            "with `python -m spacetime.training.train --out tiny_world`, or give Wan model files "
+            "(generate --dit FILE --text-encoder FILE --vae FILE)."
         )
     device = device or host.offload_device()
     dit = load_dit(TINY_WORLD_DIR / TINY_WORLD_FILES["dit"], torch.float32, device=device)

@@ -12,7 +12,7 @@ Each handled copy goes through the pack's own writers (H.264 via PyAV, GIF via P
 antialiased bilinear, the crop removes 10% of each side's length at a random offset, and both are
 written as H.264 at the pack's default crf 19.
 
-    python benchmarks/watermark.py [--marked 200] [--unmarked 1000] [--threads 1]
+    python benchmarks/watermark.py [--marked 200] [--unmarked 1000] [--seed 1] [--workers 2]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -97,37 +98,53 @@ def handled(frames: torch.Tensor, how: str, folder: Path, rng: np.random.Generat
 HANDLING = ("as is", "h264 crf 28", "half size", "10% crop", "gif")
 
 
+def score_clip(job: tuple[int, int, bool]) -> tuple[bool, str, dict[str, float], float | None]:
+    """One clip, made from its own seed (so any number of workers gives the same clips), marked or not,
+    scored after each handling."""
+    seed, index, marked = job
+    rng = np.random.default_rng((seed, index))
+    kind = KINDS[index % len(KINDS)]
+    clip = make_clip(kind, rng)
+    clip_psnr = None
+    if marked:
+        marked_clip = embed(clip)
+        clip_psnr = psnr(to_uint8(clip), to_uint8(marked_clip))
+        clip = marked_clip
+    scores = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for how in HANDLING:
+            scores[how] = detect(handled(clip, how, Path(scratch), rng)).score
+            for leftover in Path(scratch).iterdir():
+                leftover.unlink()
+    return marked, kind, scores, clip_psnr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--marked", type=int, default=200)
     parser.add_argument("--unmarked", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1, help="seed 0 calibrated the threshold; report others")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--workers", type=int, default=1, help="clips scored in parallel processes")
+    parser.add_argument("--seed", type=int, default=1, help="each clip is made from (seed, its index)")
     parser.add_argument("--scores", type=Path, help="write every clip's scores here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
+    start = time.time()
+    jobs = [(args.seed, index, index < args.marked) for index in range(args.marked + args.unmarked)]
     found = defaultdict(list)  # (marked, handling, kind) -> [score]
     quality = defaultdict(list)  # kind -> [PSNR]
-    start = time.time()
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        for index in range(args.marked + args.unmarked):
-            marked = index < args.marked
-            kind = KINDS[index % len(KINDS)]
-            clip = make_clip(kind, rng)
-            if marked:
-                marked_clip = embed(clip)
-                quality[kind].append(psnr(to_uint8(clip), to_uint8(marked_clip)))
-                clip = marked_clip
-            for how in HANDLING:
-                found[marked, how, kind].append(detect(handled(clip, how, folder, rng)).score)
-                for leftover in folder.iterdir():
-                    leftover.unlink()
-            if (index + 1) % 100 == 0:
-                print(f"  {index + 1} clips ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
+    with multiprocessing.get_context("spawn").Pool(
+        args.workers, initializer=torch.set_num_threads, initargs=(args.threads,)
+    ) as pool:
+        for done, (marked, kind, scores, clip_psnr) in enumerate(pool.imap(score_clip, jobs, chunksize=4), 1):
+            for how, score in scores.items():
+                found[marked, how, kind].append(score)
+            if clip_psnr is not None:
+                quality[kind].append(clip_psnr)
+            if done % 100 == 0:
+                print(f"  {done} clips ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
 
     if args.scores:
         args.scores.write_text(json.dumps({f"{m}|{h}|{k}": v for (m, h, k), v in found.items()}))

@@ -5,10 +5,12 @@ from .prompting import SpacetimePromptGuard, SpacetimeShotPrompt
 from .provenance import SpacetimeDetectWatermark
 from .sampling import SpacetimeDiTDenoiser, SpacetimeScheduler
 from .text import SpacetimeTextEncode, SpacetimeTextEncoderLoader
+from .tiny_world import SpacetimeTinyWorldLoader
 from .vae import SpacetimeEmptyLatentVideo, SpacetimeVAEDecode, SpacetimeVAEEncode, SpacetimeVAELoader
 from .video_combine import SpacetimeVideoCombine
 
 NODE_CLASS_MAPPINGS = {
+    "SpacetimeTinyWorldLoader": SpacetimeTinyWorldLoader,
     "SpacetimeDiTLoader": SpacetimeDiTLoader,
     "SpacetimePatchifier": SpacetimePatchifier,
     "SpacetimeUnpatchify": SpacetimeUnpatchify,
@@ -27,6 +29,7 @@ NODE_CLASS_MAPPINGS = {
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "SpacetimeTinyWorldLoader": "Tiny World Loader (Spacetime)",
     "SpacetimeDiTLoader": "DiT Loader (Spacetime)",
     "SpacetimePatchifier": "Patchifier (Spacetime)",
     "SpacetimeUnpatchify": "Unpatchify (Spacetime)",

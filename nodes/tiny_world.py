@@ -22,7 +22,9 @@ class SpacetimeTinyWorldLoader:
         "Loads Tiny World, the small text-to-video model this pack trains on its own world of coloured shapes "
         "(circles, squares, triangles, stars, crosses in 8 colours moving left, right, up or down, growing, "
         "shrinking, rotating or staying still, over plain and textured backgrounds). It ships with the pack, so "
-        "every workflow runs without a download. Best at 128x128, 17 frames, 20 steps, shift 3, cfg 5."
+        "every workflow runs without a download. Best at 128x128, 17 frames, 20 steps, shift 3, cfg 5. These are "
+        "preview weights: backgrounds follow the prompt, but the object's colour, shape and motion often do not "
+        "yet (the README has the measured scores)."
     )
 
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from spacetime.dit import load_dit
 from spacetime.text_encoders import load_text_encoder
@@ -18,8 +19,10 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_world")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     vae = train.train_vae(out, steps=2, seed=0, long_steps=1)
+    small, small_captions = train.encode_dataset(vae, out, count=8, seed=0, size=64)
     latents, captions = train.encode_dataset(vae, out, count=64, seed=0)
-    train.train_dit(out, latents, captions, steps=2, batch=2, seed=0)
+    stages = [train.DiTStage(small, small_captions, 1, 2), train.DiTStage(latents, captions, 1, 2)]
+    train.train_dit(out, stages, seed=0)
     return out, vae, latents, captions
 
 
@@ -38,7 +41,7 @@ def test_vae_init_keeps_the_signal():
 
 
 def test_files_load_through_the_pack_loaders(trained):
-    out, _, latents, captions = trained
+    out, model, latents, captions = trained
     vae = load_vae(out / train.VAE_FILE)
     assert type(vae.model).__name__ == "Wan22VAE" and vae.latent_channels == train.VAE_CONFIG.z_dim
     channels = vae.latent_channels  # no preset latent format: the latents come out normalised already
@@ -50,6 +53,8 @@ def test_files_load_through_the_pack_loaders(trained):
     ids = text_encoder.tokenizer([captions[0]], train.TEXT_LEN).ids
     assert int(ids[0, 0]) != 0 and ids.shape[1] == train.TEXT_LEN
     assert latents.shape == (64, train.VAE_CONFIG.z_dim, 5, 16, 16) and latents.dtype == torch.float16
+    small = train.encode_dataset(model, out, count=8, seed=0, size=64)[0]  # the 64x64 stage's cache
+    assert small.shape == (8, train.VAE_CONFIG.z_dim, 5, 8, 8)
 
 
 def test_latents_are_normalised_by_the_folded_statistics(trained):
@@ -68,3 +73,23 @@ def test_pin_mask_kinds():
     assert not mask.all(1).any()  # never every frame: something is always left to learn
     prefix = mask[:, 0] & ~mask[:, -1]
     assert 0.2 < prefix.mean() < 0.3
+
+
+def test_dit_training_resumes_exactly(tmp_path):
+    """Stopping after step 1 and running again to step 2 gives the very state of one 2-step run: the
+    state file carries live and EMA weights, Adam's moments and both random generators."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    rng = np.random.default_rng(0)
+    captions = [train.caption(train.sample_scene(rng), rng) for _ in range(300)]  # enough for the vocabulary
+    latents = torch.from_numpy(rng.normal(size=(300, train.VAE_CONFIG.z_dim, 2, 4, 4))).half()
+    stage = train.DiTStage(latents, captions, steps=1, batch=2)
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    once.mkdir(), twice.mkdir()
+    train.train_dit(once, [stage, stage], seed=0)
+    train.train_dit(twice, [stage], seed=0)
+    halfway = load_file(twice / train.STATE_FILE)
+    train.train_dit(twice, [stage, stage], seed=0)
+    whole, resumed = load_file(once / train.STATE_FILE), load_file(twice / train.STATE_FILE)
+    assert whole.keys() == resumed.keys() and any(k.startswith("adam.") for k in whole)
+    assert [k for k in whole if not torch.equal(whole[k], resumed[k])] == []
+    assert any(not torch.equal(halfway[k], whole[k]) for k in whole if k.startswith("dit."))

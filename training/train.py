@@ -24,9 +24,11 @@ import argparse
 import copy
 import io
 import json
+import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,7 @@ DIT_CONFIG = WanConfig(
 )  # fmt: skip
 TEXT_DIM, TEXT_LAYERS, TEXT_HEADS, TEXT_FFN, VOCAB = 128, 2, 4, 256, 400
 FRAMES, SIZE = 17, 128
+DIT_LR, DIT_WARMUP, DIT_EMA = 1e-3, 200, 0.998
 THREADS = 0  # set by --threads
 
 VAE_FILE, TEXT_FILE, DIT_FILE = (
@@ -63,6 +66,7 @@ VAE_FILE, TEXT_FILE, DIT_FILE = (
     "tiny_world_umt5.safetensors",
     "tiny_world_dit.safetensors",
 )
+STATE_FILE = "dit_training_state.safetensors"  # resumable state, written beside the weights
 
 
 def log(message: str) -> None:
@@ -210,22 +214,27 @@ def normalise_latents(model: Wan22VAE, seed: int) -> None:
 
 
 @torch.no_grad()
-def encode_dataset(model: Wan22VAE, out: Path, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    path = out / "latents.safetensors"
+def encode_dataset(
+    model: Wan22VAE, out: Path, count: int, seed: int, size: int = SIZE
+) -> tuple[torch.Tensor, list[str]]:
+    """`count` clips rendered at size×size, encoded once (cached in --out, one file per size)."""
+    path, caption_path = out / f"latents_{size}.safetensors", out / f"captions_{size}.json"
     if path.exists():  # an earlier run's cache
-        return load_file(str(path))["latents"], json.loads((out / "captions.json").read_text())
+        return load_file(str(path))["latents"], json.loads(caption_path.read_text())
     latents, captions = [], []
     start = time.time()
     for index in range(0, count, 32):
-        frames, texts = clips(seed * 7919 + index, min(32, count - index))
+        frames, texts = clips(
+            seed * 7919 + (0 if size == SIZE else size * 1_000_003) + index, min(32, count - index), size=size
+        )
         latents.append(model.encode(to_video(frames)).half())
         captions += texts
-        if index % 512 == 0:
+        if index % 1024 == 0:
             share_cores(THREADS)
-            log(f"encoded {index}/{count} clips ({time.time() - start:.0f} s)")
+            log(f"encoded {index}/{count} clips at {size}x{size} ({time.time() - start:.0f} s)")
     latents = torch.cat(latents)
     save_file({"latents": latents}, str(path))
-    (out / "captions.json").write_text(json.dumps(captions))
+    caption_path.write_text(json.dumps(captions))
     return latents, captions
 
 
@@ -279,12 +288,23 @@ def pin_mask(batch: int, frames: int, rng: np.random.Generator) -> torch.Tensor:
     return torch.from_numpy(mask)
 
 
-def train_dit(
-    out: Path, latents: torch.Tensor, captions: list[str], steps: int, batch: int, seed: int
-) -> None:
+@dataclass
+class DiTStage:
+    """A run of DiT steps on one cached latent set (one resolution)."""
+
+    latents: torch.Tensor
+    captions: list[str]
+    steps: int
+    batch: int
+
+
+def train_dit(out: Path, stages: list[DiTStage], seed: int, lr: float = DIT_LR) -> None:
+    """Stages share one optimiser, one learning-rate schedule and one EMA: the cheap 64x64 stage teaches
+    words, shapes and motion at a quarter of the tokens; the 128x128 stage then adapts it to the size
+    Tiny World generates at."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    spiece = train_tokenizer(captions)
+    spiece = train_tokenizer([text for stage in stages for text in stage.captions])
     tokenizer = SentencePieceTokenizer(spiece)
     text_config = UMT5Config(
         vocab_size=tokenizer.vocab_size, dim=TEXT_DIM, ffn_dim=TEXT_FFN, num_layers=TEXT_LAYERS,
@@ -300,55 +320,128 @@ def train_dit(
         dit.head.head.weight.zero_()
     ema = copy.deepcopy(dit).requires_grad_(False)
     parameters = [*text.parameters(), *dit.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=4e-4, weight_decay=0.01, betas=(0.9, 0.99))
-    warmup = 100
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
+    total = sum(stage.steps for stage in stages)
+    begin = load_state(out, text, dit, ema, optimizer, rng)  # 0 unless an earlier run left its state
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))),
+        lambda s: (
+            min(1.0, (begin + s + 1) / DIT_WARMUP)
+            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (begin + s) / total)))
+        ),
     )
-    tokens_cache = tokenizer(captions, TEXT_LEN)
     empty = tokenizer([""], TEXT_LEN)
-    latent_frames = latents.shape[2]
-    start = time.time()
-    for step in range(steps):
-        index = torch.from_numpy(rng.integers(0, len(latents), batch))
-        x0 = latents[index].float()
-        ids, mask = tokens_cache.ids[index].clone(), tokens_cache.mask[index].clone()
-        drop = torch.from_numpy(rng.random(batch) < 0.1)
-        ids[drop], mask[drop] = empty.ids, empty.mask
-        context = text(ids, mask)
+    start, step = time.time(), 0
+    tokenizer_log = logging.getLogger("spacetime")  # the pack's logger
+    for stage in stages:
+        done = min(stage.steps, max(0, begin - step))  # this stage's steps an earlier run made
+        step += done
+        if done == stage.steps:
+            continue
+        level = tokenizer_log.level
+        tokenizer_log.setLevel(logging.ERROR)  # the few captions over 64 tokens are cut on purpose
+        try:
+            tokens_cache = tokenizer(stage.captions, TEXT_LEN)
+        finally:
+            tokenizer_log.setLevel(level)
+        latents, batch = stage.latents, stage.batch
+        for _ in range(done, stage.steps):
+            index = torch.from_numpy(rng.integers(0, len(latents), batch))
+            loss = dit_loss(
+                dit, text, latents[index].float(), tokens_cache.ids[index].clone(),
+                tokens_cache.mask[index].clone(), empty, rng,
+            )  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            schedule.step()
+            decay = min(DIT_EMA, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for kept, live in zip(ema.parameters(), dit.parameters(), strict=True):
+                    kept.lerp_(live, 1 - decay)
+            if step % 50 == 0 or step == total - 1:
+                share_cores(THREADS)
+                size = latents.shape[-1] * 8
+                log(
+                    f"dit step {step}/{total} ({size}x{size}) loss {loss.item():.4f} ({time.time() - start:.0f} s)"
+                )
+            if (step + 1) % 500 == 0 or step == total - 1:
+                save_models(out, text, spiece, ema)
+                save_state(out, step + 1, text, dit, ema, optimizer, rng)
+            step += 1
 
-        # Logit-normal noise levels, shifted towards noise as sampling is (shift 3).
-        u = torch.sigmoid(torch.from_numpy(rng.normal(0.0, 1.0, batch)).float())
-        sigma = 3 * u / (1 + 2 * u)
-        noise = torch.randn_like(x0)
-        pinned = pin_mask(batch, latent_frames, rng)  # B×T
-        s = sigma.view(-1, 1, 1, 1, 1)
-        frame_pinned = pinned.view(batch, 1, latent_frames, 1, 1)
-        x = torch.where(frame_pinned, x0, (1 - s) * x0 + s * noise)
-        tokens, grid = patchify(x, DIT_CONFIG.patch_size)
-        per_frame = grid[1] * grid[2]
-        token_pinned = pinned.repeat_interleave(per_frame, dim=1)  # B×L
-        timestep = torch.where(token_pinned, 0.0, 1000 * sigma[:, None])
-        velocity = dit.forward_tokens(tokens, grid, timestep, context)
-        target, _ = patchify(noise - x0, DIT_CONFIG.patch_size)
-        weight = (~token_pinned).float().unsqueeze(-1)
-        loss = ((velocity - target).pow(2) * weight).sum() / (weight.sum() * target.shape[-1])
 
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for kept, live in zip(ema.parameters(), dit.parameters(), strict=True):
-                kept.lerp_(live, 1 - decay)
-        if step % 50 == 0 or step == steps - 1:
-            share_cores(THREADS)
-            log(f"dit step {step}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f} s)")
-        if (step + 1) % 500 == 0 or step == steps - 1:
-            save_models(out, text, spiece, ema)
+def save_state(out: Path, step: int, text, dit, ema, optimizer, rng: np.random.Generator) -> None:
+    """Everything a later run needs to go on exactly from `step` (--dit-steps can then be raised): live
+    and EMA weights, Adam's moments and both random generators, in one safetensors file."""
+    tensors = {}
+    for prefix, module in (("text.", text), ("dit.", dit), ("ema.", ema)):
+        tensors.update({prefix + k: v.detach().contiguous() for k, v in module.state_dict().items()})
+    for index, state in enumerate(optimizer.state_dict()["state"].values()):
+        tensors.update({f"adam.{index}.{k}": torch.as_tensor(v).contiguous() for k, v in state.items()})
+    tensors["torch_rng"] = torch.get_rng_state()
+    metadata = {"step": str(step), "numpy_rng": json.dumps(rng.bit_generator.state)}
+    partial = out / (STATE_FILE + ".partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    partial.replace(out / STATE_FILE)
+
+
+def load_state(out: Path, text, dit, ema, optimizer, rng: np.random.Generator) -> int:
+    path = out / STATE_FILE
+    if not path.exists():
+        return 0
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    for prefix, module in (("text.", text), ("dit.", dit), ("ema.", ema)):
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    saved = optimizer.state_dict()
+    for index, key in enumerate(saved["param_groups"][0]["params"]):
+        saved["state"][key] = {
+            k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"adam.{index}.")
+        }
+    optimizer.load_state_dict(saved)
+    torch.set_rng_state(tensors["torch_rng"])
+    rng.bit_generator.state = json.loads(metadata["numpy_rng"])
+    step = int(metadata["step"])
+    log(f"DiT training resumes at step {step} ({path.name})")
+    return step
+
+
+def dit_loss(
+    dit: WanDiT,
+    text: UMT5Encoder,
+    x0: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    empty,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    """Rectified flow on a batch of clean latents, with caption dropout and random frame pinning."""
+    batch, latent_frames = x0.shape[0], x0.shape[2]
+    drop = torch.from_numpy(rng.random(batch) < 0.1)
+    ids[drop], mask[drop] = empty.ids, empty.mask
+    context = text(ids, mask)
+
+    # Logit-normal noise levels, shifted towards noise as sampling is (shift 3).
+    u = torch.sigmoid(torch.from_numpy(rng.normal(0.0, 1.0, batch)).float())
+    sigma = 3 * u / (1 + 2 * u)
+    noise = torch.randn_like(x0)
+    pinned = pin_mask(batch, latent_frames, rng)  # B×T
+    s = sigma.view(-1, 1, 1, 1, 1)
+    frame_pinned = pinned.view(batch, 1, latent_frames, 1, 1)
+    x = torch.where(frame_pinned, x0, (1 - s) * x0 + s * noise)
+    tokens, grid = patchify(x, DIT_CONFIG.patch_size)
+    per_frame = grid[1] * grid[2]
+    token_pinned = pinned.repeat_interleave(per_frame, dim=1)  # B×L
+    timestep = torch.where(token_pinned, 0.0, 1000 * sigma[:, None])
+    velocity = dit.forward_tokens(tokens, grid, timestep, context)
+    target, _ = patchify(noise - x0, DIT_CONFIG.patch_size)
+    weight = (~token_pinned).float().unsqueeze(-1)
+    return ((velocity - target).pow(2) * weight).sum() / (weight.sum() * target.shape[-1])
 
 
 def save_models(out: Path, text: UMT5Encoder, spiece: bytes, dit: WanDiT) -> None:
@@ -378,9 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-init", type=Path, help="continue the VAE from these weights")
     parser.add_argument("--vae-frames", type=int, default=9, help="frames per VAE training crop (4k+1)")
     parser.add_argument("--vae-only", action="store_true", help="stop after the VAE")
-    parser.add_argument("--clips", type=int, default=6000, help="clips encoded for the DiT (~3 min)")
-    parser.add_argument("--dit-steps", type=int, default=2500, help="~35 min on 2 CPU cores")
+    parser.add_argument("--clips", type=int, default=6000, help="128x128 clips encoded for the DiT")
+    parser.add_argument("--small-clips", type=int, default=12000, help="64x64 clips encoded for the DiT")
+    parser.add_argument("--dit-small-steps", type=int, default=3000, help="DiT steps at 64x64")
+    parser.add_argument(
+        "--dit-steps", type=int, default=1500, help="DiT steps at 128x128, after those at 64x64"
+    )
+    parser.add_argument("--small-batch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dit-lr", type=float, default=DIT_LR)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores left free)")
     args = parser.parse_args(argv)
     global THREADS
@@ -402,9 +501,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"VAE done ({time.time() - begin:.0f} s)")
     if args.vae_only:
         return 0
-    latents, captions = encode_dataset(vae, args.out, args.clips, args.seed)
-    log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
-    train_dit(args.out, latents, captions, args.dit_steps, args.batch, args.seed)
+    stages = []
+    for size, count, steps, batch in [
+        (SIZE // 2, args.small_clips, args.dit_small_steps, args.small_batch),
+        (SIZE, args.clips, args.dit_steps, args.batch),
+    ]:
+        if steps > 0:
+            latents, captions = encode_dataset(vae, args.out, count, args.seed, size)
+            log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
+            stages.append(DiTStage(latents, captions, steps, batch))
+    train_dit(args.out, stages, args.seed, args.dit_lr)
     log(f"all done in {time.time() - begin:.0f} s")
     return 0
 
