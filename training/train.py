@@ -11,7 +11,9 @@ Stages, each resumable from its file in --out:
 2. Latents: a fixed set of clips, encoded once.
 3. Text encoder + DiT, trained together: a UMT5 encoder with a sentencepiece vocabulary learnt from the
    captions (stored in the weights file as `spiece_model`, as ComfyUI's UMT5 files do) and a Wan DiT,
-   by rectified flow. Random frame pinning, as Open-Sora trains: some latent frames are given clean, at
+   by rectified flow: first on 64x64 clips (a quarter of the tokens, so four times the captions per
+   second), then on 128x128, the size Tiny World generates at. The full training state is saved every
+   500 steps; a later run with more steps continues from it. Random frame pinning, as Open-Sora trains: some latent frames are given clean, at
    timestep 0, and not scored, so the model learns to continue known frames (image to video, extension,
    loops). 10% of captions are dropped for classifier-free guidance. The DiT's weights are an EMA.
 
@@ -378,7 +380,7 @@ def save_state(out: Path, step: int, text, dit, ema, optimizer, rng: np.random.G
     tensors = {}
     for prefix, module in (("text.", text), ("dit.", dit), ("ema.", ema)):
         tensors.update({prefix + k: v.detach().contiguous() for k, v in module.state_dict().items()})
-    for index, state in enumerate(optimizer.state_dict()["state"].values()):
+    for index, state in optimizer.state_dict()["state"].items():  # index: the parameter's place in the list
         tensors.update({f"adam.{index}.{k}": torch.as_tensor(v).contiguous() for k, v in state.items()})
     tensors["torch_rng"] = torch.get_rng_state()
     metadata = {"step": str(step), "numpy_rng": json.dumps(rng.bit_generator.state)}
@@ -399,10 +401,10 @@ def load_state(out: Path, text, dit, ema, optimizer, rng: np.random.Generator) -
     for prefix, module in (("text.", text), ("dit.", dit), ("ema.", ema)):
         module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     saved = optimizer.state_dict()
-    for index, key in enumerate(saved["param_groups"][0]["params"]):
-        saved["state"][key] = {
-            k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"adam.{index}.")
-        }
+    for index in saved["param_groups"][0]["params"]:
+        state = {k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"adam.{index}.")}
+        if state:  # a parameter that never had a gradient has no moments
+            saved["state"][index] = state
     optimizer.load_state_dict(saved)
     torch.set_rng_state(tensors["torch_rng"])
     rng.bit_generator.state = json.loads(metadata["numpy_rng"])
