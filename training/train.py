@@ -36,13 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..dit.config import WanConfig
 from ..dit.loader import CLEAN_PINS_KEY, HEAD_DIM_KEY, TEXT_LEN_KEY
 from ..dit.patchify import patchify
 from ..dit.wan import WanDiT
-from ..text_encoders.tokenizer import SentencePieceTokenizer
+from ..text_encoders.tokenizer import SentencePieceTokenizer, Tokens
 from ..text_encoders.umt5 import UMT5Config, UMT5Encoder
 from ..vae.wan21 import AttentionBlock, Resample, ResidualBlock, TimeCache
 from ..vae.wan22 import Wan22VAE, Wan22VAEConfig
@@ -226,9 +227,8 @@ def encode_dataset(
     latents, captions = [], []
     start = time.time()
     for index in range(0, count, 32):
-        frames, texts = clips(
-            seed * 7919 + (0 if size == SIZE else size * 1_000_003) + index, min(32, count - index), size=size
-        )
+        offset = 0 if size == SIZE else size * 1_000_003  # 128x128 keeps the clips the shipped DiT saw
+        frames, texts = clips(seed * 7919 + offset + index, min(32, count - index), size=size)
         latents.append(model.encode(to_video(frames)).half())
         captions += texts
         if index % 1024 == 0:
@@ -393,8 +393,6 @@ def load_state(out: Path, text, dit, ema, optimizer, rng: np.random.Generator) -
     path = out / STATE_FILE
     if not path.exists():
         return 0
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as handle:
         metadata = handle.metadata()
     tensors = load_file(str(path))
@@ -419,7 +417,7 @@ def dit_loss(
     x0: torch.Tensor,
     ids: torch.Tensor,
     mask: torch.Tensor,
-    empty,
+    empty: Tokens,
     rng: np.random.Generator,
 ) -> torch.Tensor:
     """Rectified flow on a batch of clean latents, with caption dropout and random frame pinning."""
