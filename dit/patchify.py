@@ -80,11 +80,54 @@ class SpacetimePatches:
             )
 
     @classmethod
-    def from_latent(cls, raw: torch.Tensor, patch_size: tuple[int, int, int], latent_format: LatentFormat):
-        """Cut a raw VAE latent (as a LATENT socket holds it) into normalised tokens."""
+    def from_latent(
+        cls,
+        raw: torch.Tensor,
+        patch_size: tuple[int, int, int],
+        latent_format: LatentFormat,
+        noise_mask: torch.Tensor | None = None,
+    ):
+        """Cut a raw VAE latent (as a LATENT socket holds it) into normalised tokens. With core's
+        `noise_mask` (1: denoise, 0: keep the latent as it is), the tokens it keeps are pinned."""
         tokens, grid = patchify(latent_format.normalize(raw), patch_size)
-        return cls(tokens=tokens, grid=grid, patch_size=patch_size, latent_format=latent_format)
+        if noise_mask is None:
+            return cls(tokens=tokens, grid=grid, patch_size=patch_size, latent_format=latent_format)
+        pinned = pinned_tokens(noise_mask, tuple(raw.shape), patch_size)
+        return cls(tokens, grid, patch_size, latent_format, pinned=pinned, known=tokens.clone())
 
     def to_latent(self) -> torch.Tensor:
         """The raw VAE latent these tokens stand for."""
         return self.latent_format.denormalize(unpatchify(self.tokens, self.grid, self.patch_size))
+
+    def noise_mask(self) -> torch.Tensor | None:
+        """Core's noise_mask (B×1×T×H×W, 1 where the tokens are denoised, 0 where pinned), or None."""
+        if self.pinned is None:
+            return None
+        pt, ph, pw = self.patch_size
+        cells = self.pinned[..., None].expand(-1, -1, pt * ph * pw).float()
+        return 1.0 - unpatchify(cells, self.grid, self.patch_size)
+
+
+def core_mask(noise_mask: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.Tensor:
+    """A LATENT's noise_mask brought to the latent's shape B×C×T×H×W as ComfyUI's samplers do
+    (comfy.utils.reshape_mask): a mask of fewer than 5 dims is frames×H×W, resized trilinearly, then
+    repeated over channels and batch."""
+    mask = noise_mask.float()
+    if mask.ndim < 5:
+        mask = mask.reshape(1, 1, -1, mask.shape[-2], mask.shape[-1])
+    mask = torch.nn.functional.interpolate(mask, size=tuple(latent_shape[2:]), mode="trilinear")
+    if mask.shape[1] < latent_shape[1]:
+        mask = mask.repeat(1, latent_shape[1], 1, 1, 1)[:, : latent_shape[1]]
+    batch = latent_shape[0]
+    if mask.shape[0] < batch:
+        mask = mask.repeat(-(-batch // mask.shape[0]), 1, 1, 1, 1)
+    return mask[:batch]
+
+
+def pinned_tokens(
+    noise_mask: torch.Tensor, latent_shape: tuple[int, ...], patch_size: tuple[int, int, int]
+) -> torch.Tensor:
+    """B×L bool: the tokens core's noise_mask keeps. A token is pinned only where the mask is below 0.5
+    on every one of its cells; a token it keeps in part (a soft or unaligned edge) is denoised whole."""
+    mask, _ = patchify(core_mask(noise_mask, latent_shape), patch_size)
+    return (mask < 0.5).all(dim=-1)

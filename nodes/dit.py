@@ -71,7 +71,11 @@ class SpacetimePatchifier:
                 "dit": (DIT, {"tooltip": "The model whose patch size and latent space the tokens use."}),
                 "latent": (
                     "LATENT",
-                    {"tooltip": "A latent video (B×C×T×H×W), e.g. from Empty Latent Video or VAE Encode."},
+                    {
+                        "tooltip": "A latent video (B×C×T×H×W), e.g. from Empty Latent Video or VAE Encode. "
+                        "Its noise_mask, if any (core's meaning: 1 denoise, 0 keep), pins the tokens it keeps "
+                        "to their values here."
+                    },
                 ),
             }
         }
@@ -79,7 +83,8 @@ class SpacetimePatchifier:
     def patchify(self, dit, latent):
         raw = latent["samples"]
         dit.check_latent(raw)
-        return (SpacetimePatches.from_latent(raw, dit.config.patch_size, dit.latent_format),)
+        mask = latent.get("noise_mask")
+        return (SpacetimePatches.from_latent(raw, dit.config.patch_size, dit.latent_format, mask),)
 
 
 class SpacetimeUnpatchify:
@@ -98,4 +103,7 @@ class SpacetimeUnpatchify:
         }
 
     def unpatchify(self, patches):
-        return ({"samples": patches.to_latent()},)
+        latent = {"samples": patches.to_latent()}
+        if patches.pinned is not None:  # pinned tokens go back out as core's noise_mask
+            latent["noise_mask"] = patches.noise_mask()
+        return (latent,)
