@@ -112,6 +112,11 @@ def core_mask(noise_mask: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.
     """A LATENT's noise_mask brought to the latent's shape B×C×T×H×W as ComfyUI's samplers do
     (comfy.utils.reshape_mask): a mask of fewer than 5 dims is frames×H×W, resized trilinearly, then
     repeated over channels and batch."""
+    if noise_mask.ndim < 2 or noise_mask.ndim > 5:
+        raise ValueError(
+            f"noise_mask has shape {tuple(noise_mask.shape)}; expected H×W, frames×H×W or B×C×T×H×W "
+            "(1 where the latent is denoised, 0 where it is kept), as core's mask nodes make."
+        )
     mask = noise_mask.float()
     if mask.ndim < 5:
         mask = mask.reshape(1, 1, -1, mask.shape[-2], mask.shape[-1])

@@ -88,4 +88,6 @@ def test_noise_mask_is_resized_and_repeated_as_core_does(dit):
     assert patches.pinned[:, :4].all() and not patches.pinned[:, 4:].any()
     (plain,) = SpacetimePatchifier().patchify(dit, {"samples": raw})
     assert plain.pinned is None
+    with pytest.raises(ValueError, match=r"noise_mask has shape \(4,\); expected H×W"):
+        SpacetimePatchifier().patchify(dit, {"samples": raw, "noise_mask": torch.ones(4)})
     assert "noise_mask" not in SpacetimeUnpatchify().unpatchify(plain)[0]
