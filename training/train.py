@@ -393,16 +393,16 @@ def load_state(out: Path, text, dit, ema, optimizer, rng: np.random.Generator) -
     path = out / STATE_FILE
     if not path.exists():
         return 0
-    with safe_open(str(path), "pt") as handle:
+    with safe_open(str(path), "pt") as handle:  # one read: the tensors and the metadata
         metadata = handle.metadata()
-    tensors = load_file(str(path))
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     for prefix, module in (("text.", text), ("dit.", dit), ("ema.", ema)):
         module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    saved = optimizer.state_dict()
-    for index in saved["param_groups"][0]["params"]:
-        state = {k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"adam.{index}.")}
-        if state:  # a parameter that never had a gradient has no moments
-            saved["state"][index] = state
+    saved = optimizer.state_dict()  # a parameter that never had a gradient has no moments, and no entry
+    for key, value in tensors.items():
+        if key.startswith("adam."):
+            _, index, name = key.split(".")
+            saved["state"].setdefault(int(index), {})[name] = value
     optimizer.load_state_dict(saved)
     torch.set_rng_state(tensors["torch_rng"])
     rng.bit_generator.state = json.loads(metadata["numpy_rng"])
