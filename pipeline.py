@@ -65,6 +65,53 @@ def load_tiny_world(device=None, vae_device=None) -> tuple[WanDiT, TextEncoder, 
     return dit, text_encoder, vae
 
 
+def encode_prompt(
+    text_encoder: TextEncoder, prompt: str, negative_prompt: str, cfg: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Text contexts (positive, negative or None when cfg is 1)."""
+    with host.on_compute_device(text_encoder.model):
+        context = text_encoder.encode([prompt] if cfg == 1.0 else [prompt, negative_prompt])
+    return context[:1], (context[1:] if cfg != 1.0 else None)
+
+
+def sample_latent(
+    dit: WanDiT,
+    latent: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor | None,
+    settings: Settings,
+    noise_mask: torch.Tensor | None = None,
+    sigmas: torch.Tensor | None = None,
+    low_noise_dit: WanDiT | None = None,
+    tick: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Denoise a raw latent (zeros: text to video) down `sigmas` (default: the settings' schedule), holding
+    what core's `noise_mask` keeps; the Patchifier, DiT Denoiser and Unpatchify nodes in one call."""
+    s = settings
+    if dit.config.in_channels != latent.shape[1]:
+        raise ValueError(
+            f"{dit.config.name} takes {dit.config.in_channels}-channel latents but the VAE makes "
+            f"{latent.shape[1]}: use the VAE that belongs to the model."
+        )
+    patches = SpacetimePatches.from_latent(latent, dit.config.patch_size, dit.latent_format, noise_mask)
+    if sigmas is None:
+        sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
+    patches = denoise(
+        dit,
+        patches,
+        sigmas,
+        positive,
+        negative,
+        cfg=s.cfg,
+        seed=s.seed,
+        solver=s.solver,
+        low_noise_dit=low_noise_dit,
+        boundary=s.boundary,
+        step_callback=tick,
+    )
+    return patches.to_latent()
+
+
 def text_to_video(
     dit: WanDiT,
     text_encoder: TextEncoder,
@@ -77,35 +124,34 @@ def text_to_video(
 ) -> torch.Tensor:
     """A prompt -> IMAGE frames T×H×W×3 in 0..1. `progress(description, total)` returns a per-step tick
     (default: ComfyUI's or the console's progress bar, which also honours cancel)."""
+    s = settings
+    empty = torch.zeros(vae.latent_shape(s.frames, s.height, s.width))
+    return edit_video(
+        dit, text_encoder, vae, prompt, empty, None, negative_prompt, s, low_noise_dit, progress
+    )
+
+
+def edit_video(
+    dit: WanDiT,
+    text_encoder: TextEncoder,
+    vae: VideoVAE,
+    prompt: str,
+    latent: torch.Tensor,
+    noise_mask: torch.Tensor | None = None,
+    negative_prompt: str = WAN_NEGATIVE_PROMPT,
+    settings: Settings = Settings(),
+    low_noise_dit: WanDiT | None = None,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+    sigmas: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Denoise `latent` (with core's `noise_mask`: the known frames of an edit) under a prompt and decode
+    it -> IMAGE frames (B·T)×H×W×3 in 0..1, as the edit nodes' graph does."""
     progress = progress or (lambda description, total: host.progress_ticker(total, description))
     s = settings
-    shape = vae.latent_shape(s.frames, s.height, s.width)
-
-    with host.on_compute_device(text_encoder.model):
-        context = text_encoder.encode([prompt] if s.cfg == 1.0 else [prompt, negative_prompt])
-    positive, negative = context[:1], (context[1:] if s.cfg != 1.0 else None)
-
-    if dit.config.in_channels != vae.latent_channels:
-        raise ValueError(
-            f"{dit.config.name} takes {dit.config.in_channels}-channel latents but the VAE makes "
-            f"{vae.latent_channels}: use the VAE that belongs to the model."
-        )
-    empty = torch.zeros(shape)
-    patches = SpacetimePatches.from_latent(empty, dit.config.patch_size, dit.latent_format)
-    sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
-    patches = denoise(
-        dit,
-        patches,
-        sigmas,
-        positive,
-        negative,
-        cfg=s.cfg,
-        seed=s.seed,
-        solver=s.solver,
-        low_noise_dit=low_noise_dit,
-        boundary=s.boundary,
-        step_callback=progress("Denoising", s.steps),
+    positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, s.cfg)
+    steps = s.steps if sigmas is None else len(sigmas) - 1
+    latent = sample_latent(
+        dit, latent, positive, negative, s, noise_mask, sigmas, low_noise_dit, progress("Denoising", steps)
     )
-    latent = patches.to_latent()
     video = vae.decode(latent, progress("Decoding", latent.shape[2]), tile=s.tile, overlap=s.overlap)
     return video_to_frames(video)

@@ -1,6 +1,14 @@
 """Node classes: each declares its inputs and calls one library function."""
 
 from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
+from .editing import (
+    SpacetimeConnectVideos,
+    SpacetimeExtendVideo,
+    SpacetimeImageToVideo,
+    SpacetimeJoinEditedClip,
+    SpacetimeLoopVideo,
+    SpacetimeVideoToVideo,
+)
 from .prompting import SpacetimePromptGuard, SpacetimeShotPrompt
 from .provenance import SpacetimeDetectWatermark
 from .sampling import SpacetimeDiTDenoiser, SpacetimeScheduler
@@ -23,6 +31,12 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeScheduler": SpacetimeScheduler,
     "SpacetimeDiTDenoiser": SpacetimeDiTDenoiser,
     "SpacetimeVideoCombine": SpacetimeVideoCombine,
+    "SpacetimeImageToVideo": SpacetimeImageToVideo,
+    "SpacetimeVideoToVideo": SpacetimeVideoToVideo,
+    "SpacetimeExtendVideo": SpacetimeExtendVideo,
+    "SpacetimeConnectVideos": SpacetimeConnectVideos,
+    "SpacetimeLoopVideo": SpacetimeLoopVideo,
+    "SpacetimeJoinEditedClip": SpacetimeJoinEditedClip,
     "SpacetimeShotPrompt": SpacetimeShotPrompt,
     "SpacetimePromptGuard": SpacetimePromptGuard,
     "SpacetimeDetectWatermark": SpacetimeDetectWatermark,
@@ -42,6 +56,12 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeScheduler": "Scheduler (Spacetime)",
     "SpacetimeDiTDenoiser": "DiT Denoiser (Spacetime)",
     "SpacetimeVideoCombine": "Video Combine (Spacetime)",
+    "SpacetimeImageToVideo": "Image to Video (Spacetime)",
+    "SpacetimeVideoToVideo": "Video to Video (Spacetime)",
+    "SpacetimeExtendVideo": "Extend Video (Spacetime)",
+    "SpacetimeConnectVideos": "Connect Videos (Spacetime)",
+    "SpacetimeLoopVideo": "Loop Video (Spacetime)",
+    "SpacetimeJoinEditedClip": "Join Edited Clip (Spacetime)",
     "SpacetimeShotPrompt": "Shot Prompt (Spacetime)",
     "SpacetimePromptGuard": "Prompt Guard (Spacetime)",
     "SpacetimeDetectWatermark": "Detect Watermark (Spacetime)",

@@ -365,6 +365,28 @@ def evaluate_many(videos, targets: Sequence[dict]) -> dict:
     return {"count": len(results), **summary, "results": results}
 
 
+def psnr(frames: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of frames against reference frames (floats in 0..1; 100 when equal)."""
+    mse = float(np.mean((np.asarray(frames, np.float64) - np.asarray(reference, np.float64)) ** 2))
+    return 100.0 if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def frame_changes(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute change from each frame to the next (F-1 values for F frames)."""
+    frames = np.asarray(frames, np.float64)
+    return np.abs(np.diff(frames, axis=0)).mean(axis=tuple(range(1, frames.ndim)))
+
+
+def seam_ratios(frames: np.ndarray, joins: Sequence[int], wrap: bool = False) -> list[float]:
+    """At each join j (the step from frame j-1 to j), and from the last frame to the first with `wrap`:
+    the change there over the median change between consecutive frames of the clip (1: no seam)."""
+    frames = np.asarray(frames, np.float64)
+    changes = frame_changes(np.concatenate([frames, frames[:1]]) if wrap else frames)
+    median = max(float(np.median(changes)), 1e-6)
+    steps = [changes[j - 1] for j in joins] + ([changes[-1]] if wrap else [])
+    return [float(step / median) for step in steps]
+
+
 def load_video(path: str | Path) -> np.ndarray:
     """uint8 RGB frames from a .npy array, a folder of images (sorted by name) or a video file OpenCV reads."""
     path = Path(path)

@@ -1,0 +1,251 @@
+"""The editing suite: each node places known frames in a LATENT (core's noise_mask) for the Patchifier,
+and hands a SPACETIME_CLIP_PLAN to Join Edited Clip, which puts the decoded result together with its
+sources. Image to video, video to video, extend forward/backward, connect two clips, seamless loop."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import host
+from ..samplers import frames as edits
+from ..vae import frames_to_video
+from .vae import MAX_SIZE, VAE
+
+PLAN = "SPACETIME_CLIP_PLAN"
+LATENT_TOOLTIP = "The latent to denoise: connect the Patchifier. Known frames are kept by its noise_mask."
+PLAN_TOOLTIP = "How the decoded frames join their sources: connect Join Edited Clip."
+MAX_FRAMES = 4097
+
+
+def _encoder(vae, description: str, total: int):
+    tick = host.progress_ticker(total, description)
+
+    def encode(frames: torch.Tensor) -> torch.Tensor:
+        return vae.encode(frames_to_video(frames), progress=tick)
+
+    return encode
+
+
+def _latent_size(vae, height: int, width: int) -> tuple[int, int, int]:
+    vae.check_size(1, height, width)
+    return vae.latent_channels, height // vae.spatial_stride, width // vae.spatial_stride
+
+
+def _clip(vae, images, name: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """A clip's frames as RGB, and its latent frame size; a size the VAE cannot take is refused."""
+    clip = edits.rgb_frames(images, name)
+    height, width = clip.shape[1:3]
+    try:
+        return clip, _latent_size(vae, height, width)
+    except ValueError as error:
+        raise ValueError(
+            f"{name} is {width}x{height}: {error} Resize it first (e.g. core's Upscale Image, or crop), "
+            "to a size the model takes."
+        ) from None
+
+
+def _output(edit: edits.EditLatent):
+    latent = {"samples": edit.latent.to(host.intermediate_device())}
+    if edit.noise_mask is not None:
+        latent["noise_mask"] = edit.noise_mask.to(host.intermediate_device())
+    return latent, edit.plan
+
+
+def _frames_widget(default: int, tooltip: str, minimum: int = 1) -> tuple:
+    return ("INT", {"default": default, "min": minimum, "max": MAX_FRAMES, "tooltip": tooltip})
+
+
+OVERLAP_TOOLTIP = (
+    "Frames of the clip the model sees and continues from. The VAE groups frames in fours after the first, "
+    "so known frames that open the generated part are used as 1, 5, 9, ... and those that close it as 4, 8, "
+    "...: the largest such count not above this one. More overlap carries motion on better."
+)
+
+
+class SpacetimeImageToVideo:
+    CATEGORY = "Spacetime/editing"
+    FUNCTION = "prepare"
+    RETURN_TYPES = ("LATENT", PLAN)
+    RETURN_NAMES = ("latent", "plan")
+    OUTPUT_TOOLTIPS = (LATENT_TOOLTIP, PLAN_TOOLTIP)
+    DESCRIPTION = (
+        "Animates an image: it becomes the first frame of a video the DiT continues under the prompt. Each "
+        "image of a batch starts its own video. Works with any IMAGE: Load Image, or an image generator's "
+        "output."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "image": ("IMAGE", {"tooltip": "The first frame. An alpha channel is composited over black."}),
+                "width": ("INT", {"default": 832, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Video width in pixels (a multiple of 16; 32 for Wan 2.2 TI2V). Tiny World: 128."}),
+                "height": ("INT", {"default": 480, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Video height in pixels (a multiple of 16; 32 for Wan 2.2 TI2V). Tiny World: 128."}),
+                "frames": ("INT", {"default": 81, "min": 5, "max": MAX_FRAMES, "step": 4, "tooltip": "Frames of the video, the image included: 4k+1 (5, 9, ..., 81)."}),
+                "fit": (list(edits.FIT_RULES), {"default": "crop", "tooltip": "How an image of another size or shape becomes width x height. crop: scale to cover, cut the centre (nothing stretched, edges lost). pad: scale to fit inside, black bars (nothing lost). stretch: scale each side on its own."}),
+            }
+        }  # fmt: skip
+
+    def prepare(self, vae, image, width, height, frames, fit):
+        images = edits.fit_frames(edits.rgb_frames(image, "image"), width, height, fit)
+        size = _latent_size(vae, height, width)
+        encode = _encoder(vae, "VAE encode", len(images))
+        return _output(edits.image_to_video(encode, vae.temporal_stride, size, images, frames))
+
+
+class SpacetimeVideoToVideo:
+    CATEGORY = "Spacetime/editing"
+    FUNCTION = "prepare"
+    RETURN_TYPES = ("LATENT", "SIGMAS", PLAN)
+    RETURN_NAMES = ("latent", "sigmas", "plan")
+    OUTPUT_TOOLTIPS = (
+        "The source video's latent: connect the Patchifier.",
+        "The schedule scaled to start at `strength`: connect the DiT Denoiser.",
+        PLAN_TOOLTIP,
+    )
+    DESCRIPTION = (
+        "Re-renders a video under a new prompt (SDEdit): its latent is noised to `strength` and denoised "
+        "from there. Low strength keeps layout and motion and changes the look; 1 keeps nothing."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "video": ("IMAGE", {"tooltip": "The frames to re-render (any count: padded to 4k+1 by repeating the last frame, and trimmed back by Join Edited Clip)."}),
+                "sigmas": ("SIGMAS", {"tooltip": "A full schedule (from Scheduler (Spacetime), denoise 1): its steps are kept, scaled to start at `strength`."}),
+                "strength": ("FLOAT", {"default": 0.6, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "The noise level the source is taken to (0..1): how much is redrawn. 0.3 restyles, 0.6 keeps the layout, 1 starts from pure noise."}),
+            }
+        }  # fmt: skip
+
+    def prepare(self, vae, video, sigmas, strength):
+        clip, _ = _clip(vae, video, "video")
+        scaled = edits.strength_sigmas(sigmas, strength)
+        encode = _encoder(vae, "VAE encode", 1 + (len(clip) + 2) // vae.temporal_stride)
+        latent, plan = _output(edits.video_to_video(encode, vae.temporal_stride, clip))
+        return latent, scaled, plan
+
+
+class SpacetimeExtendVideo:
+    CATEGORY = "Spacetime/editing"
+    FUNCTION = "prepare"
+    RETURN_TYPES = ("LATENT", PLAN)
+    RETURN_NAMES = ("latent", "plan")
+    OUTPUT_TOOLTIPS = (LATENT_TOOLTIP, PLAN_TOOLTIP)
+    DESCRIPTION = (
+        "Continues a clip past its end (forward) or invents what came before its start (backward), from its "
+        "last or first `overlap` frames. Join Edited Clip returns the whole clip with the new frames joined on."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "video": ("IMAGE", {"tooltip": "The clip to extend (its frames, at a size the model takes)."}),
+                "direction": (["forward", "backward"], {"tooltip": "forward: after the last frame. backward: before the first."}),
+                "new_frames": _frames_widget(12, "Frames to add, rounded up to whole latent frames (forward: a multiple of 4; backward: 4k+1)."),
+                "overlap": _frames_widget(5, OVERLAP_TOOLTIP),
+            }
+        }  # fmt: skip
+
+    def prepare(self, vae, video, direction, new_frames, overlap):
+        if direction not in ("forward", "backward"):
+            raise ValueError(f"direction {direction!r}: expected forward or backward.")
+        clip, size = _clip(vae, video, "video")
+        encode = _encoder(vae, "VAE encode", 1 + overlap // vae.temporal_stride)
+        backward = direction == "backward"
+        return _output(edits.extend(encode, vae.temporal_stride, size, clip, new_frames, overlap, backward))
+
+
+class SpacetimeConnectVideos:
+    CATEGORY = "Spacetime/editing"
+    FUNCTION = "prepare"
+    RETURN_TYPES = ("LATENT", PLAN)
+    RETURN_NAMES = ("latent", "plan")
+    OUTPUT_TOOLTIPS = (LATENT_TOOLTIP, PLAN_TOOLTIP)
+    DESCRIPTION = (
+        "Generates the bridge from the end of one clip to the start of another. Join Edited Clip returns "
+        "the joined result (first clip, bridge, second clip) and the bridge alone."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "first": ("IMAGE", {"tooltip": "The clip that comes first; the bridge starts from its last frames."}),
+                "second": ("IMAGE", {"tooltip": "The clip that comes after; the bridge leads into its first frames. Same size as the first."}),
+                "bridge_frames": _frames_widget(8, "New frames between the two clips, rounded up to a multiple of 4."),
+                "overlap": _frames_widget(5, OVERLAP_TOOLTIP),
+            }
+        }  # fmt: skip
+
+    def prepare(self, vae, first, second, bridge_frames, overlap):
+        a, size = _clip(vae, first, "first")
+        b = edits.rgb_frames(second, "second")
+        encode = _encoder(vae, "VAE encode", 2 * (1 + overlap // vae.temporal_stride))
+        return _output(edits.connect(encode, vae.temporal_stride, size, a, b, bridge_frames, overlap))
+
+
+class SpacetimeLoopVideo:
+    CATEGORY = "Spacetime/editing"
+    FUNCTION = "prepare"
+    RETURN_TYPES = ("LATENT", PLAN)
+    RETURN_NAMES = ("latent", "plan")
+    OUTPUT_TOOLTIPS = (LATENT_TOOLTIP, PLAN_TOOLTIP)
+    DESCRIPTION = (
+        "Makes a clip loop seamlessly: generates a bridge from its last frames back to its first, so the "
+        "last frame of the result flows into the first. Join Edited Clip returns the clip with the bridge."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "video": ("IMAGE", {"tooltip": "The clip to loop."}),
+                "bridge_frames": _frames_widget(8, "New frames that lead from the end back to the start, rounded up to a multiple of 4."),
+                "overlap": _frames_widget(5, OVERLAP_TOOLTIP),
+            }
+        }  # fmt: skip
+
+    def prepare(self, vae, video, bridge_frames, overlap):
+        clip, size = _clip(vae, video, "video")
+        encode = _encoder(vae, "VAE encode", 2 * (1 + overlap // vae.temporal_stride))
+        return _output(
+            edits.connect(encode, vae.temporal_stride, size, clip, clip, bridge_frames, overlap, loop=True)
+        )
+
+
+class SpacetimeJoinEditedClip:
+    CATEGORY = "Spacetime/editing"
+    FUNCTION = "join"
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("video", "new_frames")
+    OUTPUT_TOOLTIPS = (
+        "The whole result: the source frames joined with the generated ones (for a loop, ready to repeat).",
+        "Only the generated frames (a bridge, an extension, the animation after the first frame).",
+    )
+    DESCRIPTION = (
+        "Puts an edit together after VAE Decode: known source frames come back exactly as given, the "
+        "VAE's loss at them fades out over the next `blend` new frames (no step where source and generated "
+        "frames meet), and the rest of the source clip is joined on."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "plan": (PLAN, {"tooltip": "From the editing node that made the latent."}),
+                "images": ("IMAGE", {"tooltip": "VAE Decode's frames of the denoised latent."}),
+                "blend": ("INT", {"default": edits.DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the difference between the source and its decoded copy fades out. 0: none."}),
+            }
+        }  # fmt: skip
+
+    def join(self, plan, images, blend):
+        video, new = edits.assemble(plan, images, blend)
+        device = host.intermediate_device()
+        return video.to(device), new.to(device)

@@ -1,0 +1,368 @@
+"""Frame conditioning: the editing operations as placements of known frames in a latent video, and the
+way a generated clip goes back together with the frames it came from.
+
+Every edit generates one clip whose latent holds known frames (pinned, core's `noise_mask` = 0) and new
+ones (denoised, mask 1):
+
+    image to video   [image] [new ...]
+    extend forward   [tail of the clip] [new ...]
+    extend backward  [new ...] [head of the clip]
+    connect          [tail of clip A] [new ...] [head of clip B]
+    loop             [tail of the clip] [new ...] [head of the same clip]
+
+A causal video VAE (Wan's) puts pixel frame 0 alone in latent frame 0 and every later group of 4 pixel
+frames in one latent frame. Known frames must fill whole latent frames: a head of 4m+1 frames is
+encoded as a video of its own; a tail that starts mid-clip (4m frames) is encoded after one copy of its
+first frame, which stands in for the unknown frames before it, and that extra latent frame is dropped.
+
+After decoding, `assemble` puts the clip together: the source frames come back exactly where they were
+known, the difference between them and their decoded copies (the VAE's loss) is carried into the
+neighbouring new frames with a linearly fading weight, so no step appears where the two meet, and the
+frames before and after the generated clip are joined on.
+
+Axes: F pixel frames, T latent frames, B batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+FIT_RULES = ("crop", "pad", "stretch")
+DEFAULT_BLEND = 4  # new frames over which the VAE's loss at a known frame fades out
+Encode = Callable[[torch.Tensor], torch.Tensor]  # frames F×H×W×3 in 0..1 -> raw latent 1×C×T×h×w
+
+
+def rgb_frames(images: torch.Tensor, name: str) -> torch.Tensor:
+    """An IMAGE (B×H×W×C floats in 0..1) as RGB: an alpha channel is composited over black (transparent
+    pixels become black, as most video players show them); 1 channel is grey."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name}: got {shape}; expected an IMAGE batch B×H×W×3 (floats in 0..1).")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} holds 0 frames; connect a node that produces at least one.")
+    channels = images.shape[-1]
+    images = images.float()
+    if channels == 4:
+        return images[..., :3] * images[..., 3:]
+    if channels == 1:
+        return images.expand(-1, -1, -1, 3)
+    if channels != 3:
+        raise ValueError(f"{name} has {channels} channels; expected RGB (3), RGBA (4) or grey (1).")
+    return images
+
+
+def fit_frames(images: torch.Tensor, width: int, height: int, rule: str) -> torch.Tensor:
+    """Bring frames B×H×W×3 to height×width: `crop` scales to cover and cuts the centre out, `pad` scales
+    to fit inside and fills the borders with black, `stretch` scales each axis on its own (kornia,
+    bilinear, antialiased when shrinking)."""
+    from kornia.geometry.transform import resize
+
+    if rule not in FIT_RULES:
+        raise ValueError(f"fit {rule!r}: expected one of {', '.join(FIT_RULES)}.")
+    source_height, source_width = images.shape[1:3]
+    if (source_height, source_width) == (height, width):
+        return images
+    x = images.permute(0, 3, 1, 2)
+    if rule == "stretch":
+        size = (height, width)
+    else:
+        pick = max if rule == "crop" else min
+        scale = pick(height / source_height, width / source_width)
+        size = (max(1, round(source_height * scale)), max(1, round(source_width * scale)))
+        if rule == "crop":  # rounding must not leave a gap
+            size = (max(size[0], height), max(size[1], width))
+    x = resize(x, size, interpolation="bilinear", antialias=True).clamp(0.0, 1.0)
+    if rule == "crop":
+        top, left = (size[0] - height) // 2, (size[1] - width) // 2
+        x = x[:, :, top : top + height, left : left + width]
+    elif rule == "pad":
+        top, left = (height - size[0]) // 2, (width - size[1]) // 2
+        x = F.pad(x, (left, width - size[1] - left, top, height - size[0] - top))
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """How a generated clip (SPACETIME_CLIP_PLAN) goes back together with its sources, for `assemble`.
+
+    known: F bool, which frames of the generated clip were given; sources: B×K×H×W×3, those K frames of
+    each of the B clips; before / after: frames of one video joined on before / after the generated clip;
+    drop_tail: generated frames left out at the end (a loop's copy of its own first frames, or the
+    frames video to video added to reach stride·k+1)."""
+
+    known: torch.Tensor
+    sources: torch.Tensor | None = None
+    batch: int = 1
+    before: torch.Tensor | None = None
+    after: torch.Tensor | None = None
+    drop_tail: int = 0
+    operation: str = "edit"
+
+    @property
+    def frames(self) -> int:
+        return int(self.known.numel())
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.operation}: {self.batch}x{self.frames} frames generated ({int(self.known.sum())} known)"
+        ]
+        if self.before is not None:
+            parts.append(f"{len(self.before)} source frames before")
+        if self.after is not None:
+            parts.append(f"{len(self.after)} after")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class EditLatent:
+    latent: torch.Tensor  # raw B×C×T×h×w, zeros where new
+    noise_mask: torch.Tensor | None  # B×1×T×h×w, core's meaning: 1 denoise, 0 keep; None: all denoised
+    plan: ClipPlan
+
+
+def encode_head(encode: Encode, frames: torch.Tensor, stride: int) -> torch.Tensor:
+    """Frames that open a clip (stride·m + 1 of them) -> m + 1 latent frames."""
+    _check_count(frames, stride, 1, "a clip's opening frames")
+    return encode(frames)
+
+
+def encode_inside(encode: Encode, frames: torch.Tensor, stride: int) -> torch.Tensor:
+    """Frames that start mid-clip on a latent frame boundary (stride·m of them) -> m latent frames, encoded
+    after one copy of the first frame that stands in for the unknown frames before them."""
+    _check_count(frames, stride, 0, "frames that start mid-clip")
+    return encode(torch.cat([frames[:1], frames]))[:, :, 1:]
+
+
+def _check_count(frames: torch.Tensor, stride: int, remainder: int, what: str) -> None:
+    if len(frames) < max(1, remainder) or (len(frames) - remainder) % stride:
+        raise ValueError(f"{what}: {len(frames)} frames; expected {stride}k+{remainder}.")
+
+
+def edit_latent(
+    encode: Encode,
+    stride: int,
+    latent_size: tuple[int, int, int],
+    new: int,
+    head: torch.Tensor | None = None,
+    tail: torch.Tensor | None = None,
+    *,
+    before: torch.Tensor | None = None,
+    after: torch.Tensor | None = None,
+    drop_tail: int = 0,
+    operation: str = "edit",
+) -> EditLatent:
+    """One generated clip: `head` (stride·m+1 known frames, or None), `new` latent frames to generate, then
+    `tail` (stride·m known frames, or None). latent_size: (channels, h, w) of a latent frame."""
+    if new < 1:
+        raise ValueError(f"{operation}: {new} new latent frames; at least 1 is needed.")
+    parts, known = [], []
+    channels, height, width = latent_size
+    if head is not None:
+        latent = encode_head(encode, head, stride)
+        parts.append(latent)
+        known += [True] * len(head)
+    parts.append(torch.zeros(1, channels, new, height, width))
+    known += [False] * (new * stride if head is not None else 1 + (new - 1) * stride)
+    if tail is not None:
+        parts.append(encode_inside(encode, tail, stride))
+        known += [True] * len(tail)
+    latent = torch.cat([part.float().cpu() for part in parts], dim=2)
+    mask = torch.ones(1, 1, latent.shape[2], height, width)
+    if head is not None:
+        mask[:, :, : parts[0].shape[2]] = 0.0
+    if tail is not None:
+        mask[:, :, latent.shape[2] - parts[-1].shape[2] :] = 0.0
+    given = [frames for frames in (head, tail) if frames is not None]
+    sources = torch.cat(given).float()[None] if given else None
+    plan = ClipPlan(torch.tensor(known), sources, 1, before, after, drop_tail, operation)
+    return EditLatent(latent, mask, plan)
+
+
+def image_to_video(
+    encode: Encode, stride: int, latent_size: tuple[int, int, int], images: torch.Tensor, frames: int
+) -> EditLatent:
+    """Each image (already fitted to the video size) opens its own video of `frames` (stride·k+1) frames."""
+    if frames < 1 + stride or (frames - 1) % stride:
+        raise ValueError(
+            f"frames={frames}: image to video needs {stride}k+1 frames with k >= 1 ({1 + stride}, "
+            f"{1 + 2 * stride}, ...)."
+        )
+    edits = [
+        edit_latent(
+            encode, stride, latent_size, (frames - 1) // stride, head=image[None], operation="image to video"
+        )
+        for image in images
+    ]
+    plan = ClipPlan(
+        edits[0].plan.known,
+        torch.cat([e.plan.sources for e in edits]),
+        len(edits),
+        operation="image to video",
+    )
+    return EditLatent(torch.cat([e.latent for e in edits]), torch.cat([e.noise_mask for e in edits]), plan)
+
+
+def head_overlap(requested: int, available: int, stride: int, what: str) -> int:
+    """Known frames that open a generated clip: the largest stride·m+1 <= requested."""
+    used = 1 + (max(1, requested) - 1) // stride * stride
+    if available < used:
+        raise ValueError(
+            f"{what} has {available} frames, fewer than the overlap of {used}: lower the overlap to at most "
+            f"{1 + (available - 1) // stride * stride} or give a longer clip."
+        )
+    return used
+
+
+def tail_overlap(requested: int, available: int, stride: int, what: str) -> int:
+    """Known frames that close a generated clip: the largest stride·m <= requested (at least stride)."""
+    used = max(stride, requested // stride * stride)
+    if available < used:
+        raise ValueError(
+            f"{what} has {available} frames, fewer than the overlap of {used} it needs at its start (a "
+            f"multiple of {stride} when the known frames close the generated clip): give a clip of at least "
+            f"{used} frames."
+        )
+    return used
+
+
+def new_latent_frames(frames: int, stride: int, opens_clip: bool) -> int:
+    """Latent frames for at least `frames` new pixel frames (1 + stride·(n-1) when they open the clip,
+    stride·n otherwise)."""
+    frames = max(1, frames)
+    return 1 + math.ceil((frames - 1) / stride) if opens_clip else math.ceil(frames / stride)
+
+
+def extend(
+    encode: Encode,
+    stride: int,
+    latent_size: tuple[int, int, int],
+    clip: torch.Tensor,
+    new_frames: int,
+    overlap: int,
+    backward: bool = False,
+) -> EditLatent:
+    """Continue `clip` past its end (or before its start, `backward`) by at least `new_frames` frames,
+    generating from its last (first) `overlap` frames; the plan joins the rest of the clip on."""
+    if not backward:
+        used = head_overlap(overlap, len(clip), stride, "the clip")
+        return edit_latent(
+            encode, stride, latent_size, new_latent_frames(new_frames, stride, False),
+            head=clip[len(clip) - used :], before=clip[: len(clip) - used], operation="extend forward",
+        )  # fmt: skip
+    used = tail_overlap(overlap, len(clip), stride, "the clip")
+    return edit_latent(
+        encode, stride, latent_size, new_latent_frames(new_frames, stride, True),
+        tail=clip[:used], after=clip[used:], operation="extend backward",
+    )  # fmt: skip
+
+
+def connect(
+    encode: Encode,
+    stride: int,
+    latent_size: tuple[int, int, int],
+    first: torch.Tensor,
+    second: torch.Tensor,
+    bridge_frames: int,
+    overlap: int,
+    loop: bool = False,
+) -> EditLatent:
+    """The bridge from the end of `first` to the start of `second`, and the plan that joins all three. With
+    `loop` (first is second), the result ends where the clip begins, so it plays on seamlessly."""
+    if first.shape[1:] != second.shape[1:]:
+        raise ValueError(
+            f"the two clips differ in size: {first.shape[2]}x{first.shape[1]} and {second.shape[2]}x"
+            f"{second.shape[1]} (width x height). Bring both to one size first (e.g. core's Upscale Image)."
+        )
+    head = head_overlap(overlap, len(first), stride, "the first clip" if not loop else "the clip")
+    tail = tail_overlap(overlap, len(second), stride, "the second clip")
+    if loop and head + tail > len(first):
+        raise ValueError(
+            f"a loop of a {len(first)}-frame clip with an overlap of {overlap} would reuse frames at both ends: "
+            f"give a clip of at least {head + tail} frames or lower the overlap."
+        )
+    return edit_latent(
+        encode, stride, latent_size, new_latent_frames(bridge_frames, stride, False),
+        head=first[len(first) - head :], tail=second[:tail], before=first[: len(first) - head],
+        after=None if loop else second[tail:], drop_tail=tail if loop else 0,
+        operation="loop" if loop else "connect",
+    )  # fmt: skip
+
+
+def assemble(
+    plan: ClipPlan, decoded: torch.Tensor, blend: int = DEFAULT_BLEND
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoded frames of the generated clip(s) (B·F×H×W×3) -> (the joined result, only the new frames).
+
+    Known frames come back exactly as they were given. The VAE's loss at a known frame (source minus its
+    decoded copy) is added to the `blend` new frames next to it with weights falling linearly to 0, so the
+    step into generated frames is spread over several frames instead of one."""
+    batch, count, known = plan.batch, plan.frames, plan.known
+    size = None if plan.sources is None else tuple(plan.sources.shape[2:4])
+    if (
+        decoded.ndim != 4
+        or decoded.shape[0] != batch * count
+        or size not in (None, tuple(decoded.shape[1:3]))
+    ):
+        expected = f"{batch * count} frames" + ("" if size is None else f" of {size[1]}x{size[0]}")
+        raise ValueError(
+            f"frames of shape {tuple(decoded.shape)} are not this plan's decoded clip ({plan.describe()}; "
+            f"expected {expected}): connect the VAE Decode of the latent that came with this plan."
+        )
+    if blend < 0:
+        raise ValueError(f"blend={blend}: expected 0 or more frames.")
+    generated = decoded.float().reshape(batch, count, *decoded.shape[1:]).clone()
+    if plan.sources is not None:
+        sources = plan.sources.to(generated)
+        loss = sources - generated[:, known]  # the VAE's loss at each known frame
+        positions = torch.arange(count)[known].tolist()
+        corrected = generated.clone()
+        for frame in torch.arange(count)[~known].tolist():
+            for slot in _nearest(positions, frame):
+                weight = 1.0 - abs(frame - positions[slot]) / (blend + 1)
+                if weight > 0:
+                    corrected[:, frame] += weight * loss[:, slot]
+        corrected[:, known] = sources
+        generated = corrected.clamp(0.0, 1.0)
+    new = generated[:, ~known].flatten(0, 1)
+    kept = generated[:, : count - plan.drop_tail].flatten(0, 1)
+    parts = [part for part in (plan.before, kept, plan.after) if part is not None and len(part)]
+    return torch.cat([part.float() for part in parts]), new
+
+
+def _nearest(positions: list[int], frame: int) -> list[int]:
+    """Indices into `positions` (sorted) of the nearest known frame on each side of `frame`."""
+    left = [slot for slot, position in enumerate(positions) if position < frame][-1:]
+    right = [slot for slot, position in enumerate(positions) if position > frame][:1]
+    return left + right
+
+
+def strength_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
+    """Video to video: the schedule scaled to start at noise level `strength` (0 < strength <= 1) with the
+    same number of steps; the source latent is noised to that level, so higher strength redraws more."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(
+            f"strength={strength}: expected a value in 0..1 (above 0; 1 redraws everything, small values "
+            "keep the source)."
+        )
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
+    return sigmas * (strength / float(sigmas[0]))
+
+
+def pad_to_stride(frames: torch.Tensor, stride: int) -> tuple[torch.Tensor, int]:
+    """Frames padded to stride·k+1 by repeating the last one, and how many were added."""
+    extra = (-(len(frames) - 1)) % stride
+    return torch.cat([frames, frames[-1:].expand(extra, -1, -1, -1)]) if extra else frames, extra
+
+
+def video_to_video(encode: Encode, stride: int, frames: torch.Tensor) -> EditLatent:
+    """The source video's latent, to be redrawn from a noise level (see `strength_sigmas`); frames are padded
+    to stride·k+1 by repeating the last one, and the plan drops those again."""
+    padded, extra = pad_to_stride(frames, stride)
+    latent = encode(padded).float().cpu()
+    plan = ClipPlan(torch.zeros(len(padded), dtype=torch.bool), drop_tail=extra, operation="video to video")
+    return EditLatent(latent, None, plan)
