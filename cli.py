@@ -35,7 +35,7 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from .dit import load_dit
-    from .pipeline import load_tiny_world, text_to_video
+    from .pipeline import load_tiny_world, long_video, text_to_video
     from .text_encoders import load_text_encoder
     from .vae import load_vae
 
@@ -58,7 +58,8 @@ def _generate(args: argparse.Namespace) -> int:
     chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
     settings = replace(preset, **chosen)
     negative = negative if args.negative_prompt is None else args.negative_prompt
-    frames = text_to_video(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
+    make = long_video if settings.frames > settings.window else text_to_video
+    frames = make(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
     saved = combine_video(
         frames,
         args.fps,
@@ -158,9 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("cfg", float, "guidance"), ("shift", float, "schedule shift"), ("seed", int, ""),
         ("tile", int, "decode in spatial tiles of this many pixels (0: whole frames)"),
         ("overlap", int, "tile overlap in pixels"),
+        ("window", int, "longer videos are made in windows of this many frames, 4k+1, and streamed to the file"),
+        ("window_overlap", int, "frames each window continues from (a multiple of 4)"),
+        ("correction", float, "colour-drift correction between windows, 0 (off) to 1"),
     ):  # fmt: skip
         defaults = f"default {getattr(tiny, name)} for Tiny World, {getattr(wan, name)} for Wan"
-        generate.add_argument(f"--{name}", type=kind, help=f"{text}; {defaults}".lstrip("; "))
+        generate.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, help=f"{text}; {defaults}".lstrip("; ")
+        )
     generate.add_argument("--solver", choices=list(SOLVERS), help=f"default {wan.solver}")
     generate.add_argument("--schedule", choices=list(SCHEDULES), help=f"default {wan.schedule}")
     generate.add_argument("--device", help="where the VAE decodes (default: the GPU when there is one)")

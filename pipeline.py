@@ -13,9 +13,11 @@ import torch
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
 from .samplers.denoiser import WAN22_T2V_BOUNDARY, denoise
+from .samplers.long_video import long_video_latent, window_count
 from .samplers.schedules import schedule_by_name
 from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .vae.loader import VideoVAE, load_vae, video_to_frames
+from .video.combine import FrameStream
 
 # Tiny World: the pack's own small model, trained by training/train.py, shipped in the repository.
 TINY_WORLD_DIR = Path(__file__).resolve().parent / "tiny_world"
@@ -42,9 +44,14 @@ class Settings:
     boundary: float = WAN22_T2V_BOUNDARY
     tile: int = 0
     overlap: int = 0
+    window: int = 81  # longer videos are made in windows of this many frames (the length trained at)
+    window_overlap: int = 16  # frames each window continues from
+    correction: float = 1.0  # colour-drift correction between windows
 
 
-TINY_WORLD_SETTINGS = replace(Settings(), width=128, height=128, frames=17, steps=20, cfg=5.0, shift=3.0)
+TINY_WORLD_SETTINGS = replace(
+    Settings(), width=128, height=128, frames=17, steps=20, cfg=5.0, shift=3.0, window=17, window_overlap=8
+)
 
 
 def load_tiny_world(device=None, vae_device=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
@@ -129,6 +136,37 @@ def text_to_video(
     return edit_video(
         dit, text_encoder, vae, prompt, empty, None, negative_prompt, s, low_noise_dit, progress
     )
+
+
+def long_video(
+    dit: WanDiT,
+    text_encoder: TextEncoder,
+    vae: VideoVAE,
+    prompt: str,
+    negative_prompt: str = WAN_NEGATIVE_PROMPT,
+    settings: Settings = Settings(),
+    low_noise_dit: WanDiT | None = None,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+) -> FrameStream:
+    """A prompt -> a video longer than one window, made window by window (samplers/long_video.py) and
+    decoded as it is written: the frames arrive as a FrameStream for combine_video, so memory stays that of
+    one window whatever the length."""
+    progress = progress or (lambda description, total: host.progress_ticker(total, description))
+    s = settings
+    shape = vae.latent_shape(s.frames, s.height, s.width)
+    vae.check_size(s.window, s.height, s.width)
+    stride = vae.temporal_stride
+    window, overlap = (s.window - 1) // stride + 1, s.window_overlap // stride
+    positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, s.cfg)
+    sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
+    count = window_count(shape[2], window, overlap)
+    latent = long_video_latent(
+        dit, shape, sigmas, positive, negative, window=window, overlap=overlap, correction=s.correction,
+        cfg=s.cfg, seed=s.seed, solver=s.solver, low_noise_dit=low_noise_dit, boundary=s.boundary,
+        step_callback=progress(f"Denoising {count} windows", s.steps * count),
+    )  # fmt: skip
+    frames = vae.decode_frames(latent, progress("Decoding", shape[2]), tile=s.tile, overlap=s.overlap)
+    return FrameStream(s.frames, s.height, s.width, frames)
 
 
 def edit_video(

@@ -6,6 +6,7 @@ from .editing import (
     SpacetimeExtendVideo,
     SpacetimeImageToVideo,
     SpacetimeJoinEditedClip,
+    SpacetimeLongVideo,
     SpacetimeLoopVideo,
     SpacetimeVideoToVideo,
 )
@@ -37,6 +38,7 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeConnectVideos": SpacetimeConnectVideos,
     "SpacetimeLoopVideo": SpacetimeLoopVideo,
     "SpacetimeJoinEditedClip": SpacetimeJoinEditedClip,
+    "SpacetimeLongVideo": SpacetimeLongVideo,
     "SpacetimeShotPrompt": SpacetimeShotPrompt,
     "SpacetimePromptGuard": SpacetimePromptGuard,
     "SpacetimeDetectWatermark": SpacetimeDetectWatermark,
@@ -62,6 +64,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeConnectVideos": "Connect Videos (Spacetime)",
     "SpacetimeLoopVideo": "Loop Video (Spacetime)",
     "SpacetimeJoinEditedClip": "Join Edited Clip (Spacetime)",
+    "SpacetimeLongVideo": "Long Video (Spacetime)",
     "SpacetimeShotPrompt": "Shot Prompt (Spacetime)",
     "SpacetimePromptGuard": "Prompt Guard (Spacetime)",
     "SpacetimeDetectWatermark": "Detect Watermark (Spacetime)",

@@ -1,6 +1,7 @@
 """The editing suite: each node places known frames in a LATENT (core's noise_mask) for the Patchifier,
 and hands a SPACETIME_CLIP_PLAN to Join Edited Clip, which puts the decoded result together with its
-sources. Image to video, video to video, extend forward/backward, connect two clips, seamless loop."""
+sources. Image to video, video to video, extend forward/backward, connect two clips, seamless loop; and
+Long Video, which makes a video of any length window by window."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import torch
 
 from .. import host
 from ..samplers import frames as edits
+from ..samplers.denoiser import conditioning_context
+from ..samplers.long_video import long_video_latent, window_count
+from ..samplers.noise import MAX_SEED
+from ..samplers.solvers import SOLVERS
 from ..vae import frames_to_video
+from .dit import DIT
 from .vae import MAX_SIZE, VAE
 
 PLAN = "SPACETIME_CLIP_PLAN"
 LATENT_TOOLTIP = "The latent to denoise: connect the Patchifier. Known frames are kept by its noise_mask."
 PLAN_TOOLTIP = "How the decoded frames join their sources: connect Join Edited Clip."
 MAX_FRAMES = 4097
+MAX_LONG_FRAMES = 16 * 60 * 60 + 1  # an hour at 16 fps
 
 
 def _encoder(vae, description: str, total: int):
@@ -249,3 +256,58 @@ class SpacetimeJoinEditedClip:
         video, new = edits.assemble(plan, images, blend)
         device = host.intermediate_device()
         return video.to(device), new.to(device)
+
+
+class SpacetimeLongVideo:
+    CATEGORY = "Spacetime/editing"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The whole video's latent: connect VAE Decode, which decodes it in one causal pass.",)
+    DESCRIPTION = (
+        "A video of any length (a minute or more) in the memory of one window: the first window is made from "
+        "the prompt, each next one continues from the last `overlap` frames of the video so far, with a "
+        "colour-drift correction between windows."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "dit": (DIT, {"tooltip": "The DiT (text to video)."}),
+                "vae": (VAE, {"tooltip": "Sets the latent channels and strides."}),
+                "positive": ("CONDITIONING", {"tooltip": "The prompt, from Text Encode (Spacetime)."}),
+                "negative": ("CONDITIONING", {"tooltip": "The negative prompt (unused when cfg is 1)."}),
+                "sigmas": ("SIGMAS", {"tooltip": "Each window's schedule, from Scheduler (Spacetime)."}),
+                "width": ("INT", {"default": 832, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Pixels; a multiple of 16 (32 for Wan 2.2 TI2V). Tiny World: 128."}),
+                "height": ("INT", {"default": 480, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Pixels; a multiple of 16 (32 for Wan 2.2 TI2V). Tiny World: 128."}),
+                "frames": ("INT", {"default": 961, "min": 1, "max": MAX_LONG_FRAMES, "step": 4, "tooltip": "Frames of the whole video, 4k+1: 961 is a minute at 16 fps."}),
+                "window_frames": ("INT", {"default": 81, "min": 9, "max": MAX_FRAMES, "step": 4, "tooltip": "Frames the DiT makes at once, 4k+1: the length the model was trained at (Wan: 81, Tiny World: 17). Memory depends on this, not on the length."}),
+                "overlap_frames": ("INT", {"default": 16, "min": 4, "max": MAX_FRAMES, "step": 4, "tooltip": "Frames each window continues from, a multiple of 4 (rounded down). More carries motion on better; each window adds window - overlap frames."}),
+                "correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Colour-drift correction: how far each window's latent mean and spread per channel are moved towards the first window's. 0: off."}),
+                "solver": (list(SOLVERS), {"default": "unipc", "tooltip": "As in the DiT Denoiser."}),
+                "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance (1: off)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": "Window k uses seed + k."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }  # fmt: skip
+
+    def sample(
+        self, dit, vae, positive, negative, sigmas, width, height, frames, window_frames, overlap_frames,
+        correction, solver, cfg, seed, unique_id=None,
+    ):  # fmt: skip
+        stride = vae.temporal_stride
+        shape = vae.latent_shape(frames, height, width)
+        vae.check_size(window_frames, height, width)
+        window, overlap = (window_frames - 1) // stride + 1, overlap_frames // stride
+        dit.check_latent(torch.zeros(1, shape[1], window, shape[3], shape[4]))
+        context = conditioning_context(positive, 1, "positive")
+        negative_context = None if cfg == 1.0 else conditioning_context(negative, 1, "negative")
+        steps = len(sigmas) - 1
+        total = steps * window_count(shape[2], window, overlap)
+        latent = long_video_latent(
+            dit, shape, sigmas, context, negative_context, window=window, overlap=overlap,
+            correction=correction, cfg=cfg, seed=seed, solver=solver,
+            step_callback=host.progress_ticker(total, "Long video", node_id=unique_id),
+        )  # fmt: skip
+        return ({"samples": latent.to(host.intermediate_device())},)

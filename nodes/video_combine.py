@@ -5,11 +5,35 @@ from __future__ import annotations
 from .. import host
 from ..provenance.credentials import describe_graph
 from ..video import FORMATS, combine_video, metadata_entries
-from ..video.combine import MAX_FRAME_RATE
+from ..video.combine import MAX_FRAME_RATE, FrameStream
 from ..video.formats import X264_PRESETS, Writer
+from .vae import VAE
 
 PREVIEW_FORMAT = "video/h264-mp4"
 CREDENTIALS = ("off", "sign", "sign with prompt text")
+
+
+def _frames(images, latent, vae):
+    """What to write: the IMAGE frames, or (no images) a latent decoded as it is written. A function, so a
+    stream can be made twice (the file, then a preview copy)."""
+    if images is not None:
+        return lambda: images
+    if latent is None or vae is None:
+        given = "only latent" if latent is not None else "only vae" if vae is not None else "nothing"
+        raise ValueError(
+            f"Video Combine got {given}: connect images (frames), or both latent and vae (a latent video to "
+            "decode as it is written)."
+        )
+    samples = latent["samples"]
+    batch, _, length, height, width = samples.shape
+    stride = vae.spatial_stride
+    count = batch * vae.frames_for(length)
+
+    def stream() -> FrameStream:
+        tick = host.progress_ticker(batch * length, "VAE decode")
+        return FrameStream(count, height * stride, width * stride, vae.decode_frames(samples, tick))
+
+    return stream
 
 
 class SpacetimeVideoCombine:
@@ -32,10 +56,6 @@ class SpacetimeVideoCombine:
         format_help = "\n".join(f"{f.name}: {f.description}" for f in FORMATS.values())
         return {
             "required": {
-                "images": (
-                    "IMAGE",
-                    {"tooltip": "Frames to write, in order (an IMAGE batch, one frame per item)."},
-                ),
                 "frame_rate": (
                     "FLOAT",
                     {
@@ -121,12 +141,27 @@ class SpacetimeVideoCombine:
                     },
                 ),
             },
+            "optional": {
+                "images": (
+                    "IMAGE",
+                    {
+                        "tooltip": "Frames to write, in order (an IMAGE batch, one frame per item). Or leave it and connect latent and vae."
+                    },
+                ),
+                "latent": (
+                    "LATENT",
+                    {
+                        "tooltip": "Instead of images: a latent video, decoded with `vae` as it is written, so a "
+                        "long video (Long Video) never sits in memory as frames. Played once: no ping-pong or loops."
+                    },
+                ),
+                "vae": (VAE, {"tooltip": "The VAE that decodes `latent`."}),
+            },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
     def combine(
         self,
-        images,
         frame_rate,
         loop_count,
         filename_prefix,
@@ -137,6 +172,9 @@ class SpacetimeVideoCombine:
         save_metadata,
         watermark=True,
         content_credentials="off",
+        images=None,
+        latent=None,
+        vae=None,
         prompt=None,
         extra_pnginfo=None,
         unique_id=None,
@@ -153,8 +191,9 @@ class SpacetimeVideoCombine:
             if content_credentials == "off"
             else describe_graph(prompt, include_prompt=content_credentials == "sign with prompt text")
         )
+        frames = _frames(images, latent, vae)
         saved = combine_video(
-            images,
+            frames(),
             frame_rate,
             host.output_directory(),
             filename_prefix,
@@ -172,7 +211,7 @@ class SpacetimeVideoCombine:
         if not saved.format.browser_plays:
             # The browser cannot play this format: show an H.264 copy from the temp folder instead.
             copy = combine_video(
-                images,
+                frames(),
                 frame_rate,
                 host.temp_directory(),
                 "spacetime_preview",

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from spacetime.nodes.video_combine import SpacetimeVideoCombine
+from spacetime.pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES
+from spacetime.vae import load_vae, video_to_frames
 from spacetime.video.patterns import moving_pattern
 
 from media import decode
@@ -83,3 +87,17 @@ def test_png_sequence_returns_its_folder(folders):
     returned = run_node(format="image/png-sequence")
     folder = Path(returned["result"][0])
     assert folder.is_dir() and len(list(folder.glob("frame_*.png"))) == 5
+
+
+def test_a_latent_and_vae_are_decoded_as_they_are_written(folders):
+    vae = load_vae(TINY_WORLD_DIR / TINY_WORLD_FILES["vae"])
+    latent = {
+        "samples": torch.randn(1, vae.latent_channels, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    }
+    (streamed,) = run_node(images=None, latent=latent, vae=vae)["result"]
+    (whole,) = run_node(images=video_to_frames(vae.decode(latent["samples"])))["result"]
+    frames = decode(Path(streamed)).frames
+    assert frames.shape == (9, 64, 64, 3)
+    assert np.array_equal(frames, decode(Path(whole)).frames)  # the same file as from decoded frames
+    with pytest.raises(ValueError, match="got only latent: connect images"):
+        run_node(images=None, latent=latent)

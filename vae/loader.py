@@ -4,8 +4,11 @@ decode latents, latent shapes and formats."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +96,10 @@ def _shape(shapes: dict[str, tuple[int, ...]], key: str, source: str) -> tuple[i
             f"{source} looks like a Wan VAE but has no {key!r} tensor: it is incomplete or damaged."
         )
     return shapes[key]
+
+
+class _Stopped(Exception):
+    """Ends a streaming decode whose consumer has stopped reading."""
 
 
 @dataclass
@@ -185,6 +192,48 @@ class VideoVAE:
             tiles = SpatialTiling(tile // s, overlap // s, s)
         video = self.model.decode(latent.to(self.device, self.dtype), progress, chunk_sink, tiles)
         return None if video is None else video.float()
+
+    def decode_frames(
+        self,
+        latent: torch.Tensor,
+        progress: Callable[[], None] | None = None,
+        tile: int = 0,
+        overlap: int = 0,
+    ) -> Iterator[torch.Tensor]:
+        """Decode as `decode` does, handing over IMAGE frames (F×H×W×3 in 0..1) chunk by chunk as they are
+        made, so a consumer (a video encoder) holds a few frames at a time, never the whole video. The
+        decoder runs in a thread one chunk ahead; its errors (a cancel included) are raised here."""
+        chunks: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        done = object()
+
+        def sink(frames: torch.Tensor) -> None:
+            if stop.is_set():
+                raise _Stopped
+            chunks.put(video_to_frames(frames))
+
+        def run() -> None:
+            try:
+                for item in latent.split(1):
+                    self.decode(item, progress, sink, tile, overlap)
+                chunks.put(done)
+            except _Stopped:
+                pass
+            except BaseException as error:  # handed to the consumer's thread
+                chunks.put(error)
+
+        worker = threading.Thread(target=run, name="spacetime-vae-decode", daemon=True)
+        worker.start()
+        try:
+            while (chunk := chunks.get()) is not done:
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                yield chunk
+        finally:  # the consumer stopped (or failed): let the decoder finish its chunk and end
+            stop.set()
+            while worker.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    chunks.get(timeout=0.1)
 
     def frames_for(self, latent_frames: int) -> int:
         return 1 + (latent_frames - 1) * self.temporal_stride

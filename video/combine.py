@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +33,18 @@ from .writers import GIF_MAX_FRAME_RATE, WRITERS, EncodeJob
 MAX_FRAME_RATE = 1000.0
 # Rates users type for NTSC video mean k*1000/1001 (23.976 is 24000/1001).
 _NTSC_BASES = (24, 30, 48, 60, 120, 240)
+
+
+@dataclass(frozen=True)
+class FrameStream:
+    """Frames that arrive chunk by chunk (IMAGE tensors F×H×W×3 in 0..1), e.g. from VideoVAE.decode_frames:
+    written as they come, so a long video never sits in memory whole. Played once (no ping-pong or
+    repeats, which need the frames kept)."""
+
+    count: int
+    height: int
+    width: int
+    chunks: Iterable[torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -120,14 +132,32 @@ def frame_order(count: int, pingpong: bool, repeats: int) -> list[int]:
     return order * repeats
 
 
+def _streamed(stream: FrameStream) -> Iterator[torch.Tensor]:
+    """The stream's frames one by one, each checked as validate_frames checks a whole clip."""
+    count = 0
+    for chunk in stream.chunks:
+        if chunk.ndim != 4 or tuple(chunk.shape[1:]) != (stream.height, stream.width, 3):
+            raise ValueError(
+                f"a streamed chunk of shape {tuple(chunk.shape)}; expected frames ×{stream.height}×{stream.width}×3."
+            )
+        validate_frames(chunk)
+        count += len(chunk)
+        if count > stream.count:
+            break
+        yield from chunk
+    if count != stream.count:
+        more = "more than" if count > stream.count else f"only {count} of"
+        raise ValueError(f"the stream promised {stream.count} frames and gave {more} them.")
+
+
 def to_uint8_frames(
-    images: torch.Tensor, order: Sequence[int], padding: tuple[int, int], marker: Marker | None = None
+    frames: Iterable[torch.Tensor], padding: tuple[int, int], marker: Marker | None = None
 ) -> Iterator[np.ndarray]:
     """RGB uint8 frames one at a time (no second copy of the whole clip), clamped, marked (with a
     `marker`), rounded and padded by (bottom, right) pixels that repeat the edge."""
     bottom, right = padding
-    for position, index in enumerate(order):
-        frame = images[index].detach().float().clamp(0.0, 1.0)
+    for position, frame in enumerate(frames):
+        frame = frame.detach().float().clamp(0.0, 1.0)
         if marker is not None:
             frame = marker(frame, position)
         rgb = frame.mul(255.0).round().to(torch.uint8).cpu().numpy()
@@ -147,7 +177,7 @@ def metadata_entries(prompt: dict | None, extra_pnginfo: dict | None) -> dict[st
 
 
 def combine_video(
-    images: torch.Tensor,
+    images: torch.Tensor | FrameStream,
     frame_rate: float,
     output_dir: Path,
     filename_prefix: str = "spacetime/video",
@@ -173,9 +203,17 @@ def combine_video(
     if credentials is not None:  # fail before encoding, not after
         require_c2pa()
         ensure_identity()
-    validate_frames(images)
     validate_settings(fmt, frame_rate, crf, preset, loop_count)
-    count, height, width, _ = images.shape
+    if isinstance(images, FrameStream):
+        if pingpong or loop_count:
+            raise ValueError(
+                "a streamed video is written as its frames arrive, once: ping-pong and loop_count need the "
+                "frames kept in memory. Turn them off, or decode to frames first."
+            )
+        count, height, width = images.count, images.height, images.width
+    else:
+        validate_frames(images)
+        count, height, width, _ = images.shape
     if min(width, height) < fmt.min_side:
         raise ValueError(
             f"{fmt.name} needs frames of at least {fmt.min_side}x{fmt.min_side} pixels, got {width}x{height}; "
@@ -202,7 +240,8 @@ def combine_video(
     is_folder = fmt.writer is Writer.PNG_SEQUENCE
     with atomic_output(target, fmt.extension, is_folder=is_folder) as pending:
         marker = Marker(height, width, len(order)) if watermark else None
-        WRITERS[fmt.writer](pending.temporary, to_uint8_frames(images, order, padding, marker), job)
+        frames = _streamed(images) if isinstance(images, FrameStream) else (images[index] for index in order)
+        WRITERS[fmt.writer](pending.temporary, to_uint8_frames(frames, padding, marker), job)
         if credentials is not None:
             sign_mp4(pending.temporary, credentials)
     return SavedVideo(path=pending.final, subfolder=target.subfolder, format=fmt)

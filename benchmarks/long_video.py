@@ -1,0 +1,114 @@
+"""Long video with Tiny World: peak memory against length, seams at window joins, colour drift.
+
+Each run is `python -m spacetime generate PROMPT --frames N` in a fresh process (windows of 17 frames
+continuing from 8, decoded straight into the H.264 file), timed, with its peak resident memory. Then the
+file is read back and measured:
+- seams: the frame-to-frame change where each window's new frames begin, over the median change of the
+  video; the same ratio at every latent frame boundary (where the VAE's groups of 4 frames meet) is
+  printed beside it, since that is the VAE's own flicker, joins or not;
+- drift: the largest distance of any 10-second stretch's mean colour from the first 10 seconds', in
+  8-bit levels, with the colour-drift correction on (1) and off (0).
+
+    python benchmarks/long_video.py [--steps 10] [--lengths 161 961]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from spacetime.training.evaluate import seam_ratios
+
+from media import decode
+
+PROMPT = "a red circle moving left on a blue background"
+WINDOW, OVERLAP, STRIDE = 17, 8, 4
+
+
+def generate(frames: int, steps: int, correction: float, output: Path) -> tuple[Path, float, float]:
+    """-> (file, seconds, peak resident MiB) of one `generate` run in its own process."""
+    command = [
+        sys.executable, "-m", "spacetime", "generate", PROMPT, "--frames", str(frames), "--steps", str(steps),
+        "--window", str(WINDOW), "--window-overlap", str(OVERLAP), "--correction", str(correction),
+    ]  # fmt: skip
+    script = (
+        "import resource, runpy, sys; sys.argv = ['spacetime', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('spacetime', run_name='__main__')\n"
+        "finally:\n    print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    )
+    start = time.time()
+    result = subprocess.run(
+        [sys.executable, "-c", script, *command[3:]],
+        capture_output=True, text=True, env={**os.environ, "SPACETIME_OUTPUT_DIR": str(output)},
+    )  # fmt: skip
+    seconds = time.time() - start
+    peak = re.search(r"PEAK (\d+)", result.stderr)
+    if result.returncode or peak is None:
+        raise RuntimeError(f"generate failed:\n{result.stderr[-2000:]}")
+    return Path(result.stdout.strip().splitlines()[-1]), seconds, int(peak.group(1)) / 1024
+
+
+def measure(path: Path) -> dict:
+    frames = decode(path).frames.astype(np.float64) / 255
+    latent_frames = (len(frames) - 1) // STRIDE + 1
+    window, overlap = (WINDOW - 1) // STRIDE + 1, OVERLAP // STRIDE
+    starts = range(window, latent_frames, window - overlap)  # latent frames where a window's new part starts
+    joins = seam_ratios(frames, [STRIDE * start - STRIDE + 1 for start in starts])
+    groups = seam_ratios(frames, [STRIDE * start - STRIDE + 1 for start in range(1, latent_frames)])
+    stretch = 160  # 10 s at 16 fps
+    means = [
+        frames[i : i + stretch].mean(axis=(0, 1, 2)) for i in range(0, len(frames) - stretch + 1, stretch)
+    ]
+    drift = max(float(np.abs(m - means[0]).max()) * 255 for m in means)
+    return {"frames": len(frames), "joins": joins, "groups": groups, "drift": drift}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[161, 961])
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for frames in args.lengths:
+            for correction in (1.0, 0.0):
+                if correction == 0.0 and frames != max(args.lengths):
+                    continue
+                path, seconds, peak = generate(frames, args.steps, correction, Path(folder))
+                rows.append((frames, correction, seconds, peak, measure(path)))
+                print(f"{frames} frames, correction {correction}: {seconds:.0f} s", file=sys.stderr)
+    base = next(peak for frames, correction, _, peak, _ in rows if frames == min(args.lengths))
+    print(
+        f"\nTiny World, 128x128, {args.steps} steps, windows of {WINDOW} frames continuing from {OVERLAP}\n"
+    )
+    print("| frames | correction | time | peak memory | vs shortest | window joins: median / max seam ratio "
+          "(<= 1.5) | all latent boundaries: median / max | drift (8-bit levels) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for _, correction, seconds, peak, m in rows:
+        joins, groups = m["joins"], m["groups"]
+        join_text = (
+            f"{np.median(joins):.2f} / {max(joins):.2f} ({sum(r <= 1.5 for r in joins)}/{len(joins)})"
+            if joins
+            else "-"
+        )
+        print(
+            f"| {m['frames']} ({m['frames'] / 16:.0f} s) | {correction:g} | {seconds:.0f} s | {peak:.0f} MiB | "
+            f"{peak / base:.2f}x | {join_text} | {np.median(groups):.2f} / {max(groups):.2f} | {m['drift']:.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Long videos by chained extension in latent space: the first window is generated from the prompt, each
+next one is generated with the last `overlap` latent frames of the video so far pinned as its opening
+frames, and keeps only its new frames. Memory is that of one window, whatever the length: the DiT never
+sees more than `window` latent frames, and the latent video itself is small (a minute of Wan 2.1 at
+832x480 is 96 MB). The whole latent is then decoded in one causal pass, so there is no join in pixels.
+
+Colour drift: chained windows can drift in tone (each continues from the last, errors add up). After each
+window, the per-channel mean and standard deviation of its new latent frames are moved `correction` of
+the way towards those of the first window.
+
+Axes: B batch, C latent channels, T latent frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..dit import SpacetimePatches, WanDiT
+from .denoiser import WAN22_T2V_BOUNDARY, denoise
+
+
+def window_count(frames: int, window: int, overlap: int) -> int:
+    """Windows needed for `frames` latent frames."""
+    check_windows(frames, window, overlap)
+    return 1 if frames <= window else 1 + -(-(frames - window) // (window - overlap))
+
+
+def check_windows(frames: int, window: int, overlap: int) -> None:
+    if window < 2 or not 1 <= overlap < window:
+        raise ValueError(
+            f"window={window}, overlap={overlap} latent frames: expected a window of at least 2 and an overlap "
+            "of at least 1 and less than the window (e.g. window 5, overlap 2 for Tiny World; 21 and 4 for Wan)."
+        )
+    if frames < 1:
+        raise ValueError(f"{frames} latent frames: expected at least 1.")
+
+
+def match_statistics(new: torch.Tensor, reference: torch.Tensor, amount: float) -> torch.Tensor:
+    """Move the per-channel mean and std of `new` (B×C×T×H×W) `amount` of the way towards `reference`'s."""
+    if amount == 0:
+        return new
+    dims = (2, 3, 4)
+    mean, std = new.mean(dims, keepdim=True), new.std(dims, keepdim=True).clamp_min(1e-6)
+    target_mean, target_std = reference.mean(dims, keepdim=True), reference.std(dims, keepdim=True)
+    matched = (new - mean) / std * target_std + target_mean
+    return torch.lerp(new, matched, amount)
+
+
+def long_video_latent(
+    dit: WanDiT,
+    shape: tuple[int, ...],
+    sigmas: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor | None,
+    *,
+    window: int,
+    overlap: int,
+    correction: float = 1.0,
+    cfg: float = 5.0,
+    seed: int = 0,
+    solver: str = "unipc",
+    low_noise_dit: WanDiT | None = None,
+    boundary: float = WAN22_T2V_BOUNDARY,
+    step_callback: Callable[[], None] | None = None,
+    window_callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """A raw latent of `shape` (B×C×T×H×W, T as long as wanted), window by window; window k uses seed + k.
+    `window_callback(k, count)` is called as each window starts."""
+    batch, channels, frames, height, width = shape
+    check_windows(frames, window, overlap)
+    if not 0.0 <= correction <= 1.0:
+        raise ValueError(f"correction={correction}: expected 0 (off) .. 1 (full).")
+    count = window_count(frames, window, overlap)
+    fmt, patch = dit.latent_format, dit.config.patch_size
+    video = torch.zeros(batch, channels, 0, height, width)
+    reference = None
+    for index in range(count):
+        if window_callback is not None:
+            window_callback(index, count)
+        known = video[:, :, video.shape[2] - overlap :] if index else video
+        new = min(window - known.shape[2], frames - video.shape[2])
+        latent = torch.cat([known, torch.zeros(batch, channels, new, height, width)], dim=2)
+        mask = torch.ones(batch, 1, latent.shape[2], height, width)
+        mask[:, :, : known.shape[2]] = 0.0
+        patches = SpacetimePatches.from_latent(latent, patch, fmt, mask if index else None)
+        patches = denoise(
+            dit, patches, sigmas, positive, negative, cfg=cfg, seed=seed + index, solver=solver,
+            low_noise_dit=low_noise_dit, boundary=boundary, step_callback=step_callback,
+        )  # fmt: skip
+        generated = patches.to_latent().float().cpu()[:, :, known.shape[2] :]
+        if reference is None:
+            reference = generated
+        else:
+            generated = match_statistics(generated, reference, correction)
+        video = torch.cat([video, generated], dim=2)
+    return video
