@@ -42,6 +42,25 @@ def _widget_problem(name: str, spec: tuple, value) -> str | None:
     return None
 
 
+class _Core:
+    """A core ComfyUI node as it declares itself (ComfyUI 0.3.x), for the nodes shipped workflows use."""
+
+    def __init__(self, inputs: dict, returns: tuple):
+        self._inputs, self.RETURN_TYPES = inputs, returns
+
+    def INPUT_TYPES(self):
+        return {"required": self._inputs}
+
+
+CORE_NODES = {
+    "LoadImage": _Core({"image": ([], {"image_upload": True})}, ("IMAGE", "MASK")),
+    "LoadVideo": _Core({"file": ([], {"video_upload": True})}, ("VIDEO",)),
+    "GetVideoComponents": _Core({"video": ("VIDEO",)}, ("IMAGE", "AUDIO", "FLOAT")),
+    "SaveImage": _Core({"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}, ()),
+}
+UPLOAD_VALUES = {"image"}  # the upload button's value the frontend stores after a file picker
+
+
 def _is_widget(spec: tuple) -> bool:
     return isinstance(spec[0], list | tuple) or spec[0] in WIDGET_TYPES
 
@@ -60,7 +79,7 @@ def validate_workflow(workflow: dict, node_classes: dict) -> list[str]:
         where = f"node {node['id']} ({node['type']})"
         if node["type"] in NOTE_TYPES:
             continue
-        cls = node_classes.get(node["type"])
+        cls = node_classes.get(node["type"]) or CORE_NODES.get(node["type"])
         if cls is None:
             problems.append(f"{where}: no such node type is registered")
             continue
@@ -76,6 +95,15 @@ def validate_workflow(workflow: dict, node_classes: dict) -> list[str]:
                 problems.append(f"{where}: no widget value for {name!r}")
                 break
             value = values.pop(0)
+            options = input_spec[1] if len(input_spec) > 1 and isinstance(input_spec[1], dict) else {}
+            if options.get("image_upload") or options.get("video_upload"):  # a file name, then the button
+                if not isinstance(value, str) or not value:
+                    problems.append(f"{where}: {name} = {value!r} is not a file name")
+                if (button := values.pop(0) if values else None) not in UPLOAD_VALUES:
+                    problems.append(
+                        f"{where}: {name} is followed by {button!r}, not the upload value 'image'"
+                    )
+                continue
             if (problem := _widget_problem(name, input_spec, value)) is not None:
                 problems.append(f"{where}: {name} = {value!r} is {problem}")
             if _has_seed_control(name, input_spec):

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import save_file
 
+from spacetime.video import combine_video
 from spacetime.video.patterns import moving_pattern
 
 from comfyui_host.comfy_workflow import ui_to_api
@@ -90,6 +91,14 @@ class ComfyUI:
         return entry
 
 
+INPUT_CLIPS = (
+    "clip",
+    "clip_a",
+    "clip_b",
+)  # <name>.mp4, 32x32, as the shipped workflows' Load Video name them
+INPUT_CLIP_FRAMES = 5
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -117,6 +126,12 @@ def comfyui(tmp_path_factory) -> ComfyUI:
     (base / "input").mkdir()
     frame = moving_pattern(1, 96, 128)[0].mul(255).round().byte().numpy()
     Image.fromarray(frame).save(base / "input" / TEST_IMAGE)
+    Image.fromarray(frame).save(base / "input" / "example.png")  # the shipped workflows' input files
+    for seed, name in enumerate(INPUT_CLIPS):
+        combine_video(
+            moving_pattern(INPUT_CLIP_FRAMES, 32, 32, seed=seed), 16.0, base / "input", name, watermark=False
+        )
+        (base / "input" / f"{name}_00001_.mp4").rename(base / "input" / f"{name}.mp4")
     models = base / "models" / "diffusion_models"
     models.mkdir(parents=True)
     write(random_wan_state_dict(T2V), models / TINY_DIT)

@@ -8,6 +8,7 @@ import copy
 import json
 
 import pytest
+from PIL import Image
 
 from comfyui_host.comfy_workflow import MUTED_OR_BYPASSED, widget_layout
 from media import PACK_ROOT, decode
@@ -19,8 +20,27 @@ FRAMES, HEIGHT, WIDTH = 5, 32, 32
 SMALL = {
     "SpacetimeEmptyLatentVideo": {"width": WIDTH, "height": HEIGHT, "frames": FRAMES, "batch_size": 1},
     "SpacetimeScheduler": {"steps": 2},
+    "SpacetimeImageToVideo": {"width": WIDTH, "height": HEIGHT, "frames": FRAMES},
+    "SpacetimeExtendVideo": {"new_frames": 4, "overlap": 1},
+    "SpacetimeConnectVideos": {"bridge_frames": 4, "overlap": 1},
+    "SpacetimeLoopVideo": {"bridge_frames": 4, "overlap": 1},
+    "SpacetimeLongVideo": {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "frames": 13,
+        "window_frames": 9,
+        "overlap_frames": 4,
+    },
+    "SpacetimeVAEDecode": {"tile_size": 0},
 }
 SIZE_WIDGETS = {"width", "height", "frames"}
+# What each Video Combine (by its filename prefix) writes from the shrunk graph, before loop repeats: 5-frame
+# sources (made in the graph, or the 5-frame input clips); extend: 4 + 1 known + 4 new; connect: 4 + 1 known +
+# 4 new + 4 known + 1; loop: the clip + 4 new; long video: the 13 frames asked for.
+FRAMES_WRITTEN = {
+    "Spacetime/extend": 9, "Spacetime/connect": 14, "Spacetime/bridge": 4, "Spacetime/loop": 9,
+    "Spacetime/long_video": 13,
+}  # fmt: skip
 
 
 def widgets(node: dict, object_info: dict) -> dict:
@@ -33,10 +53,13 @@ def shrink(workflow: dict, object_info: dict) -> dict:
     small = copy.deepcopy(workflow)
     sized = False
     for node in small["nodes"]:
+        sized |= node["type"] == "LoadVideo"  # the input clips are small already (conftest.INPUT_CLIPS)
         if node["type"] not in SMALL:
             continue
         positions, _ = widget_layout(object_info[node["type"]]["input"])
         for name, value in SMALL[node["type"]].items():
+            if name == "frames" and node["widgets_values"][positions[name]] == 1:
+                continue  # a single image stays one
             if name in positions:
                 node["widgets_values"][positions[name]] = value
                 sized |= name in SIZE_WIDGETS
@@ -45,8 +68,9 @@ def shrink(workflow: dict, object_info: dict) -> dict:
 
 
 def expected_frames(combine: dict) -> int:
-    """What Video Combine writes for FRAMES frames: pingpong drops the repeated ends, loops repeat."""
-    frames = 2 * FRAMES - 2 if combine["pingpong"] else FRAMES
+    """What Video Combine writes: pingpong drops the repeated ends, loops repeat."""
+    written = FRAMES_WRITTEN.get(combine["filename_prefix"], FRAMES)
+    frames = 2 * written - 2 if combine["pingpong"] else written
     return frames * (combine["loop_count"] + 1)
 
 
@@ -61,12 +85,15 @@ def test_shipped_workflow_runs_and_writes_a_playable_mp4_with_the_workflow(comfy
 
     entry = comfyui.run_workflow(workflow)
 
-    combines = [
-        node
-        for node in workflow["nodes"]
-        if node["type"] == "SpacetimeVideoCombine" and node.get("mode", 0) not in MUTED_OR_BYPASSED
-    ]
-    assert combines, "a shipped workflow ends in Video Combine"
+    active = [node for node in workflow["nodes"] if node.get("mode", 0) not in MUTED_OR_BYPASSED]
+    combines = [node for node in active if node["type"] == "SpacetimeVideoCombine"]
+    for node in (node for node in active if node["type"] == "SaveImage"):  # a single image
+        (image,) = entry["outputs"][str(node["id"])]["images"]
+        with Image.open(comfyui.base / "output" / image["subfolder"] / image["filename"]) as saved:
+            assert saved.size == (WIDTH, HEIGHT) and json.loads(saved.info["workflow"]) == workflow
+    assert combines or any(node["type"] == "SaveImage" for node in active), (
+        "a shipped workflow saves its result"
+    )
     for node in combines:
         settings = widgets(node, object_info)
         (preview,) = entry["outputs"][str(node["id"])]["images"]

@@ -1,0 +1,483 @@
+"""Writes the editing-suite workflows in workflows/ (UI format, as the ComfyUI frontend saves them): each
+operation once for Wan checkpoints and once for Tiny World (no download). Input and output slots come
+from the registered node classes, so a workflow always matches the nodes it uses.
+
+    python tools/build_workflows.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from spacetime.nodes import NODE_CLASS_MAPPINGS  # the pack, installed (pip install -e .)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+# Core nodes the workflows use, as ComfyUI 0.3.x declares them: (link inputs, outputs).
+CORE = {
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "LoadVideo": ([], [("VIDEO", "VIDEO")]),
+    "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "SaveImage": ([("images", "IMAGE")], []),
+}
+WAN_NEGATIVE = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，"
+    "画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+WAN_FILES = """Put these files in ComfyUI's `models` folders (Comfy-Org's *Wan_2.1_ComfyUI_repackaged* names):
+
+| file | folder |
+|---|---|
+| `wan2.1_t2v_1.3B_fp16.safetensors` (or the 14B) | `models/diffusion_models` |
+| `umt5_xxl_fp8_e4m3fn_scaled.safetensors` (or `umt5_xxl_fp16`) | `models/text_encoders` |
+| `wan_2.1_vae.safetensors` | `models/vae` |
+
+Wan 2.1 T2V holds known frames by re-noising them at every step. **Wan 2.2 TI2V 5B** (`wan2.2_ti2v_5B_fp16.safetensors` with `wan2.2_vae.safetensors`, sizes in multiples of 32) was trained to keep them clean and holds them better: pick it in the loaders."""
+TINY_WORLD = (
+    "Tiny World is the pack's own small model (shapes, colours, motions, backgrounds); its weights ship with "
+    "the pack, so this runs as it is, on any machine, in seconds. Preview weights: scores in the README."
+)
+
+
+def _spec(node_type: str):
+    if node_type in CORE:
+        inputs, outputs = CORE[node_type]
+        return inputs, outputs
+    cls = NODE_CLASS_MAPPINGS[node_type]
+    declared = cls.INPUT_TYPES()
+    inputs = [
+        (name, spec[0])
+        for section in ("required", "optional")
+        for name, spec in declared.get(section, {}).items()
+        if not isinstance(spec[0], list | tuple) and spec[0] not in WIDGETS
+    ]
+    names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+    return inputs, list(zip(names, cls.RETURN_TYPES, strict=True))
+
+
+class Workflow:
+    def __init__(self, name: str):
+        self.name, self.nodes, self.links = name, [], []
+
+    def note(self, text: str, pos, size) -> None:
+        self.nodes.append({
+            "id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": list(pos), "size": list(size), "flags": {},
+            "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+            "widgets_values": [text], "color": "#432", "bgcolor": "#653",
+        })  # fmt: skip
+
+    def add(self, node_type: str, pos, size, widgets=(), **links) -> dict:
+        inputs, outputs = _spec(node_type)
+        node = {
+            "id": len(self.nodes) + 1, "type": node_type, "pos": list(pos), "size": list(size), "flags": {},
+            "order": len(self.nodes), "mode": 0,
+            "inputs": [{"name": name, "type": kind, "link": None} for name, kind in inputs],
+            "outputs": [
+                {"name": name, "type": kind, "links": [], "slot_index": slot}
+                for slot, (name, kind) in enumerate(outputs)
+            ],
+            "properties": {"Node name for S&R": node_type}, "widgets_values": list(widgets),
+        }  # fmt: skip
+        self.nodes.append(node)
+        for name, (source, output) in links.items():
+            self.connect(source, output, node, name)
+        return node
+
+    def connect(self, source: dict, output: str, target: dict, name: str) -> None:
+        slot = next(i for i, o in enumerate(source["outputs"]) if o["name"] == output)
+        target_slot = next(i for i, entry in enumerate(target["inputs"]) if entry["name"] == name)
+        link_id = len(self.links) + 1
+        kind = source["outputs"][slot]["type"]
+        self.links.append([link_id, source["id"], slot, target["id"], target_slot, kind])
+        source["outputs"][slot]["links"].append(link_id)
+        target["inputs"][target_slot]["link"] = link_id
+
+    def json(self) -> dict:
+        return {
+            "id": self.name, "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
+            "nodes": self.nodes, "links": self.links, "groups": [], "config": {},
+            "extra": {"ds": {"scale": 0.7, "offset": [0, 0]}}, "version": 0.4,
+        }  # fmt: skip
+
+
+def models(w: Workflow, tiny: bool):
+    """-> (dit, text_encoder, vae) as (node, output) pairs."""
+    if tiny:
+        loader = w.add("SpacetimeTinyWorldLoader", (40, 80), (300, 90))
+        return (loader, "dit"), (loader, "text_encoder"), (loader, "vae")
+    text = w.add(
+        "SpacetimeTextEncoderLoader",
+        (40, 80),
+        (340, 110),
+        ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "default", "auto"],
+    )
+    vae = w.add("SpacetimeVAELoader", (40, 230), (340, 82), ["wan_2.1_vae.safetensors", "fp32"])
+    dit = w.add(
+        "SpacetimeDiTLoader", (40, 350), (340, 110), ["wan2.1_t2v_1.3B_fp16.safetensors", "default", "auto"]
+    )
+    return (dit, "dit"), (text, "text_encoder"), (vae, "vae")  # fmt: skip
+
+
+def settings(tiny: bool) -> dict:
+    if tiny:
+        return {"size": (128, 128), "frames": 17, "steps": 20, "shift": 3.0, "cfg": 5.0, "negative": ""}
+    return {"size": (832, 480), "frames": 81, "steps": 30, "shift": 8.0, "cfg": 6.0, "negative": WAN_NEGATIVE}
+
+
+def denoise(w: Workflow, x: int, y: int, dit, text, latent, prompt: str, s: dict, sigmas=None, seed: int = 0):
+    """Text Encode, Patchifier, (Scheduler,) DiT Denoiser, Unpatchify -> the LATENT output pair."""
+    encode = w.add("SpacetimeTextEncode", (x, y), (400, 200), [prompt, s["negative"]], text_encoder=text)
+    patches = w.add("SpacetimePatchifier", (x, y + 240), (260, 50), dit=dit, latent=latent)
+    if sigmas is None:
+        scheduler = w.add(
+            "SpacetimeScheduler", (x, y + 330), (300, 130), ["simple", s["steps"], s["shift"], 1.0]
+        )
+        sigmas = (scheduler, "sigmas")
+    sampler = w.add(
+        "SpacetimeDiTDenoiser", (x + 440, y), (320, 260), ["unipc", s["cfg"], seed, "fixed", 0.875], dit=dit,
+        positive=(encode, "positive"), negative=(encode, "negative"), patches=(patches, "patches"), sigmas=sigmas,
+    )  # fmt: skip
+    unpatch = w.add("SpacetimeUnpatchify", (x + 440, y + 300), (260, 30), patches=(sampler, "patches"))
+    return unpatch, "latent"
+
+
+def text_to_video_clip(
+    w: Workflow, x: int, y: int, dit, text, vae, prompt: str, s: dict, frames: int, seed: int = 0
+):
+    """A clip made in the workflow itself (Tiny World variants need no input file) -> its IMAGE frames."""
+    width, height = s["size"]
+    empty = w.add("SpacetimeEmptyLatentVideo", (x, y), (320, 130), [width, height, frames, 1], vae=vae)
+    latent = denoise(w, x, y + 170, dit, text, (empty, "LATENT"), prompt, s, seed=seed)
+    decode = w.add("SpacetimeVAEDecode", (x + 440, y + 520), (300, 100), [0, 64], vae=vae, latent=latent)
+    return decode, "IMAGE"
+
+
+def load_clip(w: Workflow, x: int, y: int, file: str):
+    video = w.add("LoadVideo", (x, y), (320, 300), [file, "image"])
+    parts = w.add("GetVideoComponents", (x, y + 340), (260, 70), video=(video, "VIDEO"))
+    return parts, "images"
+
+
+def finish(w: Workflow, x: int, vae, latent, plan, prefix: str):
+    decode = w.add("SpacetimeVAEDecode", (x, 80), (300, 100), [0, 64], vae=vae, latent=latent)
+    join = w.add("SpacetimeJoinEditedClip", (x, 220), (300, 100), [4], plan=plan, images=(decode, "IMAGE"))
+    w.add(
+        "SpacetimeVideoCombine", (x + 340, 80), (360, 560),
+        [16.0, 0, prefix, "video/h264-mp4", False, 19, "medium", True, True, "off"], images=(join, "video"),
+    )  # fmt: skip
+
+
+def header(title: str, tiny: bool, body: str) -> str:
+    files = TINY_WORLD if tiny else WAN_FILES
+    other = "the same without `_tiny_world`" if tiny else "the `_tiny_world` variant"
+    return f"## {title}\n\n{body}\n\n{files}\n\nFor {'Wan checkpoints' if tiny else 'a version that needs no download'}, open {other}."
+
+
+def image_to_video(tiny: bool) -> Workflow:
+    w = Workflow("image_to_video" + "_tiny_world" * tiny)
+    s = settings(tiny)
+    dit, text, vae = models(w, tiny)
+    width, height = s["size"]
+    if tiny:  # the picture comes from a text-to-image step (frames = 1), as from any image generator
+        image = text_to_video_clip(
+            w, 420, 80, dit, text, vae, "a big orange star on a striped backdrop", s, 1, seed=3
+        )
+        body = ("The first frame is made here by a text-to-image step (frames = 1); *Image to Video* takes any "
+                "IMAGE: Load Image, or an image generator's output.")  # fmt: skip
+        x = 1300
+    else:
+        image = (w.add("LoadImage", (420, 80), (320, 320), ["example.png", "image"]), "IMAGE")
+        body = "*Load Image* gives the first frame (any size: *fit* crops, pads or stretches it to the video size)."
+        x = 800
+    prepare = w.add(
+        "SpacetimeImageToVideo",
+        (x, 80),
+        (320, 180),
+        [width, height, s["frames"], "crop"],
+        vae=vae,
+        image=image,
+    )
+    prompt = (
+        "the star spins slowly"
+        if tiny
+        else "The scene comes alive: a slow push-in, leaves stir in a light breeze, soft natural light."
+    )
+    latent = denoise(w, x, 320, dit, text, (prepare, "latent"), prompt, s)
+    finish(w, x + 800, vae, latent, (prepare, "plan"), "Spacetime/image_to_video")
+    w.note(header("Image to video", tiny, body), (40, -420), (820, 460))
+    return w  # fmt: skip
+
+
+def source_clip(w, tiny, dit, text, vae, s, prompt, file, x=420, y=80, seed=0):
+    if tiny:
+        return text_to_video_clip(w, x, y, dit, text, vae, prompt, s, s["frames"], seed=seed)
+    return load_clip(w, x, y, file)
+
+
+def video_to_video(tiny: bool) -> Workflow:
+    w = Workflow("video_to_video" + "_tiny_world" * tiny)
+    s = settings(tiny)
+    dit, text, vae = models(w, tiny)
+    clip = source_clip(
+        w, tiny, dit, text, vae, s, "a red circle moving left on a blue background", "clip.mp4"
+    )
+    x = 1300 if tiny else 800
+    scheduler = w.add("SpacetimeScheduler", (x, 80), (300, 130), ["simple", s["steps"], s["shift"], 1.0])
+    prepare = w.add(
+        "SpacetimeVideoToVideo",
+        (x, 250),
+        (320, 130),
+        [0.6],
+        vae=vae,
+        video=clip,
+        sigmas=(scheduler, "sigmas"),
+    )
+    prompt = (
+        "a green square moving left on a blue background"
+        if tiny
+        else "The same scene as a watercolour painting, soft washes of colour, paper texture."
+    )
+    latent = denoise(w, x, 420, dit, text, (prepare, "latent"), prompt, s, sigmas=(prepare, "sigmas"))
+    finish(w, x + 800, vae, latent, (prepare, "plan"), "Spacetime/video_to_video")
+    source = (
+        "a clip made here from one prompt"
+        if tiny
+        else "*Load Video* (put `clip.mp4` in ComfyUI's `input` folder, or pick yours)"
+    )
+    w.note(
+        header(
+            "Video to video",
+            tiny,
+            f"Re-renders {source} under a new prompt. *strength* is the noise level the source is taken to: 0.3 restyles, 0.6 keeps the layout, 1 keeps nothing.",
+        ),
+        (40, -420),
+        (820, 460),
+    )
+    return w  # fmt: skip
+
+
+def extend(tiny: bool) -> Workflow:
+    w = Workflow("extend_video" + "_tiny_world" * tiny)
+    s = settings(tiny)
+    dit, text, vae = models(w, tiny)
+    prompt = (
+        "a yellow triangle moving right on a checkered floor"
+        if tiny
+        else "A red fox trotting through fresh snow in a birch forest, low camera following it."
+    )
+    clip = source_clip(w, tiny, dit, text, vae, s, prompt, "clip.mp4")
+    x = 1300 if tiny else 800
+    new, overlap = (12, 5) if tiny else (48, 17)
+    prepare = w.add(
+        "SpacetimeExtendVideo", (x, 80), (320, 160), ["forward", new, overlap], vae=vae, video=clip
+    )
+    latent = denoise(w, x, 300, dit, text, (prepare, "latent"), prompt, s)
+    finish(w, x + 800, vae, latent, (prepare, "plan"), "Spacetime/extend")
+    source = "a clip made here" if tiny else "*Load Video* (`clip.mp4` in ComfyUI's `input` folder, or yours)"
+    w.note(
+        header(
+            "Extend a video",
+            tiny,
+            f"Continues {source} past its end (*direction* backward: invents what came before its start), from its last *overlap* frames. *Join Edited Clip* returns the whole clip with the new frames joined on; the clip's own frames come back unchanged.",
+        ),
+        (40, -420),
+        (820, 460),
+    )
+    return w  # fmt: skip
+
+
+def connect(tiny: bool) -> Workflow:
+    w = Workflow("connect_videos" + "_tiny_world" * tiny)
+    s = settings(tiny)
+    dit, text, vae = models(w, tiny)
+    first = source_clip(
+        w, tiny, dit, text, vae, s, "a blue square moving right on a plain white background", "clip_a.mp4"
+    )
+    second = source_clip(
+        w,
+        tiny,
+        dit,
+        text,
+        vae,
+        s,
+        "a blue square moving down on a plain white background",
+        "clip_b.mp4",
+        y=860 if tiny else 560,
+        seed=1,
+    )
+    x = 1300 if tiny else 800
+    bridge, overlap = (8, 5) if tiny else (32, 17)
+    prepare = w.add(
+        "SpacetimeConnectVideos", (x, 80), (320, 160), [bridge, overlap], vae=vae, first=first, second=second
+    )
+    prompt = (
+        "a blue square turning on a plain white background"
+        if tiny
+        else "A smooth continuous shot linking the two scenes."
+    )
+    latent = denoise(w, x, 300, dit, text, (prepare, "latent"), prompt, s)
+    decode = w.add("SpacetimeVAEDecode", (x + 800, 80), (300, 100), [0, 64], vae=vae, latent=latent)
+    join = w.add(
+        "SpacetimeJoinEditedClip",
+        (x + 800, 220),
+        (300, 100),
+        [4],
+        plan=(prepare, "plan"),
+        images=(decode, "IMAGE"),
+    )
+    w.add(
+        "SpacetimeVideoCombine",
+        (x + 1140, 80),
+        (360, 560),
+        [16.0, 0, "Spacetime/connect", "video/h264-mp4", False, 19, "medium", True, True, "off"],
+        images=(join, "video"),
+    )
+    w.add(
+        "SpacetimeVideoCombine",
+        (x + 1540, 80),
+        (360, 560),
+        [16.0, 0, "Spacetime/bridge", "video/h264-mp4", False, 19, "medium", True, True, "off"],
+        images=(join, "new_frames"),
+    )
+    source = (
+        "two clips made here"
+        if tiny
+        else "two clips (*Load Video*: `clip_a.mp4` and `clip_b.mp4` in ComfyUI's `input` folder, or yours; both the same size)"
+    )
+    w.note(
+        header(
+            "Connect two videos",
+            tiny,
+            f"Generates the bridge from the end of the first of {source} to the start of the second. One file holds the joined result, the other the bridge alone.",
+        ),
+        (40, -420),
+        (820, 460),
+    )
+    return w  # fmt: skip
+
+
+def loop(tiny: bool) -> Workflow:
+    w = Workflow("loop_video" + "_tiny_world" * tiny)
+    s = settings(tiny)
+    dit, text, vae = models(w, tiny)
+    prompt = (
+        "a pink cross rotating on a gradient background"
+        if tiny
+        else "Ocean waves rolling onto a sandy beach at sunset, static camera."
+    )
+    clip = source_clip(w, tiny, dit, text, vae, s, prompt, "clip.mp4")
+    x = 1300 if tiny else 800
+    bridge, overlap = (8, 5) if tiny else (32, 17)
+    prepare = w.add("SpacetimeLoopVideo", (x, 80), (320, 130), [bridge, overlap], vae=vae, video=clip)
+    latent = denoise(w, x, 260, dit, text, (prepare, "latent"), prompt, s)
+    decode = w.add("SpacetimeVAEDecode", (x + 800, 80), (300, 100), [0, 64], vae=vae, latent=latent)
+    join = w.add(
+        "SpacetimeJoinEditedClip",
+        (x + 800, 220),
+        (300, 100),
+        [4],
+        plan=(prepare, "plan"),
+        images=(decode, "IMAGE"),
+    )
+    w.add(
+        "SpacetimeVideoCombine",
+        (x + 1140, 80),
+        (360, 560),
+        [16.0, 3, "Spacetime/loop", "video/h264-mp4", False, 19, "medium", True, True, "off"],
+        images=(join, "video"),
+    )
+    source = (
+        "a clip made here"
+        if tiny
+        else "a clip (*Load Video*: `clip.mp4` in ComfyUI's `input` folder, or yours)"
+    )
+    w.note(
+        header(
+            "Seamless loop",
+            tiny,
+            f"Makes {source} loop: a bridge leads from its last frames back to its first, so the end flows into the start. The file repeats it 4 times to show it.",
+        ),
+        (40, -420),
+        (820, 460),
+    )
+    return w  # fmt: skip
+
+
+def long_video(tiny: bool) -> Workflow:
+    w = Workflow("long_video" + "_tiny_world" * tiny)
+    s = settings(tiny)
+    dit, text, vae = models(w, tiny)
+    width, height = s["size"]
+    prompt = (
+        "a red circle moving left on a blue background"
+        if tiny
+        else "A slow aerial flight over a winding river through autumn forests, golden light, gentle mist."
+    )
+    encode = w.add("SpacetimeTextEncode", (420, 80), (400, 200), [prompt, s["negative"]], text_encoder=text)
+    scheduler = w.add("SpacetimeScheduler", (420, 320), (300, 130), ["simple", s["steps"], s["shift"], 1.0])
+    window, overlap = (17, 8) if tiny else (81, 16)
+    sampler = w.add(
+        "SpacetimeLongVideo", (860, 80), (340, 420),
+        [width, height, 961, window, overlap, 1.0, "unipc", s["cfg"], 0, "fixed"], dit=dit, vae=vae,
+        positive=(encode, "positive"), negative=(encode, "negative"), sigmas=(scheduler, "sigmas"),
+    )  # fmt: skip
+    w.add(
+        "SpacetimeVideoCombine",
+        (1240, 80),
+        (360, 560),
+        [16.0, 0, "Spacetime/long_video", "video/h264-mp4", False, 19, "medium", True, True, "off"],
+        latent=(sampler, "latent"),
+        vae=vae,
+    )
+    w.note(
+        header(
+            "A minute of video",
+            tiny,
+            "*Long Video* makes 961 frames (60 s at 16 fps) window by window, each continuing from the last frames of the one before, in the memory of one window. *Video Combine* takes the latent and the VAE and decodes it as it writes, so the frames never sit in memory all at once.",
+        ),
+        (40, -420),
+        (820, 460),
+    )
+    return w  # fmt: skip
+
+
+def single_image(tiny: bool) -> Workflow:
+    w = Workflow("single_image" + "_tiny_world" * tiny)
+    s = settings(tiny)
+    dit, text, vae = models(w, tiny)
+    size, tile = (512, 256) if tiny else (2048, 512)
+    empty = w.add("SpacetimeEmptyLatentVideo", (420, 80), (320, 130), [size, size, 1, 1], vae=vae)
+    prompt = (
+        "a green star on a mottled sandy background"
+        if tiny
+        else "A lighthouse on a rocky cliff at dawn, crashing waves, dramatic clouds, highly detailed photograph."
+    )
+    latent = denoise(w, 420, 250, dit, text, (empty, "LATENT"), prompt, s)
+    decode = w.add("SpacetimeVAEDecode", (860, 620), (300, 100), [tile, 64], vae=vae, latent=latent)
+    w.add("SaveImage", (1240, 80), (400, 440), ["Spacetime/image"], images=(decode, "IMAGE"))
+    body = (f"A video model makes a still image with frames = 1, here {size}x{size}. *VAE Decode* works in {tile}-pixel "
+            "tiles, so a 2048x2048 image decodes in bounded memory.")  # fmt: skip
+    if tiny:
+        body += " Tiny World was trained at 128x128: larger images of it are patterns of shapes."
+    w.note(header("Single image", tiny, body), (40, -420), (820, 460))
+    return w
+
+
+BUILDERS = [image_to_video, video_to_video, extend, connect, loop, long_video, single_image]
+
+
+def main() -> int:
+    for build in BUILDERS:
+        for tiny in (False, True):
+            workflow = build(tiny).json()
+            path = ROOT / "workflows" / f"{workflow['id']}.json"
+            path.write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")
+            print(path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
