@@ -5,8 +5,9 @@ sees more than `window` latent frames, and the latent video itself is small (a m
 832x480 is 96 MB). The whole latent is then decoded in one causal pass, so there is no join in pixels.
 
 Colour drift: chained windows can drift in tone (each continues from the last, errors add up). After each
-window, the per-channel mean and standard deviation of its new latent frames are moved `correction` of
-the way towards those of the first window.
+window, the per-channel mean and standard deviation of its new latent frames are moved towards those of
+the first window: not at all at the join (the model continues the frames it was given, so a jump there
+would be a seam) rising linearly to `correction` at the window's last frame.
 
 Axes: B batch, C latent channels, T latent frames.
 """
@@ -37,10 +38,14 @@ def check_windows(frames: int, window: int, overlap: int) -> None:
         raise ValueError(f"{frames} latent frames: expected at least 1.")
 
 
-def match_statistics(new: torch.Tensor, reference: torch.Tensor, amount: float) -> torch.Tensor:
-    """Move the per-channel mean and std of `new` (B×C×T×H×W) `amount` of the way towards `reference`'s."""
-    if amount == 0:
+def match_statistics(
+    new: torch.Tensor, reference: torch.Tensor, amount: float | torch.Tensor
+) -> torch.Tensor:
+    """Move the per-channel mean and std of `new` (B×C×T×H×W) `amount` of the way towards `reference`'s;
+    `amount` may be one value or one per frame (T)."""
+    if isinstance(amount, float | int) and amount == 0:
         return new
+    amount = torch.as_tensor(amount, dtype=new.dtype).reshape(1, 1, -1, 1, 1)
     dims = (2, 3, 4)
     mean, std = new.mean(dims, keepdim=True), new.std(dims, keepdim=True).clamp_min(1e-6)
     target_mean, target_std = reference.mean(dims, keepdim=True), reference.std(dims, keepdim=True)
@@ -93,6 +98,7 @@ def long_video_latent(
         if reference is None:
             reference = generated
         else:
-            generated = match_statistics(generated, reference, correction)
+            ramp = torch.arange(1, generated.shape[2] + 1) / generated.shape[2]
+            generated = match_statistics(generated, reference, correction * ramp)
         video = torch.cat([video, generated], dim=2)
     return video

@@ -4,10 +4,7 @@ decode latents, latent shapes and formats."""
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,10 +95,6 @@ def _shape(shapes: dict[str, tuple[int, ...]], key: str, source: str) -> tuple[i
     return shapes[key]
 
 
-class _Stopped(Exception):
-    """Ends a streaming decode whose consumer has stopped reading."""
-
-
 @dataclass
 class VideoVAE:
     """A causal video VAE (Wan 2.1 or 2.2) with its latent format: raw latents in, raw latents out."""
@@ -162,6 +155,23 @@ class VideoVAE:
         latent = self.model.encode(video.to(self.device, self.dtype), progress)
         return latent.float()
 
+    def _checked(self, latent: torch.Tensor, tile: int, overlap: int) -> SpatialTiling | None:
+        self.latent_format.check_channels(latent)
+        if not torch.isfinite(latent).all():
+            raise ValueError(
+                "latent holds NaN or infinite values; the sampler or the model overflowed (try fp32 or bf16 "
+                "instead of fp16). Nothing can be decoded from it."
+            )
+        if not tile:
+            return None
+        s = self.spatial_stride
+        if tile % s or overlap % s or not 0 <= overlap < tile:
+            raise ValueError(
+                f"tile={tile}, overlap={overlap}: both must be multiples of {s} pixels with overlap < tile "
+                f"(e.g. tile=512, overlap=64)."
+            )
+        return SpatialTiling(tile // s, overlap // s, s)
+
     @torch.no_grad()
     def decode(
         self,
@@ -174,25 +184,12 @@ class VideoVAE:
         """Raw latent B×C×T'×H'×W' -> video B×3×(4T'-3)×H×W in -1..1 (float32), one latent frame at a
         time; with `sink(frames)`, the decoded frames are handed over chunk by chunk instead. `tile`
         and `overlap` (pixels, multiples of the spatial stride) decode in blended spatial tiles."""
-        self.latent_format.check_channels(latent)
-        if not torch.isfinite(latent).all():
-            raise ValueError(
-                "latent holds NaN or infinite values; the sampler or the model overflowed (try fp32 or bf16 "
-                "instead of fp16). Nothing can be decoded from it."
-            )
+        tiles = self._checked(latent, tile, overlap)
         chunk_sink = None if sink is None else (lambda frames: sink(frames.float()))
-        tiles = None
-        if tile:
-            s = self.spatial_stride
-            if tile % s or overlap % s or not 0 <= overlap < tile:
-                raise ValueError(
-                    f"tile={tile}, overlap={overlap}: both must be multiples of {s} pixels with overlap < tile "
-                    f"(e.g. tile=512, overlap=64)."
-                )
-            tiles = SpatialTiling(tile // s, overlap // s, s)
         video = self.model.decode(latent.to(self.device, self.dtype), progress, chunk_sink, tiles)
         return None if video is None else video.float()
 
+    @torch.no_grad()
     def decode_frames(
         self,
         latent: torch.Tensor,
@@ -200,40 +197,12 @@ class VideoVAE:
         tile: int = 0,
         overlap: int = 0,
     ) -> Iterator[torch.Tensor]:
-        """Decode as `decode` does, handing over IMAGE frames (F×H×W×3 in 0..1) chunk by chunk as they are
-        made, so a consumer (a video encoder) holds a few frames at a time, never the whole video. The
-        decoder runs in a thread one chunk ahead; its errors (a cancel included) are raised here."""
-        chunks: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-        done = object()
-
-        def sink(frames: torch.Tensor) -> None:
-            if stop.is_set():
-                raise _Stopped
-            chunks.put(video_to_frames(frames))
-
-        def run() -> None:
-            try:
-                for item in latent.split(1):
-                    self.decode(item, progress, sink, tile, overlap)
-                chunks.put(done)
-            except _Stopped:
-                pass
-            except BaseException as error:  # handed to the consumer's thread
-                chunks.put(error)
-
-        worker = threading.Thread(target=run, name="spacetime-vae-decode", daemon=True)
-        worker.start()
-        try:
-            while (chunk := chunks.get()) is not done:
-                if isinstance(chunk, BaseException):
-                    raise chunk
-                yield chunk
-        finally:  # the consumer stopped (or failed): let the decoder finish its chunk and end
-            stop.set()
-            while worker.is_alive():
-                with contextlib.suppress(queue.Empty):
-                    chunks.get(timeout=0.1)
+        """Decode as `decode` does, handing over IMAGE frames (F×H×W×3 in 0..1) one latent frame's worth at
+        a time, as the consumer (a video encoder) asks for them: it holds a few frames, never the video."""
+        tiles = self._checked(latent, tile, overlap)
+        for item in latent.split(1):
+            for frames in self.model.decode_chunks(item.to(self.device, self.dtype), progress, tiles):
+                yield video_to_frames(frames.float())
 
     def frames_for(self, latent_frames: int) -> int:
         return 1 + (latent_frames - 1) * self.temporal_stride

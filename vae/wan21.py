@@ -12,6 +12,7 @@ Axes: B batch, C channels, T frames, H W height and width.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -306,24 +307,28 @@ class CausalVideoVAE(nn.Module):
         """Frames in -1..1, one latent frame at a time; with `sink`, each chunk of frames is handed
         to it and nothing is kept (memory does not grow with the number of frames). With `tiles`
         (a SpatialTiling), each chunk is decoded tile by tile, every tile with its own time cache."""
+        chunks = []
+        for frames in self.decode_chunks(latent, progress, tiles):
+            if sink is None:
+                chunks.append(frames)
+            else:
+                sink(frames)
+        return torch.cat(chunks, dim=2) if sink is None else None
+
+    def decode_chunks(self, latent: torch.Tensor, progress=None, tiles=None) -> Iterator[torch.Tensor]:
+        """The frames of each latent frame in turn (1, then 4 at a time), as `decode` makes them."""
         x = self.conv2(latent)
         regions = tiles.regions(latent.shape[3], latent.shape[4]) if tiles else [(slice(None), slice(None))]
         caches = [TimeCache() for _ in regions]
-        chunks = []
         for index in range(latent.shape[2]):
             parts = []
             for (rows, columns), cache in zip(regions, caches, strict=True):
                 cache.start_chunk()
                 part = self.decoder(x[:, :, index : index + 1, rows, columns], cache)
                 parts.append(self.unpatchify(part).clamp_(-1.0, 1.0))
-            frames = tiles.blend(parts, latent.shape[3], latent.shape[4]) if tiles else parts[0]
-            if sink is None:
-                chunks.append(frames)
-            else:
-                sink(frames)
+            yield tiles.blend(parts, latent.shape[3], latent.shape[4]) if tiles else parts[0]
             if progress:
                 progress()
-        return torch.cat(chunks, dim=2) if sink is None else None
 
 
 class Wan21VAE(CausalVideoVAE):
