@@ -1,7 +1,8 @@
 """Long video with Tiny World: peak memory against length, seams at window joins, colour drift.
 
 Each run is `python -m spacetime generate PROMPT --frames N` in a fresh process (windows of 17 frames
-continuing from 8, decoded straight into the H.264 file), timed, with its peak resident memory. Then the
+continuing from 8, decoded straight into the H.264 file), timed, with its peak resident memory (VmHWM,
+Linux). Then the
 file is read back and measured:
 - seams: the frame-to-frame change where each window's new frames begin, over the median change of the
   video; the same ratio at every latent frame boundary (where the VAE's groups of 4 frames meet) is
@@ -41,10 +42,13 @@ def generate(frames: int, steps: int, correction: float, output: Path) -> tuple[
         sys.executable, "-m", "spacetime", "generate", PROMPT, "--frames", str(frames), "--steps", str(steps),
         "--window", str(WINDOW), "--window-overlap", str(OVERLAP), "--correction", str(correction),
     ]  # fmt: skip
+    # VmHWM: the peak resident memory of this process image (ru_maxrss would also count the parent's,
+    # which a child inherits across fork and exec).
     script = (
-        "import resource, runpy, sys; sys.argv = ['spacetime', *sys.argv[1:]]\n"
+        "import runpy, sys; sys.argv = ['spacetime', *sys.argv[1:]]\n"
         "try:\n    runpy.run_module('spacetime', run_name='__main__')\n"
-        "finally:\n    print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "finally:\n    print('PEAK', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
+        " file=sys.stderr)\n"
     )
     start = time.time()
     result = subprocess.run(
