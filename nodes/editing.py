@@ -284,7 +284,7 @@ class SpacetimeLongVideo:
                 "frames": ("INT", {"default": 961, "min": 1, "max": MAX_LONG_FRAMES, "step": 4, "tooltip": "Frames of the whole video, 4k+1: 961 is a minute at 16 fps."}),
                 "window_frames": ("INT", {"default": 81, "min": 9, "max": MAX_FRAMES, "step": 4, "tooltip": "Frames the DiT makes at once, 4k+1: the length the model was trained at (Wan: 81, Tiny World: 17). Memory depends on this, not on the length."}),
                 "overlap_frames": ("INT", {"default": 16, "min": 4, "max": MAX_FRAMES, "step": 4, "tooltip": "Frames each window continues from, a multiple of 4 (rounded down). More carries motion on better; each window adds window - overlap frames."}),
-                "correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Colour-drift correction: how far each window's latent mean and spread per channel are moved towards the first window's. 0: off."}),
+                "correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Colour-drift correction: how far each window's latent mean per channel is moved towards the first window's (from nothing at the join, rising over the window). 0: off."}),
                 "solver": (list(SOLVERS), {"default": "unipc", "tooltip": "As in the DiT Denoiser."}),
                 "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance (1: off)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": "Window k uses seed + k."}),

@@ -5,9 +5,11 @@ sees more than `window` latent frames, and the latent video itself is small (a m
 832x480 is 96 MB). The whole latent is then decoded in one causal pass, so there is no join in pixels.
 
 Colour drift: chained windows can drift in tone (each continues from the last, errors add up). After each
-window, the per-channel mean and standard deviation of its new latent frames are moved towards those of
-the first window: not at all at the join (the model continues the frames it was given, so a jump there
-would be a seam) rising linearly to `correction` at the window's last frame.
+window, the per-channel mean of its new latent frames is moved towards the first window's: not at all at
+the join (the model continues the frames it was given, so a jump there would be a seam), rising linearly
+over the window towards `correction`. (Measured with Tiny World over a minute: moving the mean this way
+halves the drift and leaves the joins no worse; matching the spread as well, or correcting fully from
+the join on, made both worse.)
 
 Axes: B batch, C latent channels, T latent frames.
 """
@@ -38,19 +40,13 @@ def check_windows(frames: int, window: int, overlap: int) -> None:
         raise ValueError(f"{frames} latent frames: expected at least 1.")
 
 
-def match_statistics(
-    new: torch.Tensor, reference: torch.Tensor, amount: float | torch.Tensor
-) -> torch.Tensor:
-    """Move the per-channel mean and std of `new` (B×C×T×H×W) `amount` of the way towards `reference`'s;
-    `amount` may be one value or one per frame (T)."""
-    if isinstance(amount, float | int) and amount == 0:
-        return new
+def match_mean(new: torch.Tensor, reference: torch.Tensor, amount: float | torch.Tensor) -> torch.Tensor:
+    """Move the per-channel mean of `new` (B×C×T×H×W) `amount` of the way towards `reference`'s; `amount`
+    may be one value or one per frame (T)."""
     amount = torch.as_tensor(amount, dtype=new.dtype).reshape(1, 1, -1, 1, 1)
     dims = (2, 3, 4)
-    mean, std = new.mean(dims, keepdim=True), new.std(dims, keepdim=True).clamp_min(1e-6)
-    target_mean, target_std = reference.mean(dims, keepdim=True), reference.std(dims, keepdim=True)
-    matched = (new - mean) / std * target_std + target_mean
-    return torch.lerp(new, matched, amount)
+    shift = reference.mean(dims, keepdim=True) - new.mean(dims, keepdim=True)
+    return new + amount * shift
 
 
 def long_video_latent(
@@ -98,7 +94,7 @@ def long_video_latent(
         if reference is None:
             reference = generated
         else:
-            ramp = torch.arange(1, generated.shape[2] + 1) / generated.shape[2]
-            generated = match_statistics(generated, reference, correction * ramp)
+            ramp = torch.arange(generated.shape[2]) / generated.shape[2]  # 0 at the join
+            generated = match_mean(generated, reference, correction * ramp)
         video = torch.cat([video, generated], dim=2)
     return video
