@@ -12,8 +12,8 @@ ones (denoised, mask 1):
 
 A causal video VAE (Wan's) puts pixel frame 0 alone in latent frame 0 and every later group of 4 pixel
 frames in one latent frame. Known frames must fill whole latent frames: a head of 4m+1 frames is
-encoded as a video of its own; a tail that starts mid-clip (4m frames) is encoded after one copy of its
-first frame, which stands in for the unknown frames before it, and that extra latent frame is dropped.
+encoded as a video of its own; a tail that starts mid-clip (4m frames) is encoded after a still lead-in
+(its first frame held), which stands in for the unknown frames before it, and the lead-in is dropped.
 
 After decoding, `assemble` puts the clip together: the source frames come back exactly where they were
 known, the difference between them and their decoded copies (the VAE's loss) is carried into the
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 FIT_RULES = ("crop", "pad", "stretch")
 DEFAULT_BLEND = 4  # new frames over which the VAE's loss at a known frame fades out
+LEAD_IN_LATENT_FRAMES = 2  # still latent frames encoded before known frames that start mid-clip
 Encode = Callable[[torch.Tensor], torch.Tensor]  # frames F×H×W×3 in 0..1 -> raw latent 1×C×T×h×w
 
 
@@ -132,10 +133,14 @@ def encode_head(encode: Encode, frames: torch.Tensor, stride: int) -> torch.Tens
 
 
 def encode_inside(encode: Encode, frames: torch.Tensor, stride: int) -> torch.Tensor:
-    """Frames that start mid-clip on a latent frame boundary (stride·m of them) -> m latent frames, encoded
-    after one copy of the first frame that stands in for the unknown frames before them."""
+    """Frames that start mid-clip on a latent frame boundary (stride·m of them) -> m latent frames. They are
+    encoded after a still lead-in, their first frame held for 1 + 2·stride frames, which stands in for the
+    unknown frames before them; the lead-in's latent frames are dropped. (Decoded after generated frames,
+    Tiny World's copies of the known frames come back at 29.0 dB with this lead-in, 25.9 dB after a single
+    copy of the first frame: 4 backward extensions.)"""
     _check_count(frames, stride, 0, "frames that start mid-clip")
-    return encode(torch.cat([frames[:1], frames]))[:, :, 1:]
+    lead_in = frames[:1].expand(1 + LEAD_IN_LATENT_FRAMES * stride, -1, -1, -1)
+    return encode(torch.cat([lead_in, frames]))[:, :, 1 + LEAD_IN_LATENT_FRAMES :]
 
 
 def _check_count(frames: torch.Tensor, stride: int, remainder: int, what: str) -> None:

@@ -55,11 +55,12 @@ def test_extend_forward_pins_the_tail_and_joins_the_rest_of_the_clip_before():
     assert torch.equal(edit.plan.before, source[:6])
 
 
-def test_extend_backward_encodes_the_head_after_a_copy_of_its_first_frame():
+def test_extend_backward_encodes_the_head_after_a_still_lead_in():
     source = clip(10)
     edit = edits.extend(fake_encode, STRIDE, SIZE, source, new_frames=3, overlap=5, backward=True)
     assert known_layout(edit.plan) == "." * 5 + "K" * 4  # 4k+1 new frames open the clip, 4 known close it
-    expected = fake_encode(torch.cat([source[:1], source[:4]]))[:, :, 1:]
+    lead_in = source[:1].expand(9, -1, -1, -1)  # the first frame held for 1 + 2 latent frames
+    expected = fake_encode(torch.cat([lead_in, source[:4]]))[:, :, 3:]
     assert torch.equal(edit.latent[:, :, -1:], expected)
     assert edit.noise_mask[0, 0, :, 0, 0].tolist() == [1, 1, 0]
     assert torch.equal(edit.plan.after, source[4:])
