@@ -57,7 +57,8 @@ def test_root_init_only_registers():
 
 
 def _package_sources() -> list[Path]:
-    skip = {"tests", "benchmarks", "tools", "build", "output"}  # scripts there import the installed `spacetime`
+    # scripts in these folders import the installed `spacetime`
+    skip = {"tests", "benchmarks", "tools", "build", "output"}
     return [p for p in PACK_ROOT.rglob("*.py") if not skip & set(p.relative_to(PACK_ROOT).parts)]
 
 
