@@ -9,7 +9,7 @@ import torch
 
 from .. import host
 from ..samplers import frames as edits
-from ..samplers.denoiser import conditioning_context
+from ..samplers.denoiser import WAN22_T2V_BOUNDARY, conditioning_context
 from ..samplers.long_video import long_video_latent, window_count
 from ..samplers.noise import MAX_SEED
 from ..samplers.solvers import SOLVERS
@@ -263,7 +263,10 @@ class SpacetimeLongVideo:
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("The whole video's latent: connect VAE Decode, which decodes it in one causal pass.",)
+    OUTPUT_TOOLTIPS = (
+        "The whole video's latent. Connect it with the VAE to Video Combine's latent and vae inputs: it is "
+        "decoded as it is written, never held as frames (VAE Decode works too, holding every frame).",
+    )
     DESCRIPTION = (
         "A video of any length (a minute or more) in the memory of one window: the first window is made from "
         "the prompt, each next one continues from the last `overlap` frames of the video so far, with a "
@@ -289,12 +292,16 @@ class SpacetimeLongVideo:
                 "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance (1: off)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": "Window k uses seed + k."}),
             },
+            "optional": {
+                "low_noise_dit": (DIT, {"tooltip": "Wan 2.2 A14B: the low-noise expert, which takes over below the boundary."}),
+                "boundary": ("FLOAT", {"default": WAN22_T2V_BOUNDARY, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": "The noise level where the low-noise expert takes over (Wan 2.2 A14B text to video: 0.875)."}),
+            },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
     def sample(
         self, dit, vae, positive, negative, sigmas, width, height, frames, window_frames, overlap_frames,
-        correction, solver, cfg, seed, unique_id=None,
+        correction, solver, cfg, seed, low_noise_dit=None, boundary=WAN22_T2V_BOUNDARY, unique_id=None,
     ):  # fmt: skip
         stride = vae.temporal_stride
         shape = vae.latent_shape(frames, height, width)
@@ -307,7 +314,7 @@ class SpacetimeLongVideo:
         total = steps * window_count(shape[2], window, overlap)
         latent = long_video_latent(
             dit, shape, sigmas, context, negative_context, window=window, overlap=overlap,
-            correction=correction, cfg=cfg, seed=seed, solver=solver,
-            step_callback=host.progress_ticker(total, "Long video", node_id=unique_id),
+            correction=correction, cfg=cfg, seed=seed, solver=solver, low_noise_dit=low_noise_dit,
+            boundary=boundary, step_callback=host.progress_ticker(total, "Long video", node_id=unique_id),
         )  # fmt: skip
         return ({"samples": latent.to(host.intermediate_device())},)

@@ -421,7 +421,7 @@ def long_video(tiny: bool) -> Workflow:
     window, overlap = (17, 8) if tiny else (81, 16)
     sampler = w.add(
         "SpacetimeLongVideo", (860, 80), (340, 420),
-        [width, height, 961, window, overlap, 1.0, "unipc", s["cfg"], 0, "fixed"], dit=dit, vae=vae,
+        [width, height, 961, window, overlap, 1.0, "unipc", s["cfg"], 0, "fixed", 0.875], dit=dit, vae=vae,
         positive=(encode, "positive"), negative=(encode, "negative"), sigmas=(scheduler, "sigmas"),
     )  # fmt: skip
     w.add(
