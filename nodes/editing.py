@@ -69,12 +69,20 @@ OVERLAP_TOOLTIP = (
 )
 
 
-class SpacetimeImageToVideo:
+class _EditNode:
+    """What the editing nodes share: their menu, their function, and (LATENT, plan) out."""
+
     CATEGORY = "Spacetime/editing"
     FUNCTION = "prepare"
     RETURN_TYPES = ("LATENT", PLAN)
     RETURN_NAMES = ("latent", "plan")
     OUTPUT_TOOLTIPS = (LATENT_TOOLTIP, PLAN_TOOLTIP)
+
+
+VAE_INPUT = (VAE, {"tooltip": "The VAE of the model that will denoise the latent."})
+
+
+class SpacetimeImageToVideo(_EditNode):
     DESCRIPTION = (
         "Animates an image: it becomes the first frame of a video the DiT continues under the prompt. Each "
         "image of a batch starts its own video. Works with any IMAGE: Load Image, or an image generator's "
@@ -85,7 +93,7 @@ class SpacetimeImageToVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "vae": VAE_INPUT,
                 "image": ("IMAGE", {"tooltip": "The first frame. An alpha channel is composited over black."}),
                 "width": ("INT", {"default": 832, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Video width in pixels (a multiple of 16; 32 for Wan 2.2 TI2V). Tiny World: 128."}),
                 "height": ("INT", {"default": 480, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Video height in pixels (a multiple of 16; 32 for Wan 2.2 TI2V). Tiny World: 128."}),
@@ -101,9 +109,7 @@ class SpacetimeImageToVideo:
         return _output(edits.image_to_video(encode, vae.temporal_stride, size, images, frames))
 
 
-class SpacetimeVideoToVideo:
-    CATEGORY = "Spacetime/editing"
-    FUNCTION = "prepare"
+class SpacetimeVideoToVideo(_EditNode):
     RETURN_TYPES = ("LATENT", "SIGMAS", PLAN)
     RETURN_NAMES = ("latent", "sigmas", "plan")
     OUTPUT_TOOLTIPS = (
@@ -120,7 +126,7 @@ class SpacetimeVideoToVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "vae": VAE_INPUT,
                 "video": ("IMAGE", {"tooltip": "The frames to re-render (any count: padded to 4k+1 by repeating the last frame, and trimmed back by Join Edited Clip)."}),
                 "sigmas": ("SIGMAS", {"tooltip": "A full schedule (from Scheduler (Spacetime), denoise 1): its steps are kept, scaled to start at `strength`."}),
                 "strength": ("FLOAT", {"default": 0.6, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "The noise level the source is taken to (0..1): how much is redrawn. 0.3 restyles, 0.6 keeps the layout, 1 starts from pure noise."}),
@@ -135,12 +141,7 @@ class SpacetimeVideoToVideo:
         return latent, scaled, plan
 
 
-class SpacetimeExtendVideo:
-    CATEGORY = "Spacetime/editing"
-    FUNCTION = "prepare"
-    RETURN_TYPES = ("LATENT", PLAN)
-    RETURN_NAMES = ("latent", "plan")
-    OUTPUT_TOOLTIPS = (LATENT_TOOLTIP, PLAN_TOOLTIP)
+class SpacetimeExtendVideo(_EditNode):
     DESCRIPTION = (
         "Continues a clip past its end (forward) or invents what came before its start (backward), from its "
         "last or first `overlap` frames. Join Edited Clip returns the whole clip with the new frames joined on."
@@ -150,7 +151,7 @@ class SpacetimeExtendVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "vae": VAE_INPUT,
                 "video": ("IMAGE", {"tooltip": "The clip to extend (its frames, at a size the model takes)."}),
                 "direction": (["forward", "backward"], {"tooltip": "forward: after the last frame. backward: before the first."}),
                 "new_frames": _frames_widget(12, "Frames to add, rounded up to whole latent frames (forward: a multiple of 4; backward: 4k+1)."),
@@ -167,12 +168,7 @@ class SpacetimeExtendVideo:
         return _output(edits.extend(encode, vae.temporal_stride, size, clip, new_frames, overlap, backward))
 
 
-class SpacetimeConnectVideos:
-    CATEGORY = "Spacetime/editing"
-    FUNCTION = "prepare"
-    RETURN_TYPES = ("LATENT", PLAN)
-    RETURN_NAMES = ("latent", "plan")
-    OUTPUT_TOOLTIPS = (LATENT_TOOLTIP, PLAN_TOOLTIP)
+class SpacetimeConnectVideos(_EditNode):
     DESCRIPTION = (
         "Generates the bridge from the end of one clip to the start of another. Join Edited Clip returns "
         "the joined result (first clip, bridge, second clip) and the bridge alone."
@@ -182,7 +178,7 @@ class SpacetimeConnectVideos:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "vae": VAE_INPUT,
                 "first": ("IMAGE", {"tooltip": "The clip that comes first; the bridge starts from its last frames."}),
                 "second": ("IMAGE", {"tooltip": "The clip that comes after; the bridge leads into its first frames. Same size as the first."}),
                 "bridge_frames": _frames_widget(8, "New frames between the two clips, rounded up to a multiple of 4."),
@@ -197,12 +193,7 @@ class SpacetimeConnectVideos:
         return _output(edits.connect(encode, vae.temporal_stride, size, a, b, bridge_frames, overlap))
 
 
-class SpacetimeLoopVideo:
-    CATEGORY = "Spacetime/editing"
-    FUNCTION = "prepare"
-    RETURN_TYPES = ("LATENT", PLAN)
-    RETURN_NAMES = ("latent", "plan")
-    OUTPUT_TOOLTIPS = (LATENT_TOOLTIP, PLAN_TOOLTIP)
+class SpacetimeLoopVideo(_EditNode):
     DESCRIPTION = (
         "Makes a clip loop seamlessly: generates a bridge from its last frames back to its first, so the "
         "last frame of the result flows into the first. Join Edited Clip returns the clip with the bridge."
@@ -212,7 +203,7 @@ class SpacetimeLoopVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae": (VAE, {"tooltip": "The VAE of the model that will denoise the latent."}),
+                "vae": VAE_INPUT,
                 "video": ("IMAGE", {"tooltip": "The clip to loop."}),
                 "bridge_frames": _frames_widget(8, "New frames that lead from the end back to the start, rounded up to a multiple of 4."),
                 "overlap": _frames_widget(5, OVERLAP_TOOLTIP),

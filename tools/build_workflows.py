@@ -161,13 +161,21 @@ def load_clip(w: Workflow, x: int, y: int, file: str):
     return parts, "images"
 
 
-def finish(w: Workflow, x: int, vae, latent, plan, prefix: str):
+def combine(w: Workflow, x: int, prefix: str, loop_count: int = 0, **frames) -> None:
+    """Video Combine at the pack's defaults, writing `frames` (images=..., or latent=... with vae=...)."""
+    values = [16.0, loop_count, prefix, "video/h264-mp4", False, 19, "medium", True, True, "off"]
+    w.add("SpacetimeVideoCombine", (x, 80), (360, 560), values, **frames)
+
+
+def finish(
+    w: Workflow, x: int, vae, latent, plan, prefix: str, loop_count: int = 0, bridge: str = ""
+) -> None:
+    """VAE Decode -> Join Edited Clip -> Video Combine (and a second one for the new frames alone)."""
     decode = w.add("SpacetimeVAEDecode", (x, 80), (300, 100), [0, 64], vae=vae, latent=latent)
     join = w.add("SpacetimeJoinEditedClip", (x, 220), (300, 100), [4], plan=plan, images=(decode, "IMAGE"))
-    w.add(
-        "SpacetimeVideoCombine", (x + 340, 80), (360, 560),
-        [16.0, 0, prefix, "video/h264-mp4", False, 19, "medium", True, True, "off"], images=(join, "video"),
-    )  # fmt: skip
+    combine(w, x + 340, prefix, loop_count, images=(join, "video"))
+    if bridge:
+        combine(w, x + 740, bridge, images=(join, "new_frames"))
 
 
 def header(title: str, tiny: bool, body: str) -> str:
@@ -319,29 +327,7 @@ def connect(tiny: bool) -> Workflow:
         else "A smooth continuous shot linking the two scenes."
     )
     latent = denoise(w, x, 300, dit, text, (prepare, "latent"), prompt, s)
-    decode = w.add("SpacetimeVAEDecode", (x + 800, 80), (300, 100), [0, 64], vae=vae, latent=latent)
-    join = w.add(
-        "SpacetimeJoinEditedClip",
-        (x + 800, 220),
-        (300, 100),
-        [4],
-        plan=(prepare, "plan"),
-        images=(decode, "IMAGE"),
-    )
-    w.add(
-        "SpacetimeVideoCombine",
-        (x + 1140, 80),
-        (360, 560),
-        [16.0, 0, "Spacetime/connect", "video/h264-mp4", False, 19, "medium", True, True, "off"],
-        images=(join, "video"),
-    )
-    w.add(
-        "SpacetimeVideoCombine",
-        (x + 1540, 80),
-        (360, 560),
-        [16.0, 0, "Spacetime/bridge", "video/h264-mp4", False, 19, "medium", True, True, "off"],
-        images=(join, "new_frames"),
-    )
+    finish(w, x + 800, vae, latent, (prepare, "plan"), "Spacetime/connect", bridge="Spacetime/bridge")
     source = (
         "two clips made here"
         if tiny
@@ -373,22 +359,7 @@ def loop(tiny: bool) -> Workflow:
     bridge, overlap = (8, 5) if tiny else (32, 17)
     prepare = w.add("SpacetimeLoopVideo", (x, 80), (320, 130), [bridge, overlap], vae=vae, video=clip)
     latent = denoise(w, x, 260, dit, text, (prepare, "latent"), prompt, s)
-    decode = w.add("SpacetimeVAEDecode", (x + 800, 80), (300, 100), [0, 64], vae=vae, latent=latent)
-    join = w.add(
-        "SpacetimeJoinEditedClip",
-        (x + 800, 220),
-        (300, 100),
-        [4],
-        plan=(prepare, "plan"),
-        images=(decode, "IMAGE"),
-    )
-    w.add(
-        "SpacetimeVideoCombine",
-        (x + 1140, 80),
-        (360, 560),
-        [16.0, 3, "Spacetime/loop", "video/h264-mp4", False, 19, "medium", True, True, "off"],
-        images=(join, "video"),
-    )
+    finish(w, x + 800, vae, latent, (prepare, "plan"), "Spacetime/loop", loop_count=3)
     source = (
         "a clip made here"
         if tiny
@@ -424,14 +395,7 @@ def long_video(tiny: bool) -> Workflow:
         [width, height, 961, window, overlap, 1.0, "unipc", s["cfg"], 0, "fixed", 0.875], dit=dit, vae=vae,
         positive=(encode, "positive"), negative=(encode, "negative"), sigmas=(scheduler, "sigmas"),
     )  # fmt: skip
-    w.add(
-        "SpacetimeVideoCombine",
-        (1240, 80),
-        (360, 560),
-        [16.0, 0, "Spacetime/long_video", "video/h264-mp4", False, 19, "medium", True, True, "off"],
-        latent=(sampler, "latent"),
-        vae=vae,
-    )
+    combine(w, 1240, "Spacetime/long_video", latent=(sampler, "latent"), vae=vae)
     w.note(
         header(
             "A minute of video",
