@@ -105,3 +105,11 @@ def test_generate_makes_a_video_longer_than_one_window(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     video = decode(Path(result.stdout.strip().splitlines()[-1]))
     assert video.frames.shape == (29, 128, 128, 3) and video.frames.std() > 5
+
+
+@tiny
+def test_a_streamed_decode_refuses_a_bad_latent_before_anything_is_written(tiny_world):
+    latent = torch.zeros(1, 12, 2, 4, 4)
+    latent[0, 0, 1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        tiny_world[2].decode_frames(latent)  # raised on the call, not on the first frame

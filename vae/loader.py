@@ -189,7 +189,6 @@ class VideoVAE:
         video = self.model.decode(latent.to(self.device, self.dtype), progress, chunk_sink, tiles)
         return None if video is None else video.float()
 
-    @torch.no_grad()
     def decode_frames(
         self,
         latent: torch.Tensor,
@@ -198,8 +197,13 @@ class VideoVAE:
         overlap: int = 0,
     ) -> Iterator[torch.Tensor]:
         """Decode as `decode` does, handing over IMAGE frames (F×H×W×3 in 0..1) one latent frame's worth at
-        a time, as the consumer (a video encoder) asks for them: it holds a few frames, never the video."""
+        a time, as the consumer (a video encoder) asks for them: it holds a few frames, never the video.
+        The latent is checked now, before anything is decoded or written."""
         tiles = self._checked(latent, tile, overlap)
+        return self._frames(latent, progress, tiles)
+
+    @torch.no_grad()  # around each step of the generator, not between them
+    def _frames(self, latent: torch.Tensor, progress, tiles) -> Iterator[torch.Tensor]:
         for item in latent.split(1):
             for frames in self.model.decode_chunks(item.to(self.device, self.dtype), progress, tiles):
                 yield video_to_frames(frames.float())
