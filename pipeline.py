@@ -13,7 +13,7 @@ import torch
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
 from .samplers.denoiser import WAN22_T2V_BOUNDARY, denoise
-from .samplers.long_video import long_video_latent, window_count
+from .samplers.long_video import latent_windows, long_video_latent, window_count
 from .samplers.schedules import schedule_by_name
 from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .vae.loader import VideoVAE, load_vae, video_to_frames
@@ -70,6 +70,11 @@ def load_tiny_world(device=None, vae_device=None) -> tuple[WanDiT, TextEncoder, 
     text_encoder = load_text_encoder(TINY_WORLD_DIR / TINY_WORLD_FILES["text_encoder"], device=device)
     vae = load_vae(TINY_WORLD_DIR / TINY_WORLD_FILES["vae"], device=vae_device or host.compute_device())
     return dit, text_encoder, vae
+
+
+def _console_progress(description: str, total: int) -> Callable[[], None]:
+    """The default `progress`: ComfyUI's or the console's progress bar, which also honours cancel."""
+    return host.progress_ticker(total, description)
 
 
 def encode_prompt(
@@ -151,12 +156,12 @@ def long_video(
     """A prompt -> a video longer than one window, made window by window (samplers/long_video.py) and
     decoded as it is written: the frames arrive as a FrameStream for combine_video, so memory stays that of
     one window whatever the length."""
-    progress = progress or (lambda description, total: host.progress_ticker(total, description))
+    progress = progress or _console_progress
     s = settings
     shape = vae.latent_shape(s.frames, s.height, s.width)
     vae.check_size(s.window, s.height, s.width)
     stride = vae.temporal_stride
-    window, overlap = (s.window - 1) // stride + 1, s.window_overlap // stride
+    window, overlap = latent_windows(s.window, s.window_overlap, stride)
     positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, s.cfg)
     sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
     count = window_count(shape[2], window, overlap)
@@ -184,7 +189,7 @@ def edit_video(
 ) -> torch.Tensor:
     """Denoise `latent` (with core's `noise_mask`: the known frames of an edit) under a prompt and decode
     it -> IMAGE frames (B·T)×H×W×3 in 0..1, as the edit nodes' graph does."""
-    progress = progress or (lambda description, total: host.progress_ticker(total, description))
+    progress = progress or _console_progress
     s = settings
     positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, s.cfg)
     steps = s.steps if sigmas is None else len(sigmas) - 1

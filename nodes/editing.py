@@ -10,7 +10,7 @@ import torch
 from .. import host
 from ..samplers import frames as edits
 from ..samplers.denoiser import WAN22_T2V_BOUNDARY, conditioning_context
-from ..samplers.long_video import long_video_latent, window_count
+from ..samplers.long_video import latent_windows, long_video_latent, window_count
 from ..samplers.noise import MAX_SEED
 from ..samplers.solvers import SOLVERS
 from ..vae import frames_to_video
@@ -297,7 +297,7 @@ class SpacetimeLongVideo:
         stride = vae.temporal_stride
         shape = vae.latent_shape(frames, height, width)
         vae.check_size(window_frames, height, width)
-        window, overlap = (window_frames - 1) // stride + 1, overlap_frames // stride
+        window, overlap = latent_windows(window_frames, overlap_frames, stride)
         dit.check_latent(torch.zeros(1, shape[1], window, shape[3], shape[4]))
         context = conditioning_context(positive, 1, "positive")
         negative_context = None if cfg == 1.0 else conditioning_context(negative, 1, "negative")

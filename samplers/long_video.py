@@ -30,6 +30,12 @@ def window_count(frames: int, window: int, overlap: int) -> int:
     return 1 if frames <= window else 1 + -(-(frames - window) // (window - overlap))
 
 
+def latent_windows(window_frames: int, overlap_frames: int, stride: int) -> tuple[int, int]:
+    """A window of `window_frames` video frames (4k+1) continuing from `overlap_frames` (a multiple of 4,
+    rounded down) -> (window, overlap) in latent frames."""
+    return (window_frames - 1) // stride + 1, overlap_frames // stride
+
+
 def check_windows(frames: int, window: int, overlap: int) -> None:
     if window < 2 or not 1 <= overlap < window:
         raise ValueError(
