@@ -13,7 +13,8 @@ import torch
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
 from .samplers.denoiser import WAN22_T2V_BOUNDARY, denoise
-from .samplers.long_video import latent_windows, long_video_latent, window_count
+from .samplers.frames import spread_joins
+from .samplers.long_video import latent_windows, long_video_latent, window_count, window_joins
 from .samplers.schedules import schedule_by_name
 from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .vae.loader import VideoVAE, load_vae, video_to_frames
@@ -171,7 +172,8 @@ def long_video(
         step_callback=progress(f"Denoising {count} windows", s.steps * count),
     )  # fmt: skip
     frames = vae.decode_frames(latent, progress("Decoding", shape[2]), tile=s.tile, overlap=s.overlap)
-    return FrameStream(s.frames, s.height, s.width, frames)
+    joins = [vae.frames_for(join) for join in window_joins(shape[2], window, overlap)]
+    return FrameStream(s.frames, s.height, s.width, spread_joins(frames, joins))
 
 
 def edit_video(

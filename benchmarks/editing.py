@@ -77,6 +77,13 @@ def measure(name, plan, decoded, result, sources, loop=False):
     decoded_known = decoded[np.flatnonzero(plan.known.numpy())][: len(positions)]
     ratios = seam_ratios(result.numpy(), joins(plan), wrap=loop)
     changes = frame_changes(np.concatenate([result.numpy(), result[:1].numpy()]) if loop else result.numpy())
+    # the largest step within `blend` frames of each join, where the join's jump is spread
+    ends = [j - 1 for j in joins(plan)] + ([len(changes) - 1] if loop else [])
+    around = [
+        max(changes[k % len(changes)] for k in range(e - edits.DEFAULT_BLEND, e + edits.DEFAULT_BLEND + 1))
+        / max(float(np.median(changes)), 1e-6)
+        for e in ends
+    ]
     steps = [changes[j - 1] * 255 for j in joins(plan)] + ([changes[-1] * 255] if loop else [])
     return {
         "steps": steps,
@@ -86,6 +93,7 @@ def measure(name, plan, decoded, result, sources, loop=False):
         "vae_psnr": psnr(decoded_known.numpy(), sources[: len(positions)].numpy()),
         "seam": max(ratios),
         "seams": ratios,
+        "around": around,
     }
 
 
@@ -164,9 +172,10 @@ def main(argv=None) -> int:
     )
     print(
         "| operation | known frames PSNR (result) | (decoded copy) | worst seam ratio | all seam ratios | "
+        "largest step within blend frames of a join / median: median, max | "
         "step at the joins / median step (8-bit levels) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name in dict.fromkeys(row["op"] for row in rows):
         group = [row for row in rows if row["op"] == name]
         seams = [ratio for row in group for ratio in row["seams"]]
@@ -174,6 +183,7 @@ def main(argv=None) -> int:
             f"| {name} | {min(r['psnr'] for r in group):.1f} dB (min) | "
             f"{np.mean([r['vae_psnr'] for r in group]):.1f} dB (mean) | {max(seams):.2f} | "
             f"median {np.median(seams):.2f}, {sum(x <= 1.5 for x in seams)}/{len(seams)} <= 1.5 | "
+            f"{np.median([x for r in group for x in r['around']]):.2f}, {max(x for r in group for x in r['around']):.2f} | "
             f"{np.median([x for r in group for x in r['steps']]):.2f} / {np.median([r['median_step'] for r in group]):.2f} |"
         )
     print(

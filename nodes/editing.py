@@ -10,7 +10,7 @@ import torch
 from .. import host
 from ..samplers import frames as edits
 from ..samplers.denoiser import WAN22_T2V_BOUNDARY, conditioning_context
-from ..samplers.long_video import latent_windows, long_video_latent, window_count
+from ..samplers.long_video import JOINS_KEY, latent_windows, long_video_latent, window_count, window_joins
 from ..samplers.noise import MAX_SEED
 from ..samplers.solvers import SOLVERS
 from ..vae import frames_to_video
@@ -228,9 +228,9 @@ class SpacetimeJoinEditedClip:
         "Only the generated frames (a bridge, an extension, the animation after the first frame).",
     )
     DESCRIPTION = (
-        "Puts an edit together after VAE Decode: known source frames come back exactly as given, the "
-        "VAE's loss at them fades out over the next `blend` new frames (no step where source and generated "
-        "frames meet), and the rest of the source clip is joined on."
+        "Puts an edit together after VAE Decode: known source frames come back exactly as given, the jump "
+        "where source and generated frames meet is spread over the next `blend` new frames (no step stands "
+        "out at the join), and the rest of the source clip is joined on."
     )
 
     @classmethod
@@ -239,7 +239,7 @@ class SpacetimeJoinEditedClip:
             "required": {
                 "plan": (PLAN, {"tooltip": "From the editing node that made the latent."}),
                 "images": ("IMAGE", {"tooltip": "VAE Decode's frames of the denoised latent."}),
-                "blend": ("INT", {"default": edits.DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the difference between the source and its decoded copy fades out. 0: none."}),
+                "blend": ("INT", {"default": edits.DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the jump at the join is spread (the VAE's loss at the known frame, and any step beyond the generated motion). 3 keeps it inside one Wan latent frame; 0: none."}),
             }
         }  # fmt: skip
 
@@ -256,7 +256,8 @@ class SpacetimeLongVideo:
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = (
         "The whole video's latent. Connect it with the VAE to Video Combine's latent and vae inputs: it is "
-        "decoded as it is written, never held as frames (VAE Decode works too, holding every frame).",
+        "decoded as it is written, never held as frames, and the step at each window join is spread over "
+        "the frames after it (VAE Decode works too, holding every frame, without the spread).",
     )
     DESCRIPTION = (
         "A video of any length (a minute or more) in the memory of one window: the first window is made from "
@@ -308,4 +309,5 @@ class SpacetimeLongVideo:
             correction=correction, cfg=cfg, seed=seed, solver=solver, low_noise_dit=low_noise_dit,
             boundary=boundary, step_callback=host.progress_ticker(total, "Long video", node_id=unique_id),
         )  # fmt: skip
-        return ({"samples": latent.to(host.intermediate_device())},)
+        joins = window_joins(shape[2], window, overlap)  # for Video Combine's streamed decode
+        return ({"samples": latent.to(host.intermediate_device()), JOINS_KEY: joins},)

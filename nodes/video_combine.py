@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .. import host
 from ..provenance.credentials import describe_graph
+from ..samplers.frames import spread_joins
+from ..samplers.long_video import JOINS_KEY
 from ..video import FORMATS, combine_video, metadata_entries
 from ..video.combine import MAX_FRAME_RATE, FrameStream
 from ..video.formats import X264_PRESETS, Writer
@@ -29,9 +31,14 @@ def _frames(images, latent, vae):
     stride = vae.spatial_stride
     count = batch * vae.frames_for(length)
 
+    # a Long Video latent names its window joins: the step at each is spread over the frames after it
+    per_video = vae.frames_for(length)
+    joins = [b * per_video + vae.frames_for(join) for b in range(batch) for join in latent.get(JOINS_KEY, ())]
+
     def stream() -> FrameStream:
         tick = host.progress_ticker(batch * length, "VAE decode")
-        return FrameStream(count, height * stride, width * stride, vae.decode_frames(samples, tick))
+        frames = vae.decode_frames(samples, tick)
+        return FrameStream(count, height * stride, width * stride, spread_joins(frames, joins) if joins else frames)
 
     return stream
 

@@ -26,14 +26,14 @@ Axes: F pixel frames, T latent frames, B batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 FIT_RULES = ("crop", "pad", "stretch")
-DEFAULT_BLEND = 4  # new frames over which the VAE's loss at a known frame fades out
+DEFAULT_BLEND = 3  # new frames over which the jump where known and new frames meet is spread (one latent group)
 LEAD_IN_LATENT_FRAMES = 2  # still latent frames encoded before known frames that start mid-clip
 Encode = Callable[[torch.Tensor], torch.Tensor]  # frames F×H×W×3 in 0..1 -> raw latent 1×C×T×h×w
 
@@ -303,9 +303,11 @@ def assemble(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decoded frames of the generated clip(s) (B·F×H×W×3) -> (the joined result, only the new frames).
 
-    Known frames come back exactly as they were given. The VAE's loss at a known frame (source minus its
-    decoded copy) is added to the `blend` new frames next to it with weights falling linearly to 0, so the
-    step into generated frames is spread over several frames instead of one."""
+    Known frames come back exactly as they were given. Where a known frame meets a new one, the step
+    between them is the generated motion (the next step of the new frames) plus a jump: the VAE's loss at
+    the known frame, the decoder's step between its latent frames, and whatever the model did not carry
+    over. The jump is spread evenly over the join and the `blend` steps after it (an offset falling
+    linearly to 0 over `blend` new frames), so no single step carries it."""
     batch, count, known = plan.batch, plan.frames, plan.known
     size = None if plan.sources is None else tuple(plan.sources.shape[2:4])
     if (
@@ -323,27 +325,93 @@ def assemble(
     generated = decoded.float().reshape(batch, count, *decoded.shape[1:]).clone()
     if plan.sources is not None:
         sources = plan.sources.to(generated)
-        loss = sources - generated[:, known]  # the VAE's loss at each known frame
-        positions = torch.arange(count)[known].tolist()
-        corrected = generated.clone()
-        for frame in torch.arange(count)[~known].tolist():
-            for slot in _nearest(positions, frame):
-                weight = 1.0 - abs(frame - positions[slot]) / (blend + 1)
-                if weight > 0:
-                    corrected[:, frame] += weight * loss[:, slot]
-        corrected[:, known] = sources
-        generated = corrected.clamp(0.0, 1.0)
+        slot = torch.cumsum(known.long(), 0) - 1  # frame -> its index among the known frames
+        joined = generated.clone()
+        joined[:, known] = sources
+        for first, step in _joins(known):  # first new frame after a known one, walking away from it
+            run = _new_run(known, first, step)[: max(blend, 2)]
+            joined[:, run] = spread_jump(sources[:, slot[first - step]], generated[:, run], blend)
+        generated = joined.clamp(0.0, 1.0)
     new = generated[:, ~known].flatten(0, 1)
     kept = generated[:, : count - plan.drop_tail].flatten(0, 1)
     parts = [part for part in (plan.before, kept, plan.after) if part is not None and len(part)]
     return torch.cat([part.float() for part in parts]), new
 
 
-def _nearest(positions: list[int], frame: int) -> list[int]:
-    """Indices into `positions` (sorted) of the nearest known frame on each side of `frame`."""
-    left = [slot for slot, position in enumerate(positions) if position < frame][-1:]
-    right = [slot for slot, position in enumerate(positions) if position > frame][:1]
-    return left + right
+def spread_jump(previous: torch.Tensor, run: torch.Tensor, blend: int) -> torch.Tensor:
+    """New frames `run` (B×N×…, in order walking away from a join) after `previous` (B×…, the frame on the
+    other side) -> the run with the jump at the join spread over `blend` frames. The jump is the step into
+    the run beyond the run's own next step; frame i of the run (i < blend) gives back (blend - i)/(blend + 1)
+    of it, so the join and the `blend` steps after it each carry 1/(blend + 1)."""
+    after = run[:, 1] - run[:, 0] if run.shape[1] > 1 else 0.0
+    jump = run[:, 0] - previous - after
+    count = min(blend, run.shape[1])
+    weights = 1.0 - torch.arange(1, count + 1, dtype=run.dtype) / (blend + 1)
+    spread = run.clone()
+    spread[:, :count] -= weights.view(1, -1, *[1] * (run.ndim - 2)) * jump.unsqueeze(1)
+    return spread
+
+
+def spread_joins(
+    chunks: Iterable[torch.Tensor], joins: Iterable[int], blend: int = DEFAULT_BLEND
+) -> Iterator[torch.Tensor]:
+    """A stream of frame chunks (each N×H×W×3 in 0..1) -> the same frames with the jump at each join j (the
+    step from frame j-1 to frame j) spread as `assemble` spreads it; each join holds back at most
+    max(blend, 2) frames."""
+    joins = sorted(set(joins))
+    need = max(blend, 2)
+    held: list[torch.Tensor] = []  # frames read but not yet given out; held[0] is frame `index`
+    index, previous = 0, None
+
+    def ready(final: bool) -> list[torch.Tensor]:
+        nonlocal index, previous, held
+        out = []
+        while held:
+            if index in joins and previous is not None:
+                following = [j for j in joins if j > index]
+                room = min(need, (following[0] - index) if following else need)
+                if len(held) < room and not final:
+                    break
+                run = torch.stack(held[:room]).float()
+                done = spread_jump(previous.float()[None], run[None], blend)[0].clamp(0.0, 1.0)
+                done = done.to(held[0].dtype)
+                out.extend(done)
+                held, index = held[room:], index + room
+            else:
+                out.append(held.pop(0))
+                index += 1
+            previous = out[-1]
+        return out
+
+    for chunk in chunks:
+        held.extend(chunk)
+        out = ready(final=False)
+        if out:
+            yield torch.stack(out)
+    out = ready(final=True)
+    if out:
+        yield torch.stack(out)
+
+
+def _joins(known: torch.Tensor) -> list[tuple[int, int]]:
+    """(first new frame, direction away from the known frame) at every place a known frame meets a new one."""
+    flags = known.tolist()
+    return [
+        (frame, step)
+        for frame in range(len(flags))
+        if not flags[frame]
+        for step in (1, -1)
+        if 0 <= frame - step < len(flags) and flags[frame - step]
+    ]
+
+
+def _new_run(known: torch.Tensor, first: int, step: int) -> list[int]:
+    """The new frames from `first` onwards in direction `step`, up to the next known frame or the end."""
+    run, frame = [], first
+    while 0 <= frame < len(known) and not bool(known[frame]):
+        run.append(frame)
+        frame += step
+    return run
 
 
 def strength_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:

@@ -30,6 +30,15 @@ def window_count(frames: int, window: int, overlap: int) -> int:
     return 1 if frames <= window else 1 + -(-(frames - window) // (window - overlap))
 
 
+JOINS_KEY = "spacetime_joins"  # in a LATENT: the latent frames where a later window's new frames begin
+
+
+def window_joins(frames: int, window: int, overlap: int) -> list[int]:
+    """Latent frames at which each window after the first begins its new frames (the joins)."""
+    count = window_count(frames, window, overlap)
+    return [window + index * (window - overlap) for index in range(count - 1)]
+
+
 def latent_windows(window_frames: int, overlap_frames: int, stride: int) -> tuple[int, int]:
     """A window of `window_frames` video frames (4k+1) continuing from `overlap_frames` (a multiple of 4,
     rounded down) -> (window, overlap) in latent frames."""

@@ -1,10 +1,12 @@
 """The editing suite: known frames go where each operation puts them, in whole latent frames, with core's
-noise_mask; the assembled result gives the source frames back exactly, fades the VAE's loss into the
-new frames and joins the rest of the clip; bad input is refused with a clear message. The library runs
-on a fake encoder (a latent frame = the mean colour of its pixel frames), the nodes on Tiny World."""
+noise_mask; the assembled result gives the source frames back exactly, spreads the jump where known and
+new frames meet over the new frames next to it, and joins the rest of the clip; bad input is refused with
+a clear message. The library runs on a fake encoder (a latent frame = the mean colour of its pixel
+frames), the nodes on Tiny World."""
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -95,22 +97,67 @@ def test_bad_clips_are_refused_with_what_to_do():
         edits.strength_sigmas(torch.tensor([1.0, 0.5, 0.0]), 0.0)
 
 
-def test_assemble_gives_known_frames_back_and_fades_the_vae_loss_into_new_frames():
-    source = clip(9)
+def flat(count: int, level: float) -> torch.Tensor:
+    return torch.full((count, 16, 16, 3), level)
+
+
+def levels(frames: torch.Tensor) -> list[float]:
+    return frames.mean(dim=(1, 2, 3)).tolist()
+
+
+def test_assemble_gives_known_frames_back_and_spreads_the_jump_at_the_join():
+    source = flat(9, 0.3)
     edit = edits.extend(fake_encode, STRIDE, SIZE, source, new_frames=8, overlap=5)
-    decoded = torch.full((13, 16, 16, 3), 0.5)
-    decoded[:5] = source[-5:] - 0.1  # the VAE's copies of the known frames, 0.1 too dark
+    # the VAE's copies of the known frames are 0.1 too dark; the new frames move steadily, +0.02 a frame
+    decoded = torch.cat([flat(5, 0.2), *(flat(1, 0.5 + 0.02 * i) for i in range(1, 9))])
     video, new = edits.assemble(edit.plan, decoded, blend=4)
     assert len(video) == 4 + 13 and len(new) == 8
     assert torch.equal(video[:9], source)  # the clip, exactly, overlap included
-    # the loss at the last known frame (+0.1) fades over 4 new frames: 4/5, 3/5, 2/5, 1/5, then nothing
-    gained = (video[9:] - 0.5).mean(dim=(1, 2, 3))
-    assert gained.tolist() == pytest.approx([0.08, 0.06, 0.04, 0.02, 0, 0, 0, 0], abs=1e-6)
+    # the jump from the source (0.3) to the first new frame (0.52), beyond the generated step (0.02), is
+    # 0.2: spread over the join and the 4 steps after it, 0.04 each, on top of the generated step
+    steps = np.diff(levels(video[8:]))
+    assert steps.tolist() == pytest.approx([0.06] * 5 + [0.02] * 3, abs=1e-6)
     assert torch.equal(new, video[9:])
     plain, _ = edits.assemble(edit.plan, decoded, blend=0)
-    assert torch.equal(plain[9:], decoded[5:])
+    assert torch.equal(plain[:9], source) and torch.equal(plain[9:], decoded[5:])
     with pytest.raises(ValueError, match=r"not this plan's decoded clip.*expected 13 frames of 16x16"):
         edits.assemble(edit.plan, decoded[:12])
+    with pytest.raises(ValueError, match="blend=-1: expected 0 or more"):
+        edits.assemble(edit.plan, decoded, blend=-1)
+
+
+def test_assemble_spreads_both_joins_of_a_bridge_and_leaves_steady_motion_alone():
+    a, b = flat(9, 0.2), flat(8, 0.8)
+    edit = edits.connect(fake_encode, STRIDE, SIZE, a, b, 8, 5)
+    plan = edit.plan
+    decoded = torch.full((plan.frames, 16, 16, 3), 0.5)  # known copies exact, the bridge one flat grey
+    _, bridge = edits.assemble(plan, decoded, blend=2)
+    # left: 0.2 -> 0.5 over 3 steps; right, walking back from b: 0.8 -> 0.5 over 3 steps
+    assert levels(bridge) == pytest.approx([0.3, 0.4, 0.5, 0.5, 0.5, 0.5, 0.6, 0.7], abs=1e-6)
+    # a bridge that already continues both clips' motion is left as it is
+    ramp = torch.linspace(0.1, 0.9, plan.frames).view(-1, 1, 1, 1).expand(-1, 16, 16, 3)
+    moving = dataclasses.replace(plan, sources=ramp[plan.known][None])
+    _, same = edits.assemble(moving, ramp.clone(), blend=2)
+    torch.testing.assert_close(same, ramp[~plan.known])
+
+
+def test_streamed_joins_are_spread_as_assemble_spreads_them_whatever_the_chunks():
+    # a steady fade, +0.01 a frame, with jumps of +0.3 into frame 5 and -0.2 into frame 13
+    values = 0.2 + 0.01 * torch.arange(20.0)
+    values[5:] += 0.3
+    values[13:] -= 0.2
+    frames = values.view(-1, 1, 1, 1).expand(-1, 4, 4, 3).contiguous()
+    expected = [
+        torch.cat(list(edits.spread_joins(frames.split(size), [5, 13], blend=3))) for size in (1, 4, 7, 20)
+    ]
+    for streamed in expected[1:]:
+        assert torch.equal(streamed, expected[0])
+    steps = np.diff(levels(expected[0]))
+    # each jump (beyond the steady 0.01) is carried in quarters by the join and the 3 steps after it
+    assert steps[4:8] == pytest.approx([0.01 + 0.075] * 4, abs=1e-6)
+    assert steps[12:16] == pytest.approx([0.01 - 0.05] * 4, abs=1e-6)
+    assert np.delete(steps, [*range(4, 8), *range(12, 16)]) == pytest.approx([0.01] * 11, abs=1e-6)
+    assert torch.equal(torch.cat(list(edits.spread_joins(frames.split(4), [], blend=3))), frames)
 
 
 def test_video_to_video_pads_to_4k_plus_1_and_trims_back():
