@@ -38,7 +38,9 @@ def _frames(images, latent, vae):
     def stream() -> FrameStream:
         tick = host.progress_ticker(batch * length, "VAE decode")
         frames = vae.decode_frames(samples, tick)
-        return FrameStream(count, height * stride, width * stride, spread_joins(frames, joins) if joins else frames)
+        return FrameStream(
+            count, height * stride, width * stride, spread_joins(frames, joins) if joins else frames
+        )
 
     return stream
 

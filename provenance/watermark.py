@@ -160,6 +160,22 @@ def _candidates(frames: torch.Tensor, key: str) -> list[torch.Tensor]:
     return [torch.einsum("t,thw->hw", torch.from_numpy(weights).to(luma), luma), first]
 
 
+def _quieted(image: torch.Tensor) -> torch.Tensor:
+    """The image with its loud places turned down: what is left of moving objects and their edges in the
+    signed sum is local and far louder than the mark, which is spread evenly over the frame. Each pixel is
+    scaled by the median local energy over its own (at most 1), the energy measured over about one period
+    of the mark's middle band. The scale depends on the picture only, so on unmarked video the phases
+    against the key stay uniform."""
+    centred = image - image.mean()
+    sigma = min(image.shape) / BAND
+    radius = int(3 * sigma) + 1
+    taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=image.dtype).pow(2) / (2 * sigma**2))
+    taps = taps / taps.sum()
+    energy = F.pad((centred * centred)[None, None], (radius,) * 4, mode="reflect")
+    energy = F.conv2d(F.conv2d(energy, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))[0, 0]
+    return centred * (energy.median() / energy.clamp_min(1e-12)).clamp(max=1.0)
+
+
 def _fold(image: torch.Tensor, tile: int) -> torch.Tensor:
     """Sum every pixel into its position modulo the tile."""
     height, width = image.shape
@@ -171,7 +187,8 @@ def detect(frames: torch.Tensor, key: str = DEFAULT_KEY) -> Detection:
     """Look for the mark in IMAGE frames (T×H×W×C in 0..1), cropped, resized or re-encoded or not."""
     if frames.ndim != 4 or frames.shape[-1] < 3:
         raise ValueError(f"detect needs IMAGE frames T×H×W×3 (or ×4), got shape {tuple(frames.shape)}")
-    images = torch.stack(_candidates(frames.float().cpu(), key))[:, None]
+    candidates = _candidates(frames.float().cpu(), key)
+    images = torch.stack(candidates + [_quieted(image) for image in candidates])[:, None]
     height, width = images.shape[-2:]
     ky, kx = _frequencies()
     # the key's phases as the fold sees them: detection pixel q samples the pattern at (q + 1/2) / TILE

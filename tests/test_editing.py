@@ -7,6 +7,7 @@ frames), the nodes on Tiny World."""
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 import torch

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from spacetime.nodes.video_combine import _frames
 from spacetime.pipeline import (
     TINY_WORLD_DIR,
     TINY_WORLD_FILES,
@@ -18,7 +19,6 @@ from spacetime.pipeline import (
     load_tiny_world,
     sample_latent,
 )
-from spacetime.nodes.video_combine import _frames
 from spacetime.samplers.frames import spread_joins
 from spacetime.samplers.long_video import JOINS_KEY, long_video_latent, match_mean, window_count, window_joins
 from spacetime.samplers.schedules import schedule_by_name

@@ -173,7 +173,9 @@ def finish(
 ) -> None:
     """VAE Decode -> Join Edited Clip -> Video Combine (and a second one for the new frames alone)."""
     decode = w.add("SpacetimeVAEDecode", (x, 80), (300, 100), [0, 64], vae=vae, latent=latent)
-    join = w.add("SpacetimeJoinEditedClip", (x, 220), (300, 100), [DEFAULT_BLEND], plan=plan, images=(decode, "IMAGE"))
+    join = w.add(
+        "SpacetimeJoinEditedClip", (x, 220), (300, 100), [DEFAULT_BLEND], plan=plan, images=(decode, "IMAGE")
+    )
     combine(w, x + 340, prefix, loop_count, images=(join, "video"))
     if bridge:
         combine(w, x + 740, bridge, images=(join, "new_frames"))
