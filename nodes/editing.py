@@ -239,7 +239,7 @@ class SpacetimeJoinEditedClip:
             "required": {
                 "plan": (PLAN, {"tooltip": "From the editing node that made the latent."}),
                 "images": ("IMAGE", {"tooltip": "VAE Decode's frames of the denoised latent."}),
-                "blend": ("INT", {"default": edits.DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the jump at the join is spread (the VAE's loss at the known frame, and any step beyond the generated motion). 3 keeps it inside one Wan latent frame; 0: none."}),
+                "blend": ("INT", {"default": edits.DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the jump at the join is spread (the VAE's loss at the known frame, and any step beyond the generated motion). 0: none."}),
             }
         }  # fmt: skip
 

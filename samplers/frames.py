@@ -33,9 +33,7 @@ import torch
 import torch.nn.functional as F
 
 FIT_RULES = ("crop", "pad", "stretch")
-DEFAULT_BLEND = (
-    3  # new frames over which the jump where known and new frames meet is spread (one latent group)
-)
+DEFAULT_BLEND = 4  # new frames over which the jump where known and new frames meet is spread
 LEAD_IN_LATENT_FRAMES = 2  # still latent frames encoded before known frames that start mid-clip
 Encode = Callable[[torch.Tensor], torch.Tensor]  # frames F×H×W×3 in 0..1 -> raw latent 1×C×T×h×w
 

@@ -101,7 +101,7 @@ def test_video_combine_spreads_the_window_joins_a_long_video_latent_names(tiny_w
     spread = torch.cat(list(_frames(None, {"samples": latent, JOINS_KEY: [3]}, vae)().chunks))
     join = vae.frames_for(3)  # latent frame 3 begins at frame 9
     changed = (spread != plain).flatten(1).any(1).nonzero().flatten().tolist()
-    assert join == 9 and changed == [9, 10, 11]  # the join's frame and the 2 after it (blend 3)
+    assert join == 9 and changed == [9, 10, 11, 12]  # the join's frame and the 3 after it (blend 4)
     assert torch.equal(spread, torch.cat(list(spread_joins(plain.split(4), [join]))))
     assert torch.equal(torch.cat(list(_frames(None, {"samples": latent}, vae)().chunks)), plain)
 
