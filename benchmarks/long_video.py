@@ -2,11 +2,11 @@
 
 Each run is `python -m spacetime generate PROMPT --frames N` in a fresh process (windows of 17 frames
 continuing from 8, decoded straight into the H.264 file), timed, with its peak resident memory (VmHWM,
-Linux). Then the
-file is read back and measured:
+Linux). Then the file is read back and measured:
 - seams: the frame-to-frame change where each window's new frames begin, over the median change of the
-  video; the same ratio at every latent frame boundary (where the VAE's groups of 4 frames meet) is
-  printed beside it, since that is the VAE's own flicker, joins or not;
+  video, and the largest change over the join and the frames its jump is spread over; the same ratio at
+  every latent frame boundary (where the VAE's groups of 4 frames meet) is printed beside it, since
+  that is the VAE's own flicker, joins or not;
 - drift: the largest distance of any 10-second stretch's mean colour from the first 10 seconds', in
   8-bit levels, with the colour-drift correction on (1) and off (0).
 
@@ -28,7 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from spacetime.training.evaluate import seam_ratios
+from spacetime.samplers.frames import DEFAULT_BLEND
+from spacetime.training.evaluate import frame_changes, seam_ratios
 
 from media import decode
 
@@ -67,14 +68,18 @@ def measure(path: Path) -> dict:
     latent_frames = (len(frames) - 1) // STRIDE + 1
     window, overlap = (WINDOW - 1) // STRIDE + 1, OVERLAP // STRIDE
     starts = range(window, latent_frames, window - overlap)  # latent frames where a window's new part starts
-    joins = seam_ratios(frames, [STRIDE * start - STRIDE + 1 for start in starts])
+    at = [STRIDE * start - STRIDE + 1 for start in starts]
+    joins = seam_ratios(frames, at)
     groups = seam_ratios(frames, [STRIDE * start - STRIDE + 1 for start in range(1, latent_frames)])
+    changes = frame_changes(frames)  # the join's jump is spread over the DEFAULT_BLEND frames after it
+    median = max(float(np.median(changes)), 1e-6)
+    near = [changes[j - 1 : j + DEFAULT_BLEND].max() / median for j in at]
     stretch = 160  # 10 s at 16 fps
     means = [
         frames[i : i + stretch].mean(axis=(0, 1, 2)) for i in range(0, len(frames) - stretch + 1, stretch)
     ]
     drift = max(float(np.abs(m - means[0]).max()) * 255 for m in means)
-    return {"frames": len(frames), "joins": joins, "groups": groups, "drift": drift}
+    return {"frames": len(frames), "joins": joins, "near": near, "groups": groups, "drift": drift}
 
 
 def main(argv=None) -> int:
@@ -98,8 +103,9 @@ def main(argv=None) -> int:
         f"\nTiny World, 128x128, {args.steps} steps, windows of {WINDOW} frames continuing from {OVERLAP}\n"
     )
     print("| frames | correction | time | peak memory | vs shortest | window joins: median / max seam ratio "
-          "(<= 1.5) | all latent boundaries: median / max | drift (8-bit levels) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "(<= 1.5) | largest step within blend frames of a join: median / max | all latent boundaries: "
+          "median / max | drift (8-bit levels) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for _, correction, seconds, peak, m in rows:
         joins, groups = m["joins"], m["groups"]
         join_text = (
@@ -107,9 +113,11 @@ def main(argv=None) -> int:
             if joins
             else "-"
         )
+        near_text = f"{np.median(m['near']):.2f} / {max(m['near']):.2f}" if m["near"] else "-"
         print(
             f"| {m['frames']} ({m['frames'] / 16:.0f} s) | {correction:g} | {seconds:.0f} s | {peak:.0f} MiB | "
-            f"{peak / base:.2f}x | {join_text} | {np.median(groups):.2f} / {max(groups):.2f} | {m['drift']:.1f} |"
+            f"{peak / base:.2f}x | {join_text} | {near_text} | {np.median(groups):.2f} / {max(groups):.2f} | "
+            f"{m['drift']:.1f} |"
         )
     return 0
 
