@@ -27,6 +27,14 @@ def read_frames(path: str | Path, max_frames: int = MAX_FRAMES) -> torch.Tensor:
                 f"{path} is a folder without PNG frames; give a video file or a PNG sequence folder."
             )
         frames = [np.asarray(Image.open(file).convert("RGB")) for file in files]
+        sizes = [f"{frame.shape[1]}x{frame.shape[0]}" for frame in frames]
+        if len(set(sizes)) > 1:
+            odd = next(index for index, size in enumerate(sizes) if size != sizes[0])
+            raise ValueError(
+                f"{path} holds PNG files of different sizes ({files[0].name} is {sizes[0]}, "
+                f"{files[odd].name} is {sizes[odd]}): a PNG sequence is one video's frames, all of one "
+                "size; give the folder of a single sequence."
+            )
     elif path.suffix.lower() in (".gif", ".webp", ".png"):
         with Image.open(path) as image:
             frames, durations = [], []

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from spacetime.nodes.provenance import SpacetimeDetectWatermark
 from spacetime.provenance import watermark
@@ -182,6 +183,19 @@ def test_verify_command(clip, tmp_path: Path):
     assert missing.returncode == 1 and "no watermark found" in missing.stdout
     absent = run_cli("verify", str(tmp_path / "nothing.mp4"), env_dir=tmp_path)
     assert absent.returncode == 2 and "does not exist" in absent.stderr
+
+
+def test_png_folders_must_hold_one_sequence(tmp_path: Path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, size in enumerate([(16, 8), (16, 8), (8, 8)]):
+        Image.new("RGB", size, (index * 40, 0, 0)).save(folder / f"{index:03d}.png")
+    with pytest.raises(ValueError, match=r"different sizes \(000.png is 16x8, 002.png is 8x8\)"):
+        read_frames(folder)
+    (folder / "002.png").unlink()
+    assert read_frames(folder).shape == (2, 8, 16, 3)
+    with pytest.raises(ValueError, match="folder without PNG frames"):
+        read_frames(tmp_path)
 
 
 # C2PA ---------------------------------------------------------------------------------------------
