@@ -10,7 +10,7 @@ import torch
 from .. import host
 from ..samplers import frames as edits
 from ..samplers.denoiser import WAN22_T2V_BOUNDARY, conditioning_context
-from ..samplers.long_video import JOINS_KEY, latent_windows, long_video_latent, window_count, window_joins
+from ..samplers.long_video import JOINS_KEY, joins_entry, latent_windows, long_video_latent, window_count
 from ..samplers.noise import MAX_SEED
 from ..samplers.solvers import SOLVERS
 from ..vae import frames_to_video
@@ -309,5 +309,5 @@ class SpacetimeLongVideo:
             correction=correction, cfg=cfg, seed=seed, solver=solver, low_noise_dit=low_noise_dit,
             boundary=boundary, step_callback=host.progress_ticker(total, "Long video", node_id=unique_id),
         )  # fmt: skip
-        joins = window_joins(shape[2], window, overlap)  # for Video Combine's streamed decode
+        joins = joins_entry(shape[2], window, overlap)  # for Video Combine's streamed decode
         return ({"samples": latent.to(host.intermediate_device()), JOINS_KEY: joins},)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import host
 from ..provenance.credentials import describe_graph
 from ..samplers.frames import spread_joins
-from ..samplers.long_video import JOINS_KEY
+from ..samplers.long_video import latent_joins
 from ..video import FORMATS, combine_video, metadata_entries
 from ..video.combine import MAX_FRAME_RATE, FrameStream
 from ..video.formats import X264_PRESETS, Writer
@@ -33,7 +33,7 @@ def _frames(images, latent, vae):
 
     # a Long Video latent names its window joins: the step at each is spread over the frames after it
     per_video = vae.frames_for(length)
-    joins = [b * per_video + vae.frames_for(join) for b in range(batch) for join in latent.get(JOINS_KEY, ())]
+    joins = [b * per_video + vae.frames_for(join) for b in range(batch) for join in latent_joins(latent)]
 
     def stream() -> FrameStream:
         tick = host.progress_ticker(batch * length, "VAE decode")

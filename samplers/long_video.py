@@ -33,7 +33,21 @@ def window_count(frames: int, window: int, overlap: int) -> int:
     return 1 if frames <= window else 1 + -(-(frames - window) // (window - overlap))
 
 
-JOINS_KEY = "spacetime_joins"  # in a LATENT: the latent frames where a later window's new frames begin
+JOINS_KEY = "spacetime_joins"  # in a LATENT: joins_entry(...), where later windows' new frames begin
+
+
+def joins_entry(frames: int, window: int, overlap: int) -> dict:
+    """What a LATENT carries under JOINS_KEY: the joins, and the latent length they belong to (a node that
+    trims or joins latents keeps the key but changes the length, and the joins no longer apply)."""
+    return {"latent_frames": frames, "at": window_joins(frames, window, overlap)}
+
+
+def latent_joins(latent: dict) -> list[int]:
+    """The window joins a LATENT names, if they still belong to its samples; else none."""
+    entry = latent.get(JOINS_KEY)
+    if not isinstance(entry, dict) or entry.get("latent_frames") != latent["samples"].shape[2]:
+        return []
+    return [int(join) for join in entry.get("at", ())]
 
 
 def window_joins(frames: int, window: int, overlap: int) -> list[int]:

@@ -20,7 +20,14 @@ from spacetime.pipeline import (
     sample_latent,
 )
 from spacetime.samplers.frames import spread_joins
-from spacetime.samplers.long_video import JOINS_KEY, long_video_latent, match_mean, window_count, window_joins
+from spacetime.samplers.long_video import (
+    JOINS_KEY,
+    joins_entry,
+    long_video_latent,
+    match_mean,
+    window_count,
+    window_joins,
+)
 from spacetime.samplers.schedules import schedule_by_name
 from spacetime.vae import video_to_frames
 from spacetime.video import combine_video
@@ -38,6 +45,7 @@ tiny = pytest.mark.skipif(
 def test_window_count_and_bad_windows():
     assert [window_count(n, 5, 2) for n in (1, 5, 6, 8, 9, 241)] == [1, 1, 2, 2, 3, 80]
     assert window_joins(5, 5, 2) == [] and window_joins(9, 5, 2) == [5, 8]
+    assert joins_entry(9, 5, 2) == {"latent_frames": 9, "at": [5, 8]}
     assert window_joins(241, 5, 2)[-1] == 5 + 78 * 3
     with pytest.raises(ValueError, match="overlap of at least 1 and less than the window"):
         window_count(10, 5, 5)
@@ -98,12 +106,18 @@ def test_video_combine_spreads_the_window_joins_a_long_video_latent_names(tiny_w
     vae = tiny_world[2]
     latent = torch.randn(1, 12, 6, 8, 8, generator=torch.Generator().manual_seed(2))
     plain = torch.cat(list(vae.decode_frames(latent)))
-    spread = torch.cat(list(_frames(None, {"samples": latent, JOINS_KEY: [3]}, vae)().chunks))
+    named = {"samples": latent, JOINS_KEY: {"latent_frames": 6, "at": [3]}}
+    spread = torch.cat(list(_frames(None, named, vae)().chunks))
     join = vae.frames_for(3)  # latent frame 3 begins at frame 9
     changed = (spread != plain).flatten(1).any(1).nonzero().flatten().tolist()
     assert join == 9 and changed == [9, 10, 11, 12]  # the join's frame and the 3 after it (blend 4)
     assert torch.equal(spread, torch.cat(list(spread_joins(plain.split(4), [join]))))
     assert torch.equal(torch.cat(list(_frames(None, {"samples": latent}, vae)().chunks)), plain)
+    trimmed = {**named, "samples": latent[:, :, 1:]}  # a node trimmed the latent and kept the key
+    assert torch.equal(
+        torch.cat(list(_frames(None, trimmed, vae)().chunks)),
+        torch.cat(list(vae.decode_frames(latent[:, :, 1:]))),
+    )
 
 
 def test_combine_writes_a_stream_as_it_arrives_and_checks_its_length(output_dir: Path):
