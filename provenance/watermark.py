@@ -13,9 +13,9 @@ SEGMENT frames in keyed quads (+ - - + or - + + -), each switch eased over RAMP 
 Detection. Luma frames are summed with weights that follow the mark's levels, minus their constant
 and linear parts; the first segment alone is a second candidate (the intra frame keeps the mark
 where a pan drags it along later). A single image is used as it is. Each candidate is also scored with
-its loud places turned down (moving objects leave local residue in the sum, far louder than the mark). The sum is
-resampled so one tile spans M pixels, for each of a few scale guesses (a crop of up to ~14% shrinks the
-frame around the tile). It is folded into one M×M tile. The pattern's band is then phase-correlated
+its loud places turned down (moving objects leave local residue in the sum, far louder than the mark).
+Each is resampled so one tile spans M pixels, for each of a few scale guesses (a crop of up to ~14%
+shrinks the frame around the tile). It is folded into one M×M tile. The pattern's band is then phase-correlated
 with the key over every circular shift (a crop moves the tile). Each term of the correlation is a
 cosine of a phase that is uniform on unmarked video, so the map is N(0, 1) after dividing by
 sqrt(terms / 2). The score is the map's maximum over shifts, scales, bands and candidates: about 3 to
@@ -172,7 +172,8 @@ def _quieted(image: torch.Tensor) -> torch.Tensor:
     radius = int(3 * sigma) + 1
     taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=image.dtype).pow(2) / (2 * sigma**2))
     taps = taps / taps.sum()
-    energy = F.pad((centred * centred)[None, None], (radius,) * 4, mode="reflect")
+    mode = "reflect" if radius < min(image.shape) else "replicate"  # reflect needs more pixels than that
+    energy = F.pad((centred * centred)[None, None], (radius,) * 4, mode=mode)
     energy = F.conv2d(F.conv2d(energy, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))[0, 0]
     return centred * (energy.median() / energy.clamp_min(1e-12)).clamp(max=1.0)
 

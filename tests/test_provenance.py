@@ -185,6 +185,11 @@ def test_verify_command(clip, tmp_path: Path):
     assert absent.returncode == 2 and "does not exist" in absent.stderr
 
 
+def test_frames_of_any_size_are_judged():
+    for shape in [(4, 1, 1, 3), (20, 1, 64, 3), (1, 3, 3, 3)]:
+        assert not detect(torch.full(shape, 0.5)).detected
+
+
 def test_png_folders_must_hold_one_sequence(tmp_path: Path):
     folder = tmp_path / "frames"
     folder.mkdir()
