@@ -29,17 +29,18 @@ def _frames(images, latent, vae):
     samples = latent["samples"]
     batch, _, length, height, width = samples.shape
     stride = vae.spatial_stride
-    count = batch * vae.frames_for(length)
-
-    # a Long Video latent names its window joins: the step at each is spread over the frames after it
     per_video = vae.frames_for(length)
+    # a Long Video latent names its window joins: the step at each is spread over the frames after it
     joins = [b * per_video + vae.frames_for(join) for b in range(batch) for join in latent_joins(latent)]
 
     def stream() -> FrameStream:
         tick = host.progress_ticker(batch * length, "VAE decode")
         frames = vae.decode_frames(samples, tick)
         return FrameStream(
-            count, height * stride, width * stride, spread_joins(frames, joins) if joins else frames
+            batch * per_video,
+            height * stride,
+            width * stride,
+            spread_joins(frames, joins) if joins else frames,
         )
 
     return stream

@@ -359,6 +359,7 @@ def spread_joins(
     step from frame j-1 to frame j) spread as `assemble` spreads it; each join holds back at most
     max(blend, 2) frames."""
     joins = sorted(set(joins))
+    starts = set(joins)
     need = max(blend, 2)
     held: list[torch.Tensor] = []  # frames read but not yet given out; held[0] is frame `index`
     index, previous = 0, None
@@ -367,7 +368,7 @@ def spread_joins(
         nonlocal index, previous, held
         out = []
         while held:
-            if index in joins and previous is not None:
+            if index in starts and previous is not None:
                 following = [j for j in joins if j > index]
                 room = min(need, (following[0] - index) if following else need)
                 if len(held) < room and not final:
