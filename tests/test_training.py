@@ -93,3 +93,23 @@ def test_dit_training_resumes_exactly(tmp_path):
     assert whole.keys() == resumed.keys() and any(k.startswith("adam.") for k in whole)
     assert [k for k in whole if not torch.equal(whole[k], resumed[k])] == []
     assert any(not torch.equal(halfway[k], whole[k]) for k in whole if k.startswith("dit."))
+
+
+def test_text_pretraining_learns_to_read_the_scene_from_its_caption():
+    """The text encoder's stage before the DiT: the scene's attributes, read back from a caption's token
+    vectors, get easier to name within a few dozen steps (a tiny encoder, small batches)."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    rng = np.random.default_rng(0)
+    captions = [train.caption(train.sample_scene(rng), rng) for _ in range(300)]
+    tokenizer = train.SentencePieceTokenizer(train.train_tokenizer(captions))
+    config = train.UMT5Config(
+        vocab_size=tokenizer.vocab_size, dim=32, ffn_dim=64, num_layers=1, num_heads=2, head_dim=16, name="t"
+    )
+    text = train.UMT5Encoder(config)
+    train.init_weights(text, 0)
+    before = {k: v.clone() for k, v in text.state_dict().items()}
+    torch.manual_seed(0)  # the heads start from the global generator, as in train_dit
+    losses = train.pretrain_text(text, tokenizer, steps=101, seed=0, batch=16)
+    assert len(losses) == 2 and losses[-1] < 0.75 * losses[0], losses
+    assert any(not torch.equal(before[k], v) for k, v in text.state_dict().items())
+    assert train.pretrain_text(text, tokenizer, steps=0, seed=0) == []
