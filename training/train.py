@@ -23,6 +23,7 @@ Everything is seeded; the files are written in the formats the pack's loaders re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
 import json
@@ -360,25 +361,31 @@ def pretrain_text(
     heads = SceneHeads(text.config.dim)
     optimizer = torch.optim.AdamW([*text.parameters(), *heads.parameters()], lr=DIT_LR, weight_decay=0.01)
     rng = np.random.default_rng((seed, 7))
-    level = logging.getLogger("spacetime").level
-    logging.getLogger("spacetime").setLevel(
-        logging.ERROR
-    )  # the few captions over 64 tokens are cut on purpose
     losses, start = [], time.time()
-    try:
-        for step in range(steps):
-            scenes = [sample_scene(rng) for _ in range(batch)]
+    for step in range(steps):
+        scenes = [sample_scene(rng) for _ in range(batch)]
+        with captions_cut_quietly():
             tokens = tokenizer([caption(scene, rng) for scene in scenes], TEXT_LEN)
-            loss = heads.loss(text(tokens.ids, tokens.mask), tokens.mask, scenes)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if step % 100 == 0 or step == steps - 1:
-                losses.append(loss.item())
-                log(f"text step {step}/{steps} loss {loss.item():.3f} ({time.time() - start:.0f} s)")
-    finally:
-        logging.getLogger("spacetime").setLevel(level)
+        loss = heads.loss(text(tokens.ids, tokens.mask), tokens.mask, scenes)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == steps - 1:
+            losses.append(loss.item())
+            log(f"text step {step}/{steps} loss {loss.item():.3f} ({time.time() - start:.0f} s)")
     return losses
+
+
+@contextlib.contextmanager
+def captions_cut_quietly():
+    """The few captions over TEXT_LEN tokens are cut on purpose: the pack's warning about it is held back."""
+    logger = logging.getLogger("spacetime")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass
@@ -427,18 +434,13 @@ def train_dit(out: Path, stages: list[DiTStage], seed: int, lr: float = DIT_LR, 
     )
     empty = tokenizer([""], TEXT_LEN)
     start, step = time.time(), 0
-    tokenizer_log = logging.getLogger("spacetime")  # the pack's logger
     for stage in stages:
         done = min(stage.steps, max(0, begin - step))  # this stage's steps an earlier run made
         step += done
         if done == stage.steps:
             continue
-        level = tokenizer_log.level
-        tokenizer_log.setLevel(logging.ERROR)  # the few captions over 64 tokens are cut on purpose
-        try:
+        with captions_cut_quietly():
             tokens_cache = tokenizer(stage.captions, TEXT_LEN)
-        finally:
-            tokenizer_log.setLevel(level)
         latents, batch = stage.latents, stage.batch
         for _ in range(done, stage.steps):
             index = torch.from_numpy(rng.integers(0, len(latents), batch))
