@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from spacetime.samplers.frames import DEFAULT_BLEND
+from spacetime.samplers.long_video import window_joins
 from spacetime.training.evaluate import frame_changes, seam_ratios
 
 from media import decode
@@ -67,8 +68,7 @@ def measure(path: Path) -> dict:
     frames = decode(path).frames.astype(np.float64) / 255
     latent_frames = (len(frames) - 1) // STRIDE + 1
     window, overlap = (WINDOW - 1) // STRIDE + 1, OVERLAP // STRIDE
-    starts = range(window, latent_frames, window - overlap)  # latent frames where a window's new part starts
-    at = [STRIDE * start - STRIDE + 1 for start in starts]
+    at = [STRIDE * start - STRIDE + 1 for start in window_joins(latent_frames, window, overlap)]
     joins = seam_ratios(frames, at)
     groups = seam_ratios(frames, [STRIDE * start - STRIDE + 1 for start in range(1, latent_frames)])
     changes = frame_changes(frames)  # the join's jump is spread over the DEFAULT_BLEND frames after it

@@ -358,7 +358,6 @@ def spread_joins(
     """A stream of frame chunks (each N×H×W×3 in 0..1) -> the same frames with the jump at each join j (the
     step from frame j-1 to frame j) spread as `assemble` spreads it; each join holds back at most
     max(blend, 2) frames."""
-    joins = sorted(set(joins))
     starts = set(joins)
     need = max(blend, 2)
     held: list[torch.Tensor] = []  # frames read but not yet given out; held[0] is frame `index`
@@ -369,8 +368,8 @@ def spread_joins(
         out = []
         while held:
             if index in starts and previous is not None:
-                following = [j for j in joins if j > index]
-                room = min(need, (following[0] - index) if following else need)
+                following = [j for j in starts if j > index]
+                room = min(need, min(following) - index) if following else need
                 if len(held) < room and not final:
                     break
                 run = torch.stack(held[:room]).float()
