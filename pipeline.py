@@ -55,11 +55,18 @@ TINY_WORLD_SETTINGS = replace(
 )
 
 
-def load_tiny_world(device=None, vae_device=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
+def load_tiny_world(device=None, vae_device=None, folder=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
     """Tiny World's DiT, text encoder (on `device`, default ComfyUI's offload device) and VAE (on
-    `vae_device`, default the compute device), through the same loaders as any checkpoint."""
-    missing = [name for name in TINY_WORLD_FILES.values() if not (TINY_WORLD_DIR / name).is_file()]
+    `vae_device`, default the compute device), through the same loaders as any checkpoint. `folder`:
+    another set of the three files, e.g. a training run's --out (default: the shipped weights)."""
+    folder = Path(folder) if folder is not None else TINY_WORLD_DIR
+    missing = [name for name in TINY_WORLD_FILES.values() if not (folder / name).is_file()]
     if missing:
+        if folder != TINY_WORLD_DIR:
+            raise FileNotFoundError(
+                f"{folder} lacks Tiny World files ({', '.join(missing)}): give the --out folder of a finished "
+                "training run, which holds all three."
+            )
         raise FileNotFoundError(
             f"Tiny World's weights are not all in {TINY_WORLD_DIR} (missing: {', '.join(missing)}). They ship "
             "with the pack: restore the folder from the repository (git checkout -- tiny_world), retrain them "
@@ -67,9 +74,9 @@ def load_tiny_world(device=None, vae_device=None) -> tuple[WanDiT, TextEncoder, 
             "(generate --dit FILE --text-encoder FILE --vae FILE)."
         )
     device = device or host.offload_device()
-    dit = load_dit(TINY_WORLD_DIR / TINY_WORLD_FILES["dit"], torch.float32, device=device)
-    text_encoder = load_text_encoder(TINY_WORLD_DIR / TINY_WORLD_FILES["text_encoder"], device=device)
-    vae = load_vae(TINY_WORLD_DIR / TINY_WORLD_FILES["vae"], device=vae_device or host.compute_device())
+    dit = load_dit(folder / TINY_WORLD_FILES["dit"], torch.float32, device=device)
+    text_encoder = load_text_encoder(folder / TINY_WORLD_FILES["text_encoder"], device=device)
+    vae = load_vae(folder / TINY_WORLD_FILES["vae"], device=vae_device or host.compute_device())
     return dit, text_encoder, vae
 
 

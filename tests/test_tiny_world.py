@@ -71,3 +71,28 @@ def test_held_out_prompts_show_their_colour_shape_and_motion():
     assert scores["colour"] >= MIN_COLOUR, scores
     assert scores["motion"] >= MIN_MOTION, scores
     assert scores["shape"] >= MIN_SHAPE, scores
+
+
+def test_round_trip_scores_rendered_clips_through_the_vae(tmp_path: Path):
+    """`evaluate --ground-truth N --round-trip`: the VAE's ceiling for any DiT in its latents."""
+    pytest.importorskip("cv2")
+    from spacetime.training.evaluate import _ground_truth, evaluate_many, main, round_trip
+
+    videos, targets = _ground_truth(3, 9, 128, seed=0)
+    decoded = round_trip(videos)
+    assert [d.shape for d in decoded] == [v.shape for v in videos] and decoded[0].dtype == np.uint8
+    assert 24 < psnr(np.stack(videos), np.stack(decoded)) < 60  # changed by the VAE, but close
+    assert evaluate_many(decoded, targets)["colour"] == 1.0
+    with pytest.raises(FileNotFoundError, match="No Tiny World VAE at"):
+        round_trip(videos, tmp_path)
+    with pytest.raises(SystemExit):
+        main(["--round-trip"])  # rendered clips only
+
+
+def test_other_tiny_world_weights_load_from_their_folder(tmp_path: Path, tiny_world):
+    with pytest.raises(FileNotFoundError, match="lacks Tiny World files"):
+        load_tiny_world(device="cpu", folder=tmp_path)
+    for name in TINY_WORLD_FILES.values():
+        (tmp_path / name).symlink_to(TINY_WORLD_DIR / name)
+    dit, _, _ = load_tiny_world(device="cpu", folder=tmp_path)
+    assert torch.equal(dit.head.head.weight, tiny_world[0].head.head.weight)

@@ -419,15 +419,38 @@ def _ground_truth(count: int, frames: int, size: int, seed: int) -> tuple[list[n
     return [render(p.scene, frames, size, size) for p in prompts], [p.target for p in prompts]
 
 
-def generate_heldout(count: int, seed: int = 0) -> tuple[list[np.ndarray], list[dict], list[str]]:
+def round_trip(videos: Sequence[np.ndarray], folder: str | Path | None = None) -> list[np.ndarray]:
+    """The videos encoded and decoded by Tiny World's VAE (the shipped one, or the one in `folder`): scored,
+    they are the ceiling any DiT working in that VAE's latents can reach."""
+    import torch
+
+    from ..pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES
+    from ..vae.loader import load_vae
+
+    path = Path(folder or TINY_WORLD_DIR) / TINY_WORLD_FILES["vae"]
+    if not path.is_file():
+        raise FileNotFoundError(f"No Tiny World VAE at {path}: give the --out folder of a training run.")
+    vae = load_vae(path, device="cpu")
+    decoded = []
+    for video in videos:
+        x = torch.from_numpy(video).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x))[0].clamp(-1.0, 1.0)
+        decoded.append(y.add(1.0).mul(127.5).round().byte().permute(1, 2, 3, 0).numpy())
+    return decoded
+
+
+def generate_heldout(
+    count: int, seed: int = 0, folder: str | Path | None = None
+) -> tuple[list[np.ndarray], list[dict], list[str]]:
     """Tiny World's videos for `count` held-out prompts (combinations it never saw in training), one seed
-    each, at its default settings."""
+    each, at its default settings; `folder` holds other Tiny World weights (a training run's --out)."""
     from dataclasses import replace
 
     from ..pipeline import TINY_WORLD_SETTINGS, load_tiny_world, text_to_video
     from .world import heldout_prompts
 
-    dit, text_encoder, vae = load_tiny_world()
+    dit, text_encoder, vae = load_tiny_world(folder=folder)
     videos, targets, texts = [], [], []
     for index, prompt in enumerate(heldout_prompts(count, seed)):
         settings = replace(TINY_WORLD_SETTINGS, seed=seed + index)
@@ -458,16 +481,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="generate N held-out prompts with Tiny World and score them (the model's evaluation)",
     )
+    parser.add_argument(
+        "--weights",
+        metavar="DIR",
+        help="Tiny World files to use instead of the shipped ones (a training run's --out folder)",
+    )
+    parser.add_argument(
+        "--round-trip",
+        action="store_true",
+        help="with --ground-truth: score the clips after the VAE's encode and decode, the ceiling of any DiT",
+    )
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="print every video's measurements too")
     args = parser.parse_args(argv)
 
+    if args.round_trip and not args.ground_truth:
+        parser.error("--round-trip scores rendered clips: give --ground-truth N with it.")
     if args.tiny_world:
-        videos, targets, _ = generate_heldout(args.tiny_world, args.seed)
+        videos, targets, _ = generate_heldout(args.tiny_world, args.seed, args.weights)
     elif args.ground_truth:
         videos, targets = _ground_truth(args.ground_truth, args.frames, args.size, args.seed)
+        if args.round_trip:
+            videos = round_trip(videos, args.weights)
     else:
         if len(args.videos) != len(args.prompt):
             parser.error(
