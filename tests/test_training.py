@@ -113,3 +113,57 @@ def test_text_pretraining_learns_to_read_the_scene_from_its_caption():
     assert len(losses) == 2 and losses[-1] < 0.75 * losses[0], losses
     assert any(not torch.equal(before[k], v) for k, v in text.state_dict().items())
     assert train.pretrain_text(text, tokenizer, steps=0, seed=0) == []
+
+
+def test_object_masks_mark_the_objects_of_the_clips_drawn():
+    """object_masks draws the same scenes as clips(): the masked pixels carry the objects' colours, the
+    rest match the clip drawn without objects; latent_mask puts a pixel in its causal VAE cell."""
+    videos, _ = train.clips(5, 3, frames=9, size=64)
+    masks = train.object_masks(5, 3, frames=9, size=64)
+    assert masks.shape == videos.shape[:-1] and 0.001 < masks.mean() < 0.2
+    rng = np.random.default_rng(5)
+    scene = train.sample_scene(rng)
+    colours = [np.array(train.COLOURS[obj.colour]) for obj in scene.objects]
+    core = masks[0] & (np.abs(videos[0].astype(int) - colours[0]).max(-1) < 4)  # pure object colour
+    assert core.sum() > 10
+    pixels = np.zeros((1, 9, 64, 64), bool)
+    pixels[0, 5, 17, 40] = True  # frame 5: the second 4-frame group, latent frame 2
+    cells = train.latent_mask(pixels)
+    assert cells.shape == (1, 3, 8, 8) and cells.sum() == 1 and bool(cells[0, 2, 2, 5])
+    pixels[0, 5, 17, 40], pixels[0, 0, 0, 0] = False, True  # frame 0 has a latent frame of its own
+    assert train.latent_mask(pixels).nonzero().tolist() == [[0, 0, 0, 0]]
+
+
+def test_object_weight_reweights_the_mean_over_cells():
+    """dit_loss with objects weighs the covered cells `object_weight` times: all-covered or weight 1 is the
+    plain mean; one covered cell moves the loss towards that cell's error."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    rng = np.random.default_rng(0)
+    captions = [train.caption(train.sample_scene(rng), rng) for _ in range(300)]
+    tokenizer = train.SentencePieceTokenizer(train.train_tokenizer(captions))
+    config = train.UMT5Config(
+        vocab_size=tokenizer.vocab_size, dim=32, ffn_dim=64, num_layers=1, num_heads=2, head_dim=16, name="t"
+    )
+    text = train.UMT5Encoder(config)
+    dit_config = train.replace(train.DIT_CONFIG, dim=32, ffn_dim=64, num_layers=1, text_dim=32, head_dim=16)
+    dit = train.WanDiT(dit_config)
+    train.init_weights(text, 0)
+    train.init_weights(dit, 1)
+    torch.manual_seed(0)
+    x0 = torch.randn(2, train.VAE_CONFIG.z_dim, 2, 4, 4)
+    tokens = tokenizer(captions[:2], train.TEXT_LEN)
+    empty = tokenizer([""], train.TEXT_LEN)
+
+    def loss(objects=None, weight=1.0):
+        torch.manual_seed(1)
+        ids, mask, rng = tokens.ids.clone(), tokens.mask.clone(), np.random.default_rng(3)
+        with torch.no_grad():
+            return float(train.dit_loss(dit, text, x0, ids, mask, empty, rng, objects, weight))
+
+    plain = loss()
+    everywhere = torch.ones(2, 2, 4, 4, dtype=torch.bool)
+    assert loss(everywhere, 5.0) == pytest.approx(plain, rel=1e-6)
+    one = torch.zeros(2, 2, 4, 4, dtype=torch.bool)
+    one[0, 1, 1, 1] = True
+    assert loss(one, 1.0) == pytest.approx(plain, rel=1e-6)
+    assert loss(one, 50.0) != pytest.approx(plain, rel=1e-3)

@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,7 @@ TEXT_DIM, TEXT_LAYERS, TEXT_HEADS, TEXT_FFN, VOCAB = 128, 2, 4, 256, 400
 FRAMES, SIZE = 17, 128
 DIT_LR, DIT_WARMUP, DIT_EMA = 1e-3, 200, 0.998
 THREADS = 0  # set by --threads
+OBJECT_PIXEL_CHANGE = 8  # levels (of 255) an object must change a pixel by to count as covering it
 
 VAE_FILE, TEXT_FILE, DIT_FILE = (
     "tiny_world_vae.safetensors",
@@ -95,6 +96,29 @@ def clips(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> tupl
         videos.append(render(scene, frames, size, size))
         captions.append(caption(scene, rng))
     return np.stack(videos), captions
+
+
+def object_masks(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
+    """B×T×H×W bool: the pixels the objects change in the clips `clips(seed, count, ...)` draws (the same
+    scenes, drawn once with and once without their objects)."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(count):
+        scene = sample_scene(rng)
+        caption(scene, rng)  # the same draws as clips()
+        drawn = render(scene, frames, size, size).astype(np.int16)
+        empty = render(replace(scene, objects=()), frames, size, size)
+        masks.append(np.abs(drawn - empty).max(axis=-1) > OBJECT_PIXEL_CHANGE)
+    return np.stack(masks)
+
+
+def latent_mask(masks: np.ndarray, spatial: int = 8, temporal: int = 4) -> torch.Tensor:
+    """Pixel masks B×T×H×W (T = 1 + 4k) to the latent grid B×(1+k)×H/8×W/8: a latent cell is set when any
+    pixel it encodes is (the first latent frame encodes frame 0 alone, as the causal VAE does)."""
+    x = torch.from_numpy(masks).float()[:, None]
+    x = torch.cat([x[:, :, :1].expand(-1, -1, temporal - 1, -1, -1), x], dim=2)  # frame 0 fills its own group
+    pooled = F.max_pool3d(x, (temporal, spatial, spatial), (temporal, spatial, spatial))
+    return pooled[:, 0] > 0
 
 
 def to_video(frames: np.ndarray) -> torch.Tensor:
@@ -240,6 +264,25 @@ def encode_dataset(
     save_file({"latents": latents}, str(path))
     caption_path.write_text(json.dumps(captions))
     return latents, captions
+
+
+def object_dataset(out: Path, count: int, seed: int, size: int = SIZE) -> torch.Tensor:
+    """Where the objects are in the clips `encode_dataset` encodes, on the latent grid (cached in --out)."""
+    path = out / f"objects_{size}.safetensors"
+    if path.exists():
+        return load_file(str(path))["objects"]
+    start, masks = time.time(), []
+    for index in range(0, count, 32):
+        offset = 0 if size == SIZE else size * 1_000_003
+        masks.append(
+            latent_mask(object_masks(seed * 7919 + offset + index, min(32, count - index), size=size))
+        )
+    masks = torch.cat(masks)
+    save_file({"objects": masks}, str(path))
+    log(
+        f"object masks {tuple(masks.shape)} at {size}x{size}: {masks.float().mean():.1%} of latent cells ({time.time() - start:.0f} s)"
+    )
+    return masks
 
 
 # 3. Text encoder + DiT ---------------------------------------------------------------------------
@@ -396,12 +439,21 @@ class DiTStage:
     captions: list[str]
     steps: int
     batch: int
+    objects: torch.Tensor | None = None  # B×T×H×W bool on the latent grid: weighted in the loss
 
 
-def train_dit(out: Path, stages: list[DiTStage], seed: int, lr: float = DIT_LR, text_steps: int = 0) -> None:
+def train_dit(
+    out: Path,
+    stages: list[DiTStage],
+    seed: int,
+    lr: float = DIT_LR,
+    text_steps: int = 0,
+    object_weight: float = 1.0,
+) -> None:
     """Stages share one optimiser, one learning-rate schedule and one EMA: the cheap 64x64 stage teaches
     words, shapes and motion at a quarter of the tokens; the 128x128 stage then adapts it to the size
-    Tiny World generates at."""
+    Tiny World generates at. `object_weight`: the loss's weight on latent cells an object covers (stages
+    with `objects`), against 1 elsewhere."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     spiece = train_tokenizer([text for stage in stages for text in stage.captions])
@@ -447,6 +499,7 @@ def train_dit(out: Path, stages: list[DiTStage], seed: int, lr: float = DIT_LR, 
             loss = dit_loss(
                 dit, text, latents[index].float(), tokens_cache.ids[index].clone(),
                 tokens_cache.mask[index].clone(), empty, rng,
+                None if stage.objects is None else stage.objects[index], object_weight,
             )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -514,8 +567,11 @@ def dit_loss(
     mask: torch.Tensor,
     empty: Tokens,
     rng: np.random.Generator,
+    objects: torch.Tensor | None = None,
+    object_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Rectified flow on a batch of clean latents, with caption dropout and random frame pinning."""
+    """Rectified flow on a batch of clean latents, with caption dropout and random frame pinning; latent
+    cells in `objects` (B×T×H×W bool) weigh `object_weight` in the mean, the rest 1."""
     batch, latent_frames = x0.shape[0], x0.shape[2]
     drop = torch.from_numpy(rng.random(batch) < 0.1)
     ids[drop], mask[drop] = empty.ids, empty.mask
@@ -536,6 +592,10 @@ def dit_loss(
     velocity = dit.forward_tokens(tokens, grid, timestep, context)
     target, _ = patchify(noise - x0, DIT_CONFIG.patch_size)
     weight = (~token_pinned).float().unsqueeze(-1)
+    if objects is not None and object_weight != 1.0:
+        cells = 1.0 + (object_weight - 1.0) * objects.float()[:, None].expand_as(x0)
+        weight = weight * patchify(cells, DIT_CONFIG.patch_size)[0]
+        return ((velocity - target).pow(2) * weight).sum() / weight.expand_as(target).sum()
     return ((velocity - target).pow(2) * weight).sum() / (weight.sum() * target.shape[-1])
 
 
@@ -576,6 +636,10 @@ def main(argv: list[str] | None = None) -> int:
         "--text-steps", type=int, default=0,
         help="text encoder steps on the scenes' attributes before the DiT (0: none; 1500: ~4 min)",
     )  # fmt: skip
+    parser.add_argument(
+        "--object-weight", type=float, default=1.0,
+        help="DiT loss weight on latent cells the objects cover, against 1 for the background (1: plain mean)",
+    )  # fmt: skip
     parser.add_argument("--small-batch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--dit-lr", type=float, default=DIT_LR)
@@ -608,8 +672,9 @@ def main(argv: list[str] | None = None) -> int:
         if steps > 0:
             latents, captions = encode_dataset(vae, args.out, count, args.seed, size)
             log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
-            stages.append(DiTStage(latents, captions, steps, batch))
-    train_dit(args.out, stages, args.seed, args.dit_lr, args.text_steps)
+            objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
+            stages.append(DiTStage(latents, captions, steps, batch, objects))
+    train_dit(args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight)
     log(f"all done in {time.time() - begin:.0f} s")
     return 0
 
