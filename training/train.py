@@ -113,8 +113,8 @@ def object_masks(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) 
 
 
 def latent_mask(masks: np.ndarray, spatial: int = 8, temporal: int = 4) -> torch.Tensor:
-    """Pixel masks B×T×H×W (T = 1 + 4k) to the latent grid B×(1+k)×H/8×W/8: a latent cell is set when any
-    pixel it encodes is (the first latent frame encodes frame 0 alone, as the causal VAE does)."""
+    """Pixel masks B×T×H×W (T = 1 + 4k) to the latent grid B×(1+k)×H/8×W/8: a latent cell is set when
+    any pixel it encodes is (the first latent frame encodes frame 0 alone, as the causal VAE does)."""
     x = torch.from_numpy(masks).float()[:, None]
     x = torch.cat([x[:, :, :1].expand(-1, -1, temporal - 1, -1, -1), x], dim=2)  # frame 0 fills its own group
     pooled = F.max_pool3d(x, (temporal, spatial, spatial), (temporal, spatial, spatial))
@@ -242,6 +242,11 @@ def normalise_latents(model: Wan22VAE, seed: int) -> None:
 # 2. Latents --------------------------------------------------------------------------------------
 
 
+def _dataset_seed(seed: int, size: int, index: int) -> int:
+    """The seed of the 32 cached clips from `index` on; 128x128 keeps the clips the shipped DiT saw."""
+    return seed * 7919 + (0 if size == SIZE else size * 1_000_003) + index
+
+
 @torch.no_grad()
 def encode_dataset(
     model: Wan22VAE, out: Path, count: int, seed: int, size: int = SIZE
@@ -253,8 +258,7 @@ def encode_dataset(
     latents, captions = [], []
     start = time.time()
     for index in range(0, count, 32):
-        offset = 0 if size == SIZE else size * 1_000_003  # 128x128 keeps the clips the shipped DiT saw
-        frames, texts = clips(seed * 7919 + offset + index, min(32, count - index), size=size)
+        frames, texts = clips(_dataset_seed(seed, size, index), min(32, count - index), size=size)
         latents.append(model.encode(to_video(frames)).half())
         captions += texts
         if index % 1024 == 0:
@@ -273,14 +277,14 @@ def object_dataset(out: Path, count: int, seed: int, size: int = SIZE) -> torch.
         return load_file(str(path))["objects"]
     start, masks = time.time(), []
     for index in range(0, count, 32):
-        offset = 0 if size == SIZE else size * 1_000_003
         masks.append(
-            latent_mask(object_masks(seed * 7919 + offset + index, min(32, count - index), size=size))
+            latent_mask(object_masks(_dataset_seed(seed, size, index), min(32, count - index), size=size))
         )
     masks = torch.cat(masks)
     save_file({"objects": masks}, str(path))
+    share = f"{masks.float().mean():.1%}"
     log(
-        f"object masks {tuple(masks.shape)} at {size}x{size}: {masks.float().mean():.1%} of latent cells ({time.time() - start:.0f} s)"
+        f"object masks {tuple(masks.shape)} at {size}x{size}: {share} of latent cells ({time.time() - start:.0f} s)"
     )
     return masks
 
