@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from spacetime.dit import load_dit
@@ -89,9 +90,16 @@ def test_dit_training_resumes_exactly(tmp_path):
     train.train_dit(twice, [stage], seed=0)
     halfway = load_file(twice / train.STATE_FILE)
     train.train_dit(twice, [stage, stage], seed=0)
+    stopped = tmp_path / "stopped"  # --stop-after 1 of a planned 3 steps, then a plan of 2 continues it
+    stopped.mkdir()
+    train.train_dit(stopped, [stage, stage, stage], seed=0, stop_after=1)
+    assert int(safe_open(stopped / train.STATE_FILE, "pt").metadata()["step"]) == 1
+    train.train_dit(stopped, [stage, stage], seed=0)
     whole, resumed = load_file(once / train.STATE_FILE), load_file(twice / train.STATE_FILE)
     assert whole.keys() == resumed.keys() and any(k.startswith("adam.") for k in whole)
     assert [k for k in whole if not torch.equal(whole[k], resumed[k])] == []
+    replanned = load_file(stopped / train.STATE_FILE)  # step 0's lr (warmup) is the same under any plan
+    assert [k for k in whole if not torch.equal(whole[k], replanned[k])] == []
     assert any(not torch.equal(halfway[k], whole[k]) for k in whole if k.startswith("dit."))
 
 

@@ -1,6 +1,6 @@
 """Train Tiny World: the pack's own small text-to-video model, on the world of `world.py`.
 
-    python -m spacetime.training.train --out tiny_world            # all stages, ~2 h on 2 CPU cores
+    python -m spacetime.training.train --out tiny_world            # all stages, ~2.5 h on 2 CPU cores
 
 Stages, each resumable from its file in --out:
 1. VAE: the Wan 2.2 VAE class (2x2 pixel fold, weightless shortcuts around every resampling stage) at width
@@ -9,11 +9,12 @@ Stages, each resumable from its file in --out:
    convolutions run at half resolution, and its shortcuts keep the input's signal alive from the start. Afterwards the latent's per-channel mean and std are folded into the two 1x1 convs around
    the latent, so raw latents are already normalised (the DiT's latent format is the identity).
 2. Latents: a fixed set of clips, encoded once.
-3. Text encoder + DiT, trained together: a UMT5 encoder with a sentencepiece vocabulary learnt from the
+3. Text encoder (--text-steps): it learns to read each scene's attributes back from its caption first.
+4. Text encoder + DiT, trained together: a UMT5 encoder with a sentencepiece vocabulary learnt from the
    captions (stored in the weights file as `spiece_model`, as ComfyUI's UMT5 files do) and a Wan DiT,
    by rectified flow: first on 64x64 clips (a quarter of the tokens, so four times the captions per
    second), then on 128x128, the size Tiny World generates at. The full training state is saved every
-   500 steps; a later run with more steps continues from it. Random frame pinning, as Open-Sora trains: some latent frames are given clean, at
+   500 steps; a later run continues from it (--stop-after N ends a run early). Random frame pinning, as Open-Sora trains: some latent frames are given clean, at
    timestep 0, and not scored, so the model learns to continue known frames (image to video, extension,
    loops). 10% of captions are dropped for classifier-free guidance. The DiT's weights are an EMA.
 
@@ -453,11 +454,13 @@ def train_dit(
     lr: float = DIT_LR,
     text_steps: int = 0,
     object_weight: float = 1.0,
+    stop_after: int = 0,
 ) -> None:
     """Stages share one optimiser, one learning-rate schedule and one EMA: the cheap 64x64 stage teaches
     words, shapes and motion at a quarter of the tokens; the 128x128 stage then adapts it to the size
     Tiny World generates at. `object_weight`: the loss's weight on latent cells an object covers (stages
-    with `objects`), against 1 elsewhere."""
+    with `objects`), against 1 elsewhere. `stop_after` N > 0: end after step N with its state saved (a
+    later run, even with other step counts, continues from there)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     spiece = train_tokenizer([text for stage in stages for text in stage.captions])
@@ -520,10 +523,14 @@ def train_dit(
                 log(
                     f"dit step {step}/{total} ({size}x{size}) loss {loss.item():.4f} ({time.time() - start:.0f} s)"
                 )
-            if (step + 1) % 500 == 0 or step == total - 1:
+            stopping = step + 1 == stop_after
+            if (step + 1) % 500 == 0 or step == total - 1 or stopping:
                 save_models(out, text, spiece, ema)
                 save_state(out, step + 1, text, dit, ema, optimizer, rng)
             step += 1
+            if stopping:
+                log(f"stopped after step {step}, as --stop-after asks")
+                return
 
 
 def save_state(out: Path, step: int, text, dit, ema, optimizer, rng: np.random.Generator) -> None:
@@ -634,15 +641,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-clips", type=int, default=12000, help="64x64 clips encoded for the DiT")
     parser.add_argument("--dit-small-steps", type=int, default=3000, help="DiT steps at 64x64")
     parser.add_argument(
-        "--dit-steps", type=int, default=1500, help="DiT steps at 128x128, after those at 64x64"
+        "--dit-steps", type=int, default=4000, help="DiT steps at 128x128, after those at 64x64"
     )
     parser.add_argument(
-        "--text-steps", type=int, default=0,
-        help="text encoder steps on the scenes' attributes before the DiT (0: none; 1500: ~4 min)",
+        "--text-steps", type=int, default=1500,
+        help="text encoder steps on the scenes' attributes before the DiT (0: none; 1500: ~6 min)",
     )  # fmt: skip
     parser.add_argument(
         "--object-weight", type=float, default=1.0,
         help="DiT loss weight on latent cells the objects cover, against 1 for the background (1: plain mean)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stop-after", type=int, default=0, metavar="N",
+        help="end after DiT step N, its state saved; a later run continues from it, even with other step counts",
     )  # fmt: skip
     parser.add_argument("--small-batch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
@@ -678,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
             objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
             stages.append(DiTStage(latents, captions, steps, batch, objects))
-    train_dit(args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight)
+    train_dit(args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight, args.stop_after)
     log(f"all done in {time.time() - begin:.0f} s")
     return 0
 
