@@ -103,17 +103,22 @@ def test_dit_training_resumes_exactly(tmp_path):
     assert any(not torch.equal(halfway[k], whole[k]) for k in whole if k.startswith("dit."))
 
 
-def test_text_pretraining_learns_to_read_the_scene_from_its_caption():
-    """The text encoder's stage before the DiT: the scene's attributes, read back from a caption's token
-    vectors, get easier to name within a few dozen steps (a tiny encoder, small batches)."""
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+def tiny_text_encoder():
+    """300 captions, a sentencepiece vocabulary learnt from them, and a one-layer UMT5 of width 32."""
     rng = np.random.default_rng(0)
     captions = [train.caption(train.sample_scene(rng), rng) for _ in range(300)]
     tokenizer = train.SentencePieceTokenizer(train.train_tokenizer(captions))
     config = train.UMT5Config(
         vocab_size=tokenizer.vocab_size, dim=32, ffn_dim=64, num_layers=1, num_heads=2, head_dim=16, name="t"
     )
-    text = train.UMT5Encoder(config)
+    return captions, tokenizer, train.UMT5Encoder(config)
+
+
+def test_text_pretraining_learns_to_read_the_scene_from_its_caption():
+    """The text encoder's stage before the DiT: the scene's attributes, read back from a caption's token
+    vectors, get easier to name within a few dozen steps (a tiny encoder, small batches)."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    _, tokenizer, text = tiny_text_encoder()
     train.init_weights(text, 0)
     before = {k: v.clone() for k, v in text.state_dict().items()}
     torch.manual_seed(0)  # the heads start from the global generator, as in train_dit
@@ -134,6 +139,8 @@ def test_object_masks_mark_the_objects_of_the_clips_drawn():
     colours = [np.array(train.COLOURS[obj.colour]) for obj in scene.objects]
     core = masks[0] & (np.abs(videos[0].astype(int) - colours[0]).max(-1) < 4)  # pure object colour
     assert core.sum() > 10
+    empty = train.render(train.replace(scene, objects=()), 9, 64, 64).astype(int)
+    assert np.abs(videos[0] - empty)[~masks[0]].max() <= train.OBJECT_PIXEL_CHANGE
     pixels = np.zeros((1, 9, 64, 64), bool)
     pixels[0, 5, 17, 40] = True  # frame 5: the second 4-frame group, latent frame 2
     cells = train.latent_mask(pixels)
@@ -146,13 +153,7 @@ def test_object_weight_reweights_the_mean_over_cells():
     """dit_loss with objects weighs the covered cells `object_weight` times: all-covered or weight 1 is the
     plain mean; one covered cell moves the loss towards that cell's error."""
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    rng = np.random.default_rng(0)
-    captions = [train.caption(train.sample_scene(rng), rng) for _ in range(300)]
-    tokenizer = train.SentencePieceTokenizer(train.train_tokenizer(captions))
-    config = train.UMT5Config(
-        vocab_size=tokenizer.vocab_size, dim=32, ffn_dim=64, num_layers=1, num_heads=2, head_dim=16, name="t"
-    )
-    text = train.UMT5Encoder(config)
+    captions, tokenizer, text = tiny_text_encoder()
     dit_config = train.replace(train.DIT_CONFIG, dim=32, ffn_dim=64, num_layers=1, text_dim=32, head_dim=16)
     dit = train.WanDiT(dit_config)
     train.init_weights(text, 0)
