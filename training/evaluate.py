@@ -425,7 +425,7 @@ def round_trip(videos: Sequence[np.ndarray], folder: str | Path | None = None) -
     import torch
 
     from ..pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES
-    from ..vae.loader import load_vae
+    from ..vae.loader import frames_to_video, load_vae, video_to_frames
 
     path = Path(folder or TINY_WORLD_DIR) / TINY_WORLD_FILES["vae"]
     if not path.is_file():
@@ -433,10 +433,9 @@ def round_trip(videos: Sequence[np.ndarray], folder: str | Path | None = None) -
     vae = load_vae(path, device="cpu")
     decoded = []
     for video in videos:
-        x = torch.from_numpy(video).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
         with torch.no_grad():
-            y = vae.decode(vae.encode(x))[0].clamp(-1.0, 1.0)
-        decoded.append(y.add(1.0).mul(127.5).round().byte().permute(1, 2, 3, 0).numpy())
+            frames = video_to_frames(vae.decode(vae.encode(frames_to_video(torch.from_numpy(video) / 255.0))))
+        decoded.append(frames.mul(255).round().byte().numpy())
     return decoded
 
 
