@@ -89,24 +89,24 @@ def share_cores(threads: int) -> None:
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, round((os.cpu_count() or 1) - busy))))
 
 
-def clips(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> tuple[np.ndarray, list[str]]:
+def draw_scenes(seed: int, count: int):
+    """The seeded scenes and captions of `clips(seed, count)`, in order."""
     rng = np.random.default_rng(seed)
-    videos, captions = [], []
     for _ in range(count):
         scene = sample_scene(rng)
-        videos.append(render(scene, frames, size, size))
-        captions.append(caption(scene, rng))
-    return np.stack(videos), captions
+        yield scene, caption(scene, rng)
+
+
+def clips(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> tuple[np.ndarray, list[str]]:
+    drawn = [(render(scene, frames, size, size), text) for scene, text in draw_scenes(seed, count)]
+    return np.stack([video for video, _ in drawn]), [text for _, text in drawn]
 
 
 def object_masks(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
     """B×T×H×W bool: the pixels the objects change in the clips `clips(seed, count, ...)` draws (the same
     scenes, drawn once with and once without their objects)."""
-    rng = np.random.default_rng(seed)
     masks = []
-    for _ in range(count):
-        scene = sample_scene(rng)
-        caption(scene, rng)  # the same draws as clips()
+    for scene, _ in draw_scenes(seed, count):
         drawn = render(scene, frames, size, size).astype(np.int16)
         empty = render(replace(scene, objects=()), frames, size, size)
         masks.append(np.abs(drawn - empty).max(axis=-1) > OBJECT_PIXEL_CHANGE)
@@ -606,8 +606,7 @@ def dit_loss(
     if objects is not None and object_weight != 1.0:
         cells = 1.0 + (object_weight - 1.0) * objects.float()[:, None].expand_as(x0)
         weight = weight * patchify(cells, DIT_CONFIG.patch_size)[0]
-        return ((velocity - target).pow(2) * weight).sum() / weight.expand_as(target).sum()
-    return ((velocity - target).pow(2) * weight).sum() / (weight.sum() * target.shape[-1])
+    return ((velocity - target).pow(2) * weight).sum() / weight.expand_as(target).sum()
 
 
 def save_models(out: Path, text: UMT5Encoder, spiece: bytes, dit: WanDiT) -> None:
