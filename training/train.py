@@ -16,7 +16,9 @@ Stages, each resumable from its file in --out:
    second), then on 128x128, the size Tiny World generates at. The full training state is saved every
    500 steps; a later run continues from it (--stop-after N ends a run early). Random frame pinning, as Open-Sora trains: some latent frames are given clean, at
    timestep 0, and not scored, so the model learns to continue known frames (image to video, extension,
-   loops). 10% of captions are dropped for classifier-free guidance. The DiT's weights are an EMA.
+   loops). 10% of captions are dropped for classifier-free guidance. Latent cells an object covers weigh
+   4 in the loss (--object-weight), so the small objects are not drowned by the background. The DiT's
+   weights are an EMA.
 
 Everything is seeded; the files are written in the formats the pack's loaders read.
 """
@@ -644,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--text-steps", type=int, default=1500,
-        help="text encoder steps on the scenes' attributes before the DiT (0: none; 1500: ~6 min)",
+        help="text encoder steps on the scenes' attributes before the DiT (0: none; 1500: ~3 min)",
     )  # fmt: skip
     parser.add_argument(
         "--object-weight", type=float, default=4.0,
