@@ -100,8 +100,8 @@ def draw_scenes(seed: int, count: int):
 
 
 def clips(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> tuple[np.ndarray, list[str]]:
-    drawn = [(render(scene, frames, size, size), text) for scene, text in draw_scenes(seed, count)]
-    return np.stack([video for video, _ in drawn]), [text for _, text in drawn]
+    scenes, captions = zip(*draw_scenes(seed, count), strict=True)
+    return np.stack([render(scene, frames, size, size) for scene in scenes]), list(captions)
 
 
 def object_masks(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
