@@ -27,6 +27,30 @@ def trained(tmp_path_factory):
     return out, vae, latents, captions
 
 
+def test_step_error_scores_jumps_between_frames_not_offsets():
+    video = torch.linspace(-0.5, 0.5, 5).view(1, 1, 5, 1, 1).expand(1, 3, 5, 2, 2)  # a steady fade
+    assert train.step_error(video + 0.3, video).item() == pytest.approx(0.0, abs=1e-12)
+    jumpy = video.clone()
+    jumpy[:, :, 2:] += 0.2  # the same frames, with one step 0.2 too large
+    assert train.step_error(jumpy, video).item() == pytest.approx(0.2**2 / 4, rel=1e-5)
+
+
+def test_decoder_smoothing_keeps_the_encoder_and_so_the_latents(tmp_path):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    first = train.train_vae(tmp_path, steps=1, seed=0)
+    path = tmp_path / "first.safetensors"
+    (tmp_path / train.VAE_FILE).rename(path)
+    video = train.to_video(train.clips(5, 1)[0][:, :5, :64, :64])
+    smoothed = train.train_vae(tmp_path, steps=0, seed=0, init=path, smooth_steps=2)
+    before, after = first.state_dict(), smoothed.state_dict()
+    for name in before:
+        same = torch.equal(before[name], after[name])
+        assert same == (not name.startswith(("decoder.", "conv2."))), name  # decoder trained, rest kept
+    with torch.no_grad():
+        assert torch.equal(first.encode(video), smoothed.encode(video))
+    assert load_file(str(tmp_path / train.VAE_FILE)).keys() == before.keys()
+
+
 def test_vae_init_keeps_the_signal():
     """Convs N(0, 1/fan_in), residual branches zero, time convs passing the frame through: a fresh VAE's
     latent is neither vanishing nor constant across different inputs (the collapse the init avoids)."""
