@@ -14,7 +14,7 @@ from spacetime.pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES
 from spacetime.vae import load_vae, video_to_frames
 from spacetime.video.patterns import moving_pattern
 
-from media import decode
+from media import decode, psnr
 
 WORKFLOW = {
     "last_node_id": 1,
@@ -94,10 +94,14 @@ def test_a_latent_and_vae_are_decoded_as_they_are_written(folders):
     latent = {
         "samples": torch.randn(1, vae.latent_channels, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     }
+    decoded = video_to_frames(vae.decode(latent["samples"]))
+    assert torch.equal(torch.cat(list(vae.decode_frames(latent["samples"], lambda: None))), decoded)
     (streamed,) = run_node(images=None, latent=latent, vae=vae)["result"]
-    (whole,) = run_node(images=video_to_frames(vae.decode(latent["samples"])))["result"]
-    frames = decode(Path(streamed)).frames
+    (whole,) = run_node(images=decoded)["result"]
+    frames = decode(Path(streamed)).frames.astype(np.float64)
     assert frames.shape == (9, 64, 64, 3)
-    assert np.array_equal(frames, decode(Path(whole)).frames)  # the same file as from decoded frames
+    # The same frames reach the encoder either way, but x264 does not always make the same stream of them
+    # when they arrive at another pace (measured on this noise-like clip: identical, or 39.1 dB apart).
+    assert psnr(frames, decode(Path(whole)).frames.astype(np.float64)) > 35.0
     with pytest.raises(ValueError, match="got only latent: connect images"):
         run_node(images=None, latent=latent)
