@@ -8,8 +8,8 @@ Stages, each resumable from its file in --out:
    clips (L1 + MSE). The 2.2 design learns several times faster per second than 2.1's on a CPU: its first
    convolutions run at half resolution, and its shortcuts keep the input's signal alive from the start. Afterwards the latent's per-channel mean and std are folded into the two 1x1 convs around
    the latent, so raw latents are already normalised (the DiT's latent format is the identity). Then the
-   decoder alone learns to join its groups of 4 frames as smoothly as the truth moves (phase 3,
-   smooth_decoder); the encoder, and so the latents, stay as they are.
+   decoder alone learns to join its groups of 4 frames as smoothly as the truth moves (phase 3);
+   the encoder, and so the latents, stay as they are.
 2. Latents: a fixed set of clips, encoded once.
 3. Text encoder (--text-steps): it learns to read each scene's attributes back from its caption first.
 4. Text encoder + DiT, trained together: a UMT5 encoder with a sentencepiece vocabulary learnt from the
@@ -188,7 +188,7 @@ def train_vae(
     smooth_steps: int = 0,
 ) -> Wan22VAE:
     """Three phases: `steps` on short crops (`frames` frames: fast), then `long_steps` on whole 17-frame
-    clips at a third of the learning rate, then `smooth_steps` of the decoder alone (smooth_decoder). A
+    clips at a third of the learning rate, then `smooth_steps` of the decoder alone (phase 3). A
     VAE that only ever saw 3 latent frames carries its time cache badly into the 4th and 5th (9 frames:
     28.8 dB, 17 frames: 20.2 dB after 5000 steps), and Tiny World makes 17-frame videos. Each phase draws
     its own seeded clips, so a run that resumes phase 2 from phase 1's checkpoint (--vae-init, --vae-steps
@@ -205,16 +205,39 @@ def train_vae(
     model.eval().requires_grad_(False)
     if init is None or steps or long_steps:
         normalise_latents(model, seed)
-    smooth_decoder(model, smooth_steps, seed)
+    # Phase 3, the decoder alone: it makes each latent frame's 4 frames together, and after phases 1-2
+    # they met the next group's with a step larger than the truth's (round trip of 8 clips at 128x128:
+    # 1.65x the median step at latent boundaries, against 1.00 in the rendered clips); 600 steps bring it
+    # to 1.32x, and PSNR from 28.7 to 29.1 dB. The encoder, and so every latent, is unchanged.
+    _vae_phase(model, out, smooth_steps, FRAMES, SMOOTH_LR, seed, 3, SMOOTH_WEIGHT, decoder_only=True)
     model.eval().requires_grad_(False)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / VAE_FILE))
     return model
 
 
-def _vae_phase(model: Wan22VAE, out: Path, steps: int, frames: int, lr: float, seed: int, phase: int) -> None:
+def _vae_phase(
+    model: Wan22VAE,
+    out: Path,
+    steps: int,
+    frames: int,
+    lr: float,
+    seed: int,
+    phase: int,
+    step_weight: float = 0.0,
+    decoder_only: bool = False,
+) -> None:
+    """`steps` on 64x64 crops of `frames` frames: L1 + MSE, plus `step_weight` x step_error; with
+    `decoder_only`, the encoder stays as it is."""
     if steps <= 0:
         return
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    trained = (
+        [*model.decoder.parameters(), *model.conv2.parameters()] if decoder_only else [*model.parameters()]
+    )
+    model.requires_grad_(not decoder_only)
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    model.train()
+    optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: min(1.0, (s + 1) / VAE_WARMUP) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))),
@@ -228,7 +251,10 @@ def _vae_phase(model: Wan22VAE, out: Path, steps: int, frames: int, lr: float, s
         first = int(rng.integers(0, FRAMES - frames + 1))
         video = to_video(clip_frames[:, first : first + frames, top : top + 64, left : left + 64])
         output, mean = vae_forward(model, video)
-        loss = F.l1_loss(output, video) + F.mse_loss(output, video) + 1e-6 * mean.pow(2).mean()
+        steps_error = step_error(output, video)
+        loss = F.l1_loss(output, video) + F.mse_loss(output, video) + step_weight * steps_error
+        if not decoder_only:
+            loss = loss + 1e-6 * mean.pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -237,8 +263,8 @@ def _vae_phase(model: Wan22VAE, out: Path, steps: int, frames: int, lr: float, s
             share_cores(THREADS)
             psnr = 10 * math.log10(4 / F.mse_loss(output.clamp(-1, 1), video).item())
             log(
-                f"vae phase {phase} step {step}/{steps} ({frames} frames) loss {loss.item():.4f} "
-                f"psnr {psnr:.1f} dB ({time.time() - start:.0f} s)"
+                f"vae phase {phase} step {step}/{steps} ({frames} frames) loss {loss.item():.4f} step error "
+                f"{steps_error.item():.5f} psnr {psnr:.1f} dB ({time.time() - start:.0f} s)"
             )
         if (step + 1) % 100 == 0:  # a checkpoint to continue from (--vae-init)
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -249,49 +275,6 @@ def step_error(output: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the frame-to-frame steps (B×C×T×H×W): zero for an output off by a constant,
     large for one whose frames jump where the truth moves smoothly."""
     return ((output[:, :, 1:] - output[:, :, :-1]) - (video[:, :, 1:] - video[:, :, :-1])).pow(2).mean()
-
-
-def smooth_decoder(model: Wan22VAE, steps: int, seed: int, weight: float = SMOOTH_WEIGHT) -> None:
-    """Phase 3: the decoder alone (and the 1x1 conv before it), on 64x64 crops of whole 17-frame clips,
-    with the steps' error (step_error, x `weight`) added to L1 + MSE. The decoder makes each latent frame's
-    4 frames together, and after phases 1-2 they meet the next group's with a step larger than the
-    truth's (round trip of 8 clips at 128x128: 1.65x the median step at latent boundaries, against 1.00
-    in the rendered clips); 600 steps bring it to 1.33x and PSNR from 28.7 to 29.1 dB. The encoder, and
-    so every latent the DiT learns from, is unchanged."""
-    if steps <= 0:
-        return
-    decoder = [*model.decoder.parameters(), *model.conv2.parameters()]
-    model.requires_grad_(False)
-    for parameter in decoder:
-        parameter.requires_grad_(True)
-    model.train()
-    optimizer = torch.optim.AdamW(decoder, lr=SMOOTH_LR, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / VAE_WARMUP) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))),
-    )
-    rng = np.random.default_rng((seed, 3))
-    start = time.time()
-    for step in range(steps):
-        clip_frames, _ = clips(seed * 1_000_003 + 30_000_000 + step, 4)
-        top, left = rng.integers(0, SIZE - 64 + 1, 2).tolist()
-        video = to_video(clip_frames[:, :, top : top + 64, left : left + 64])
-        with torch.no_grad():
-            mean = model.encode(video)
-        output = decode_chunks(model, mean)
-        steps_error = step_error(output, video)
-        loss = F.l1_loss(output, video) + F.mse_loss(output, video) + weight * steps_error
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 50 == 0 or step == steps - 1:
-            share_cores(THREADS)
-            psnr = 10 * math.log10(4 / F.mse_loss(output.clamp(-1, 1), video).item())
-            log(
-                f"vae phase 3 step {step}/{steps} (decoder) loss {loss.item():.4f} step error "
-                f"{steps_error.item():.5f} psnr {psnr:.1f} dB ({time.time() - start:.0f} s)"
-            )
 
 
 @torch.no_grad()
