@@ -134,19 +134,14 @@ def to_video(frames: np.ndarray) -> torch.Tensor:
 # 1. VAE ------------------------------------------------------------------------------------------
 
 
-def decode_chunks(model: Wan22VAE, mean: torch.Tensor) -> torch.Tensor:
-    """Differentiable decode, one latent frame at a time as inference decodes, without the final clamp."""
+def vae_forward(model: Wan22VAE, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable encode (chunked like inference) and decode without the final clamp."""
+    mean = model.encode(video)
     x, cache, chunks = model.conv2(mean), TimeCache(), []
     for index in range(mean.shape[2]):
         cache.start_chunk()
         chunks.append(model.unpatchify(model.decoder(x[:, :, index : index + 1], cache)))
-    return torch.cat(chunks, dim=2)
-
-
-def vae_forward(model: Wan22VAE, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable encode (chunked like inference) and decode without the final clamp."""
-    mean = model.encode(video)
-    return decode_chunks(model, mean), mean
+    return torch.cat(chunks, dim=2), mean
 
 
 VAE_LR, VAE_WARMUP = 3e-4, 20
