@@ -143,7 +143,6 @@ def main(argv=None) -> int:
     parser.add_argument("--objects", type=int, default=12, help="objects of the first-frame probe")
     parser.add_argument("--clips", type=int, default=24, help="clips of the caption-swap probe")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
     dit, text_encoder, vae = load_tiny_world(device="cpu", vae_device="cpu", folder=args.weights)
     print(f"\nTiny World ({args.weights or 'shipped'}), {args.size}x{args.size}\n")
     print("| noise level | loss, true caption | direction swapped | colour changed |")

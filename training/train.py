@@ -246,8 +246,10 @@ def _vae_phase(
         first = int(rng.integers(0, FRAMES - frames + 1))
         video = to_video(clip_frames[:, first : first + frames, top : top + 64, left : left + 64])
         output, mean = vae_forward(model, video)
-        steps_error = step_error(output, video)
-        loss = F.l1_loss(output, video) + F.mse_loss(output, video) + step_weight * steps_error
+        steps_error = step_error(output, video) if step_weight else None  # first: autograd's sum order
+        loss = F.l1_loss(output, video) + F.mse_loss(output, video)
+        if steps_error is not None:
+            loss = loss + step_weight * steps_error
         if not decoder_only:
             loss = loss + 1e-6 * mean.pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -257,6 +259,7 @@ def _vae_phase(
         if step % 50 == 0 or step == steps - 1:
             share_cores(THREADS)
             psnr = 10 * math.log10(4 / F.mse_loss(output.clamp(-1, 1), video).item())
+            steps_error = step_error(output.detach(), video)
             log(
                 f"vae phase {phase} step {step}/{steps} ({frames} frames) loss {loss.item():.4f} step error "
                 f"{steps_error.item():.5f} psnr {psnr:.1f} dB ({time.time() - start:.0f} s)"
