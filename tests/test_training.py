@@ -3,6 +3,8 @@ own loaders (the formats the shipped weights use), and the VAE's folded normalis
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,8 @@ from spacetime.dit import load_dit
 from spacetime.text_encoders import load_text_encoder
 from spacetime.training import train
 from spacetime.vae import load_vae
+
+TINY_WORLD = Path(__file__).resolve().parents[1] / "tiny_world"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +37,30 @@ def test_step_error_scores_jumps_between_frames_not_offsets():
     jumpy = video.clone()
     jumpy[:, :, 2:] += 0.2  # the same frames, with one step 0.2 too large
     assert train.step_error(jumpy, video).item() == pytest.approx(0.2**2 / 4, rel=1e-5)
+
+
+def test_latent_spread_is_zero_for_agreeing_frames_and_scale_free():
+    frame = torch.randn(2, 3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert train.latent_spread(frame.expand(2, 3, 5, 4, 4)).item() == pytest.approx(0.0, abs=1e-12)
+    two = torch.cat([frame, -frame], dim=2)  # frames +f and -f: mean 0, spread = power
+    assert train.latent_spread(two).item() == pytest.approx(1.0, rel=1e-6)
+    assert train.latent_spread(7 * two).item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_the_still_term_teaches_still_clips_agreeing_latent_frames(tmp_path):
+    """From the shipped VAE, 3 steps of phase 2 with the still term bring a still clip's latent frames
+    closer together than the same 3 steps without it."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    shipped = load_file(str(TINY_WORLD / train.VAE_FILE))
+    still = train.to_video(train.clips(9, 2)[0][:, :1, :64, :64].repeat(9, axis=1))
+    spread = {}
+    for weight in (0.0, 1.0):
+        model = train.Wan22VAE(train.VAE_CONFIG)
+        model.load_state_dict(shipped)
+        train._vae_phase(model, tmp_path, 3, 9, 3e-3, seed=0, phase=2, still_weight=weight)
+        with torch.no_grad():
+            spread[weight] = train.latent_spread(model.encode(still)).item()
+    assert spread[1.0] < 0.7 * spread[0.0], spread
 
 
 def test_decoder_smoothing_keeps_the_encoder_and_so_the_latents(tmp_path):

@@ -181,6 +181,7 @@ def train_vae(
     frames: int = 9,
     long_steps: int = 0,
     smooth_steps: int = 0,
+    still_weight: float = 0.0,
 ) -> Wan22VAE:
     """Three phases: `steps` on short crops (`frames` frames: fast), then `long_steps` on whole 17-frame
     clips at a third of the learning rate, then `smooth_steps` of the decoder alone (phase 3). A
@@ -188,7 +189,9 @@ def train_vae(
     28.8 dB, 17 frames: 20.2 dB after 5000 steps), and Tiny World makes 17-frame videos. Each phase draws
     its own seeded clips, so a run that resumes phase 2 from phase 1's checkpoint (--vae-init, --vae-steps
     0) matches one that does both. The latent statistics are folded in after the encoder's phases (and
-    only then: a run of phase 3 alone keeps the encoder, and so every cached latent, exactly)."""
+    only then: a run of phase 3 alone keeps the encoder, and so every cached latent, exactly).
+    `still_weight` > 0: phase 2 also sees each clip's first frame held still, and weighs how far that
+    clip's latent frames spread (`latent_spread`)."""
     torch.manual_seed(seed)
     model = Wan22VAE(VAE_CONFIG)
     if init is None:
@@ -196,7 +199,7 @@ def train_vae(
     else:  # continue from earlier weights (any folded normalisation is refolded after phases 1-2)
         model.load_state_dict(load_file(str(init)))
     _vae_phase(model, out, steps, frames, VAE_LR, seed, phase=1)
-    _vae_phase(model, out, long_steps, FRAMES, VAE_LR / 3, seed, phase=2)
+    _vae_phase(model, out, long_steps, FRAMES, VAE_LR / 3, seed, phase=2, still_weight=still_weight)
     model.eval().requires_grad_(False)
     if init is None or steps or long_steps:
         normalise_latents(model, seed)
@@ -220,9 +223,11 @@ def _vae_phase(
     phase: int,
     step_weight: float = 0.0,
     decoder_only: bool = False,
+    still_weight: float = 0.0,
 ) -> None:
     """`steps` on 64x64 crops of `frames` frames: L1 + MSE, plus `step_weight` x step_error; with
-    `decoder_only`, the encoder stays as it is."""
+    `decoder_only`, the encoder stays as it is. `still_weight` > 0: the batch also holds each clip's first
+    frame repeated (a still clip), and `still_weight` x latent_spread of those clips' latents is added."""
     if steps <= 0:
         return
     trained = (
@@ -245,6 +250,8 @@ def _vae_phase(
         top, left = rng.integers(0, SIZE - 64 + 1, 2).tolist()
         first = int(rng.integers(0, FRAMES - frames + 1))
         video = to_video(clip_frames[:, first : first + frames, top : top + 64, left : left + 64])
+        if still_weight:
+            video = torch.cat([video, video[:, :, :1].expand_as(video)])
         output, mean = vae_forward(model, video)
         steps_error = step_error(output, video) if step_weight else None  # first: autograd's sum order
         loss = F.l1_loss(output, video) + F.mse_loss(output, video)
@@ -252,6 +259,8 @@ def _vae_phase(
             loss = loss + step_weight * steps_error
         if not decoder_only:
             loss = loss + 1e-6 * mean.pow(2).mean()
+        if still_weight:
+            loss = loss + still_weight * latent_spread(mean[len(mean) // 2 :])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -267,6 +276,15 @@ def _vae_phase(
         if (step + 1) % 100 == 0:  # a checkpoint to continue from (--vae-init)
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
             save_file(state, str(out / f"vae_phase{phase}_checkpoint.safetensors"))
+
+
+def latent_spread(mean: torch.Tensor) -> torch.Tensor:
+    """How far a clip's latent frames (B×C×T×H×W) stray from their mean, against the latent's power: 0
+    when every latent frame is the same. For a still clip it should be 0, and with Tiny World's first VAE
+    it was not: a causal encoder started from zero history codes *when* as well as *what* (the latent's
+    RMS grew from 0.5 in the first latent frame to 1.2 in the fifth), so the DiT had to learn every look
+    once per latent frame."""
+    return (mean - mean.mean(2, keepdim=True)).pow(2).mean() / mean.pow(2).mean().detach()
 
 
 def step_error(output: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
@@ -688,6 +706,11 @@ def main(argv: list[str] | None = None) -> int:
         "--vae-smooth-steps", type=int, default=600,
         help="phase 3, the decoder alone, steps between frames weighed in the loss: ~6 min on 2 CPU cores",
     )  # fmt: skip
+    parser.add_argument(
+        "--vae-still-weight", type=float, default=0.0,
+        help="phase 2 also learns that a still clip's latent frames agree, with this weight (0: off, as the "
+        "shipped VAE was made)",
+    )  # fmt: skip
     parser.add_argument("--vae-init", type=Path, help="continue the VAE from these weights")
     parser.add_argument("--vae-frames", type=int, default=9, help="frames per VAE training crop (4k+1)")
     parser.add_argument("--vae-only", action="store_true", help="stop after the VAE")
@@ -730,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         vae = train_vae(
             args.out, args.vae_steps, args.seed, args.vae_init, args.vae_frames, args.vae_long_steps,
-            args.vae_smooth_steps,
+            args.vae_smooth_steps, args.vae_still_weight,
         )  # fmt: skip
     log(f"VAE done ({time.time() - begin:.0f} s)")
     if args.vae_only:
