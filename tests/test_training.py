@@ -63,6 +63,13 @@ def test_the_still_term_teaches_still_clips_agreeing_latent_frames(tmp_path):
     assert spread[1.0] < 0.7 * spread[0.0], spread
 
 
+def test_a_still_weight_without_phase_2_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path), "--vae-still-weight", "1", "--vae-long-steps", "0"])
+    assert "--vae-long-steps is 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was trained or written
+
+
 def test_decoder_smoothing_keeps_the_encoder_and_so_the_latents(tmp_path):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     first = train.train_vae(tmp_path, steps=1, seed=0)

@@ -738,6 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dit-lr", type=float, default=DIT_LR)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores left free)")
     args = parser.parse_args(argv)
+    if args.vae_still_weight and args.vae_long_steps <= 0:
+        parser.error(
+            f"--vae-still-weight {args.vae_still_weight} acts in phase 2, but --vae-long-steps is "
+            f"{args.vae_long_steps}: give phase 2 some steps, or leave the weight at 0."
+        )
     global THREADS
     THREADS = args.threads
     if args.threads:
