@@ -235,3 +235,43 @@ def test_object_weight_reweights_the_mean_over_cells():
     one[0, 1, 1, 1] = True
     assert loss(one, 1.0) == pytest.approx(plain, rel=1e-6)
     assert loss(one, 50.0) != pytest.approx(plain, rel=1e-3)
+
+
+def test_temporal_deviation_keeps_what_changes_over_the_scored_frames():
+    """The error's deviation from its mean over a clip's scored latent frames: zero for an error alike in
+    every frame, ±d for frames erring by m ± d, zero in unscored frames, which do not enter the mean."""
+    per_frame, width = 3, 2
+    alike = torch.randn(1, 1, per_frame, width).expand(2, 4, per_frame, width).reshape(2, 4 * per_frame, width)
+    every = torch.ones(2, 4, dtype=torch.bool)
+    assert train.temporal_deviation(alike, every, per_frame).abs().max() == 0
+    error = torch.zeros(1, 4, per_frame, width)
+    error[0, 0], error[0, 1], error[0, 2], error[0, 3] = 5.0, 1.0, 3.0, 100.0  # frame 0 pinned, 3 unscored
+    scored = torch.tensor([[False, True, True, False]])
+    deviation = train.temporal_deviation(error.view(1, -1, width), scored, per_frame).view(1, 4, per_frame, width)
+    assert deviation[0, :, 0, 0].tolist() == [0.0, -1.0, 1.0, 0.0]
+
+
+def test_motion_weight_adds_the_weighted_deviation():
+    """dit_loss with motion_weight λ is the plain loss plus λ times the same mean of the squared deviation:
+    0 leaves it as it was, the addition is positive and grows linearly with λ."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    captions, tokenizer, text = tiny_text_encoder()
+    dit_config = train.replace(train.DIT_CONFIG, dim=32, ffn_dim=64, num_layers=1, text_dim=32, head_dim=16)
+    dit = train.WanDiT(dit_config)
+    train.init_weights(text, 0)
+    train.init_weights(dit, 1)
+    torch.manual_seed(0)
+    x0 = torch.randn(4, train.VAE_CONFIG.z_dim, 3, 4, 4)
+    tokens = tokenizer(captions[:4], train.TEXT_LEN)
+    empty = tokenizer([""], train.TEXT_LEN)
+
+    def loss(weight):
+        torch.manual_seed(1)
+        ids, mask, rng = tokens.ids.clone(), tokens.mask.clone(), np.random.default_rng(3)
+        with torch.no_grad():
+            return float(train.dit_loss(dit, text, x0, ids, mask, empty, rng, motion_weight=weight))
+
+    plain = float(loss(0.0))
+    one, three = loss(1.0) - plain, loss(3.0) - plain
+    assert one > 1e-3 * plain
+    assert three == pytest.approx(3 * one, rel=1e-4)

@@ -524,6 +524,7 @@ def train_dit(
     text_steps: int = 0,
     object_weight: float = 1.0,
     stop_after: int = 0,
+    motion_weight: float = 0.0,
 ) -> None:
     """Stages share one optimiser, one learning-rate schedule and one EMA: the cheap 64x64 stage teaches
     words, shapes and motion at a quarter of the tokens; the 128x128 stage then adapts it to the size
@@ -575,7 +576,7 @@ def train_dit(
             loss = dit_loss(
                 dit, text, latents[index].float(), tokens_cache.ids[index].clone(),
                 tokens_cache.mask[index].clone(), empty, rng,
-                None if stage.objects is None else stage.objects[index], object_weight,
+                None if stage.objects is None else stage.objects[index], object_weight, motion_weight,
             )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -649,9 +650,13 @@ def dit_loss(
     rng: np.random.Generator,
     objects: torch.Tensor | None = None,
     object_weight: float = 1.0,
+    motion_weight: float = 0.0,
 ) -> torch.Tensor:
     """Rectified flow on a batch of clean latents, with caption dropout and random frame pinning; latent
-    cells in `objects` (B×T×H×W bool) weigh `object_weight` in the mean, the rest 1."""
+    cells in `objects` (B×T×H×W bool) weigh `object_weight` in the mean, the rest 1. `motion_weight` λ
+    adds λ times the squared error's part that changes over a clip's (unpinned) latent frames: its
+    deviation from the error's mean over them. A wrong look errs alike in every frame; a wrong motion
+    errs differently in each, so λ > 0 turns the gradient towards motion."""
     batch, latent_frames = x0.shape[0], x0.shape[2]
     drop = torch.from_numpy(rng.random(batch) < 0.1)
     ids[drop], mask[drop] = empty.ids, empty.mask
@@ -675,7 +680,20 @@ def dit_loss(
     if objects is not None and object_weight != 1.0:
         cells = 1.0 + (object_weight - 1.0) * objects.float()[:, None].expand_as(x0)
         weight = weight * patchify(cells, DIT_CONFIG.patch_size)[0]
-    return ((velocity - target).pow(2) * weight).sum() / weight.expand_as(target).sum()
+    error = (velocity - target).pow(2)
+    if motion_weight:
+        error = error + motion_weight * temporal_deviation(velocity - target, ~pinned, per_frame).pow(2)
+    return (error * weight).sum() / weight.expand_as(target).sum()
+
+
+def temporal_deviation(error: torch.Tensor, scored: torch.Tensor, per_frame: int) -> torch.Tensor:
+    """B×L×D token errors minus their mean over each clip's scored latent frames (B×T bool), token place
+    by token place; zero in unscored frames."""
+    batch, length, width = error.shape
+    frames = error.view(batch, length // per_frame, per_frame, width)
+    keep = scored.to(error.dtype).view(batch, -1, 1, 1)
+    mean = (frames * keep).sum(1, keepdim=True) / keep.sum(1, keepdim=True).clamp(min=1.0)
+    return ((frames - mean) * keep).view(batch, length, width)
 
 
 def save_models(out: Path, text: UMT5Encoder, spiece: bytes, dit: WanDiT) -> None:
@@ -730,6 +748,11 @@ def main(argv: list[str] | None = None) -> int:
         "4 made the shipped weights)",
     )  # fmt: skip
     parser.add_argument(
+        "--motion-weight", type=float, default=0.0,
+        help="DiT loss: extra weight on the error's part that changes from latent frame to latent frame (0: "
+        "off, as the shipped weights were made)",
+    )  # fmt: skip
+    parser.add_argument(
         "--stop-after", type=int, default=0, metavar="N",
         help="end after DiT step N, its state saved; a later run continues from it, even with other step counts",
     )  # fmt: skip
@@ -773,7 +796,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
             objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
             stages.append(DiTStage(latents, captions, steps, batch, objects))
-    train_dit(args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight, args.stop_after)
+    train_dit(
+        args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight, args.stop_after,
+        args.motion_weight,
+    )  # fmt: skip
     log(f"all done in {time.time() - begin:.0f} s")
     return 0
 
