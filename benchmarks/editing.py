@@ -16,7 +16,7 @@ ratio at every join between known and new frames (and a loop's wrap-around): the
 there over the median change within the result (target <= 1.5), with both in 8-bit levels, since a
 still scene has a median change near 0 and a ratio against it means little.
 
-    python benchmarks/editing.py [--clips 6] [--steps 20] [--seed 0] [--sources world|generated]
+    python benchmarks/editing.py [--clips 6] [--steps 20] [--seed 0] [--sources world|generated] [--weights DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import argparse
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -109,8 +110,11 @@ def main(argv=None) -> int:
         help="world: rendered scenes (clean frames); generated: Tiny World's own videos of the same captions "
         "(33 frames, windows of 17), as the Tiny World workflows edit them",
     )  # fmt: skip
+    parser.add_argument(
+        "--weights", type=Path, help="a folder with all three Tiny World files (default: the shipped weights)"
+    )
     args = parser.parse_args(argv)
-    models = load_tiny_world(device="cpu", vae_device="cpu")
+    models = load_tiny_world(device="cpu", vae_device="cpu", folder=args.weights)
     vae = models[2]
     settings = replace(TINY_WORLD_SETTINGS, steps=args.steps)
     stride = vae.temporal_stride
