@@ -241,14 +241,14 @@ def test_temporal_deviation_keeps_what_changes_over_the_scored_frames():
     """The error's deviation from its mean over a clip's scored latent frames: zero for an error alike in
     every frame, ±d for frames erring by m ± d, zero in unscored frames, which do not enter the mean."""
     per_frame, width = 3, 2
-    alike = torch.randn(1, 1, per_frame, width).expand(2, 4, per_frame, width).reshape(2, 4 * per_frame, width)
+    alike = torch.randn(1, 1, per_frame, width).expand(2, 4, -1, -1).reshape(2, -1, width)
     every = torch.ones(2, 4, dtype=torch.bool)
     assert train.temporal_deviation(alike, every, per_frame).abs().max() == 0
     error = torch.zeros(1, 4, per_frame, width)
     error[0, 0], error[0, 1], error[0, 2], error[0, 3] = 5.0, 1.0, 3.0, 100.0  # frame 0 pinned, 3 unscored
     scored = torch.tensor([[False, True, True, False]])
-    deviation = train.temporal_deviation(error.view(1, -1, width), scored, per_frame).view(1, 4, per_frame, width)
-    assert deviation[0, :, 0, 0].tolist() == [0.0, -1.0, 1.0, 0.0]
+    deviation = train.temporal_deviation(error.view(1, -1, width), scored, per_frame)
+    assert deviation.view(4, per_frame, width)[:, 0, 0].tolist() == [0.0, -1.0, 1.0, 0.0]
 
 
 def test_motion_weight_adds_the_weighted_deviation():
