@@ -70,6 +70,13 @@ def test_a_still_weight_without_phase_2_is_refused(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # refused before anything was trained or written
 
 
+def test_a_negative_motion_weight_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path), "--motion-weight", "-1"])
+    assert "--motion-weight -1.0 is negative" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_decoder_smoothing_keeps_the_encoder_and_so_the_latents(tmp_path):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     first = train.train_vae(tmp_path, steps=1, seed=0)

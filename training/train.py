@@ -529,8 +529,8 @@ def train_dit(
     """Stages share one optimiser, one learning-rate schedule and one EMA: the cheap 64x64 stage teaches
     words, shapes and motion at a quarter of the tokens; the 128x128 stage then adapts it to the size
     Tiny World generates at. `object_weight`: the loss's weight on latent cells an object covers (stages
-    with `objects`), against 1 elsewhere. `stop_after` N > 0: end after step N with its state saved (a
-    later run, even with other step counts, continues from there)."""
+    with `objects`), against 1 elsewhere; `motion_weight`: see dit_loss. `stop_after` N > 0: end after
+    step N with its state saved (a later run, even with other step counts, continues from there)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     spiece = train_tokenizer([text for stage in stages for text in stage.captions])
@@ -766,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--vae-still-weight {args.vae_still_weight} acts in phase 2, but --vae-long-steps is "
             f"{args.vae_long_steps}: give phase 2 some steps, or leave the weight at 0."
         )
+    if args.motion_weight < 0:
+        parser.error(f"--motion-weight {args.motion_weight} is negative: give 0 (off) or more, e.g. 3.")
     global THREADS
     THREADS = args.threads
     if args.threads:
