@@ -215,9 +215,8 @@ def test_object_masks_mark_the_objects_of_the_clips_drawn():
     assert train.latent_mask(pixels).nonzero().tolist() == [[0, 0, 0, 0]]
 
 
-def test_object_weight_reweights_the_mean_over_cells():
-    """dit_loss with objects weighs the covered cells `object_weight` times: all-covered or weight 1 is the
-    plain mean; one covered cell moves the loss towards that cell's error."""
+def tiny_dit_batch(clips: int, latent_frames: int):
+    """A one-layer DiT, a tiny text encoder and a random batch of clean latents with their captions."""
     torch.set_num_threads(min(2, torch.get_num_threads()))
     captions, tokenizer, text = tiny_text_encoder()
     dit_config = train.replace(train.DIT_CONFIG, dim=32, ffn_dim=64, num_layers=1, text_dim=32, head_dim=16)
@@ -225,9 +224,14 @@ def test_object_weight_reweights_the_mean_over_cells():
     train.init_weights(text, 0)
     train.init_weights(dit, 1)
     torch.manual_seed(0)
-    x0 = torch.randn(2, train.VAE_CONFIG.z_dim, 2, 4, 4)
-    tokens = tokenizer(captions[:2], train.TEXT_LEN)
-    empty = tokenizer([""], train.TEXT_LEN)
+    x0 = torch.randn(clips, train.VAE_CONFIG.z_dim, latent_frames, 4, 4)
+    return dit, text, x0, tokenizer(captions[:clips], train.TEXT_LEN), tokenizer([""], train.TEXT_LEN)
+
+
+def test_object_weight_reweights_the_mean_over_cells():
+    """dit_loss with objects weighs the covered cells `object_weight` times: all-covered or weight 1 is the
+    plain mean; one covered cell moves the loss towards that cell's error."""
+    dit, text, x0, tokens, empty = tiny_dit_batch(2, 2)
 
     def loss(objects=None, weight=1.0):
         torch.manual_seed(1)
@@ -261,16 +265,7 @@ def test_temporal_deviation_keeps_what_changes_over_the_scored_frames():
 def test_motion_weight_adds_the_weighted_deviation():
     """dit_loss with motion_weight λ is the plain loss plus λ times the same mean of the squared deviation:
     0 leaves it as it was, the addition is positive and grows linearly with λ."""
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    captions, tokenizer, text = tiny_text_encoder()
-    dit_config = train.replace(train.DIT_CONFIG, dim=32, ffn_dim=64, num_layers=1, text_dim=32, head_dim=16)
-    dit = train.WanDiT(dit_config)
-    train.init_weights(text, 0)
-    train.init_weights(dit, 1)
-    torch.manual_seed(0)
-    x0 = torch.randn(4, train.VAE_CONFIG.z_dim, 3, 4, 4)
-    tokens = tokenizer(captions[:4], train.TEXT_LEN)
-    empty = tokenizer([""], train.TEXT_LEN)
+    dit, text, x0, tokens, empty = tiny_dit_batch(4, 3)
 
     def loss(weight):
         torch.manual_seed(1)
