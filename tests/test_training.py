@@ -273,7 +273,7 @@ def test_motion_weight_adds_the_weighted_deviation():
         with torch.no_grad():
             return float(train.dit_loss(dit, text, x0, ids, mask, empty, rng, motion_weight=weight))
 
-    plain = float(loss(0.0))
+    plain = loss(0.0)
     one, three = loss(1.0) - plain, loss(3.0) - plain
     assert one > 1e-3 * plain
     assert three == pytest.approx(3 * one, rel=1e-4)
