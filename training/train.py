@@ -680,9 +680,10 @@ def dit_loss(
     if objects is not None and object_weight != 1.0:
         cells = 1.0 + (object_weight - 1.0) * objects.float()[:, None].expand_as(x0)
         weight = weight * patchify(cells, DIT_CONFIG.patch_size)[0]
-    error = (velocity - target).pow(2)
+    residual = velocity - target
+    error = residual.pow(2)
     if motion_weight:
-        error = error + motion_weight * temporal_deviation(velocity - target, ~pinned, per_frame).pow(2)
+        error = error + motion_weight * temporal_deviation(residual, ~pinned, per_frame).pow(2)
     return (error * weight).sum() / weight.expand_as(target).sum()
 
 
