@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from spacetime.dit import load_dit
 from spacetime.text_encoders import load_text_encoder
 from spacetime.training import train
+from spacetime.training.world import is_heldout, parse_caption
 from spacetime.vae import load_vae
 
 TINY_WORLD = Path(__file__).resolve().parents[1] / "tiny_world"
@@ -277,3 +278,73 @@ def test_motion_weight_adds_the_weighted_deviation():
     one, three = loss(1.0) - plain, loss(3.0) - plain
     assert one > 1e-3 * plain
     assert three == pytest.approx(3 * one, rel=1e-4)
+
+
+def test_primer_scenes_move_one_look_the_way_their_caption_says():
+    """The direction primer: one look (never a held-out combination) moving left, right, up and down in
+    turn; each caption parses to its scene's motion, and the drawn object's centroid goes that way."""
+    drawn = train.primer_scenes(8, seed=0)
+    colour, shape, size, tone = train.PRIMER_LOOK
+    assert [scene.objects[0].motion for scene, _ in drawn] == ["left", "right", "up", "down"] * 2
+    for scene, text in drawn:
+        (obj,) = scene.objects
+        assert (obj.colour, obj.shape, obj.size, scene.background.tone, scene.pan) == (
+            colour, shape, size, tone, None
+        )  # fmt: skip
+        assert not is_heldout(obj.colour, obj.shape, obj.motion)
+        assert parse_caption(text) == [{"colour": colour, "shape": shape, "size": size, "motion": obj.motion}]
+        mask = train.scene_mask(scene, 17, 64)
+        first, last = (np.argwhere(mask[t]).mean(0) for t in (0, -1))  # (row, column)
+        dx, dy = train.MOVES[obj.motion]
+        travel = (last[1] - first[1]) * dx + (last[0] - first[0]) * dy
+        assert travel > 0.2 * 64  # at least 0.2 of the frame along the caption's direction
+    assert len({(scene.objects[0].x, scene.objects[0].y) for scene, _ in drawn}) == 8  # starts vary
+
+
+def test_pin_mask_first_only_rows_get_their_first_frame_alone():
+    first_only = torch.tensor([True, False] * 50)
+    plain = train.pin_mask(100, 5, np.random.default_rng(0))
+    forced = train.pin_mask(100, 5, np.random.default_rng(0), first_only)
+    assert forced[first_only].tolist() == [[True, False, False, False, False]] * 50
+    assert torch.equal(forced[~first_only], plain[~first_only])  # the other rows' draws are untouched
+
+
+def test_the_direction_primer_is_cached_and_mixed_into_batches(trained, tmp_path, monkeypatch):
+    """primer_dataset encodes the primer clips with their object masks once; a stage with primer_share
+    puts that share of each batch's rows first, from the primer, given their first latent frame alone."""
+    _, vae, _, _ = trained
+    primer = train.primer_dataset(vae, tmp_path, count=4, seed=0, size=64)
+    assert primer.latents.shape == (4, train.VAE_CONFIG.z_dim, 5, 8, 8)
+    assert primer.captions == [text for _, text in train.primer_scenes(4, 0)]
+    assert 0.02 < primer.objects.float().mean() < 0.5 and primer.objects[:, 0].any()
+    again = train.primer_dataset(vae, tmp_path, count=4, seed=0, size=64)  # from the cache
+    assert torch.equal(again.latents, primer.latents) and again.captions == primer.captions
+
+    seen = []
+    loss = train.dit_loss
+
+    def spy(dit, text, x0, *args):
+        seen.append((x0.clone(), args[-1]))
+        return loss(dit, text, x0, *args)
+
+    monkeypatch.setattr(train, "dit_loss", spy)
+    rng = np.random.default_rng(0)
+    captions = [train.caption(train.sample_scene(rng), rng) for _ in range(300)]
+    latents = torch.from_numpy(rng.normal(size=(300, train.VAE_CONFIG.z_dim, 5, 8, 8))).half()
+    stage = train.DiTStage(latents, captions, steps=2, batch=4, primer=primer, primer_share=0.5)
+    train.train_dit(tmp_path, [stage], seed=0)
+    assert len(seen) == 2
+    for x0, first_only in seen:
+        assert first_only.tolist() == [True, True, False, False]
+        assert all(any(torch.equal(row.half(), clip) for clip in primer.latents) for row in x0[:2])
+        assert not any(torch.equal(row.half(), clip) for row in x0[2:] for clip in primer.latents)
+
+
+def test_a_direction_share_out_of_range_or_without_the_small_stage_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path), "--direction-share", "1"])
+    assert "--direction-share 1.0 is not a share of a batch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path), "--direction-share", "0.25", "--dit-small-steps", "0"])
+    assert "--dit-small-steps is 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

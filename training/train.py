@@ -53,8 +53,8 @@ from ..text_encoders.tokenizer import SentencePieceTokenizer, Tokens
 from ..text_encoders.umt5 import UMT5Config, UMT5Encoder
 from ..vae.wan21 import AttentionBlock, Resample, ResidualBlock, TimeCache
 from ..vae.wan22 import Wan22VAE, Wan22VAEConfig
-from .scene import COLOURS, MOTIONS, PAN_DIRECTIONS, PATTERNS, SHAPES, SIZES, TONES
-from .world import caption, render, sample_scene
+from .scene import COLOURS, MOTIONS, MOVES, PAN_DIRECTIONS, PATTERNS, SHAPES, SIZES, TONES, Background, Scene
+from .world import caption, render, sample_object, sample_scene
 
 VAE_CONFIG = Wan22VAEConfig(
     dim=16, decoder_dim=16, z_dim=12, dim_mult=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True),
@@ -109,12 +109,14 @@ def clips(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> tupl
 def object_masks(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
     """B×T×H×W bool: the pixels the objects change in the clips `clips(seed, count, ...)` draws (the same
     scenes, drawn once with and once without their objects)."""
-    masks = []
-    for scene, _ in draw_scenes(seed, count):
-        drawn = render(scene, frames, size, size).astype(np.int16)
-        empty = render(replace(scene, objects=()), frames, size, size)
-        masks.append(np.abs(drawn - empty).max(axis=-1) > OBJECT_PIXEL_CHANGE)
-    return np.stack(masks)
+    return np.stack([scene_mask(scene, frames, size) for scene, _ in draw_scenes(seed, count)])
+
+
+def scene_mask(scene: Scene, frames: int, size: int) -> np.ndarray:
+    """T×H×W bool: the pixels the scene's objects change (drawn once with and once without them)."""
+    drawn = render(scene, frames, size, size).astype(np.int16)
+    empty = render(replace(scene, objects=()), frames, size, size)
+    return np.abs(drawn - empty).max(axis=-1) > OBJECT_PIXEL_CHANGE
 
 
 def latent_mask(masks: np.ndarray, spatial: int = 8, temporal: int = 4) -> torch.Tensor:
@@ -359,6 +361,54 @@ def object_dataset(out: Path, count: int, seed: int, size: int = SIZE) -> torch.
     return masks
 
 
+# One look moving: the direction primer (--direction-share) ---------------------------------------------------
+
+# colour, shape, size, background tone: none of its moves is a held-out combination
+PRIMER_LOOK = ("red", "circle", "large", "black")
+PRIMER_CAPTION = "a large red circle moving {} on a black background"
+
+
+def primer_scenes(count: int, seed: int) -> list[tuple[Scene, str]]:
+    """One look, a large red circle on plain black without a pan, moving left, right, up and down in turn,
+    each named by one caption template: clips where the direction is the only thing to learn."""
+    colour, shape, size, tone = PRIMER_LOOK
+    rng = np.random.default_rng((seed, 11))
+    moves = tuple(MOVES)
+    scenes = []
+    for index in range(count):
+        motion = moves[index % len(moves)]
+        obj = sample_object(rng, colour, shape, motion, size=size)
+        scenes.append((Scene((obj,), Background("plain", tone), None), PRIMER_CAPTION.format(motion)))
+    return scenes
+
+
+@torch.no_grad()
+def primer_dataset(model: Wan22VAE, out: Path, count: int, seed: int, size: int = SIZE // 2) -> Primer:
+    """`count` primer clips at size×size, encoded once with their object masks (cached in --out)."""
+    path = out / f"direction_primer_{size}.safetensors"
+    if path.exists():
+        with safe_open(str(path), "pt") as handle:
+            captions = json.loads(handle.metadata()["captions"])
+            return Primer(handle.get_tensor("latents"), captions, handle.get_tensor("objects"))
+    latents, masks, captions = [], [], []
+    drawn = primer_scenes(count, seed)
+    for first in range(0, count, 32):
+        chunk = drawn[first : first + 32]
+        latents.append(
+            model.encode(to_video(np.stack([render(s, FRAMES, size, size) for s, _ in chunk]))).half()
+        )
+        masks.append(latent_mask(np.stack([scene_mask(s, FRAMES, size) for s, _ in chunk])))
+        captions += [text for _, text in chunk]
+    primer = Primer(torch.cat(latents), captions, torch.cat(masks))
+    save_file(
+        {"latents": primer.latents, "objects": primer.objects},
+        str(path),
+        metadata={"captions": json.dumps(captions)},
+    )
+    log(f"direction primer: {count} clips at {size}x{size}")
+    return primer
+
+
 # 3. Text encoder + DiT ---------------------------------------------------------------------------
 
 
@@ -389,9 +439,12 @@ def init_weights(module: torch.nn.Module, seed: int) -> None:
                 parameter.zero_()
 
 
-def pin_mask(batch: int, frames: int, rng: np.random.Generator) -> torch.Tensor:
+def pin_mask(
+    batch: int, frames: int, rng: np.random.Generator, first_only: torch.Tensor | None = None
+) -> torch.Tensor:
     """B×T bool: latent frames given clean. Half the clips have none; the rest a prefix (image to video,
-    extension), a suffix (backward extension), both ends (connect, loop) or random frames."""
+    extension), a suffix (backward extension), both ends (connect, loop) or random frames. Rows set in
+    `first_only` (B bool) are given their first latent frame and nothing else (the draws stay the same)."""
     mask = np.zeros((batch, frames), dtype=bool)
     for row in range(batch):
         kind = rng.random()
@@ -406,6 +459,9 @@ def pin_mask(batch: int, frames: int, rng: np.random.Generator) -> torch.Tensor:
         else:
             mask[row] = rng.random(frames) < 0.4
             mask[row, rng.integers(frames)] = False
+    if first_only is not None:
+        mask[first_only.numpy()] = False
+        mask[first_only.numpy(), 0] = True
     return torch.from_numpy(mask)
 
 
@@ -506,6 +562,15 @@ def captions_cut_quietly():
 
 
 @dataclass
+class Primer:
+    """Direction primer clips (primer_scenes) at one resolution, encoded."""
+
+    latents: torch.Tensor
+    captions: list[str]
+    objects: torch.Tensor
+
+
+@dataclass
 class DiTStage:
     """A run of DiT steps on one cached latent set (one resolution)."""
 
@@ -514,6 +579,8 @@ class DiTStage:
     steps: int
     batch: int
     objects: torch.Tensor | None = None  # B×T×H×W bool on the latent grid: weighted in the loss
+    primer: Primer | None = None  # mixed into every batch at primer_share
+    primer_share: float = 0.0
 
 
 def train_dit(
@@ -533,7 +600,13 @@ def train_dit(
     step N with its state saved (a later run, even with other step counts, continues from there)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    spiece = train_tokenizer([text for stage in stages for text in stage.captions])
+    spiece = train_tokenizer(
+        [
+            text
+            for stage in stages
+            for text in (*stage.captions, *(stage.primer.captions if stage.primer else ()))
+        ]
+    )
     tokenizer = SentencePieceTokenizer(spiece)
     text_config = UMT5Config(
         vocab_size=tokenizer.vocab_size, dim=TEXT_DIM, ffn_dim=TEXT_FFN, num_layers=TEXT_LAYERS,
@@ -571,12 +644,26 @@ def train_dit(
         with captions_cut_quietly():
             tokens_cache = tokenizer(stage.captions, TEXT_LEN)
         latents, batch = stage.latents, stage.batch
+        primed = round(batch * stage.primer_share) if stage.primer is not None else 0
+        if primed:
+            with captions_cut_quietly():
+                primer_tokens = tokenizer(stage.primer.captions, TEXT_LEN)
         for _ in range(done, stage.steps):
-            index = torch.from_numpy(rng.integers(0, len(latents), batch))
+            index = torch.from_numpy(rng.integers(0, len(latents), batch - primed))
+            x0, ids, mask = latents[index], tokens_cache.ids[index], tokens_cache.mask[index]
+            objects = None if stage.objects is None else stage.objects[index]
+            first_only = None
+            if primed:  # the first `primed` rows: primer clips, given their first latent frame
+                chosen = torch.from_numpy(rng.integers(0, len(stage.primer.latents), primed))
+                x0 = torch.cat([stage.primer.latents[chosen], x0])
+                ids = torch.cat([primer_tokens.ids[chosen], ids])
+                mask = torch.cat([primer_tokens.mask[chosen], mask])
+                if objects is not None:
+                    objects = torch.cat([stage.primer.objects[chosen], objects])
+                first_only = torch.arange(batch) < primed
             loss = dit_loss(
-                dit, text, latents[index].float(), tokens_cache.ids[index].clone(),
-                tokens_cache.mask[index].clone(), empty, rng,
-                None if stage.objects is None else stage.objects[index], object_weight, motion_weight,
+                dit, text, x0.float(), ids.clone(), mask.clone(), empty, rng, objects, object_weight,
+                motion_weight, first_only,
             )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -651,12 +738,14 @@ def dit_loss(
     objects: torch.Tensor | None = None,
     object_weight: float = 1.0,
     motion_weight: float = 0.0,
+    first_only: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rectified flow on a batch of clean latents, with caption dropout and random frame pinning; latent
     cells in `objects` (B×T×H×W bool) weigh `object_weight` in the mean, the rest 1. `motion_weight` λ
     adds λ times the squared error's part that changes over a clip's (unpinned) latent frames: its
     deviation from the error's mean over them. A wrong look errs alike in every frame; a wrong motion
-    errs differently in each, so λ > 0 turns the gradient towards motion."""
+    errs differently in each, so λ > 0 turns the gradient towards motion. Rows set in `first_only` (B bool)
+    are given their first latent frame clean and no other (see pin_mask)."""
     batch, latent_frames = x0.shape[0], x0.shape[2]
     drop = torch.from_numpy(rng.random(batch) < 0.1)
     ids[drop], mask[drop] = empty.ids, empty.mask
@@ -666,7 +755,7 @@ def dit_loss(
     u = torch.sigmoid(torch.from_numpy(rng.normal(0.0, 1.0, batch)).float())
     sigma = 3 * u / (1 + 2 * u)
     noise = torch.randn_like(x0)
-    pinned = pin_mask(batch, latent_frames, rng)  # B×T
+    pinned = pin_mask(batch, latent_frames, rng, first_only)  # B×T
     s = sigma.view(-1, 1, 1, 1, 1)
     frame_pinned = pinned.view(batch, 1, latent_frames, 1, 1)
     x = torch.where(frame_pinned, x0, (1 - s) * x0 + s * noise)
@@ -757,6 +846,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stop-after", type=int, default=0, metavar="N",
         help="end after DiT step N, its state saved; a later run continues from it, even with other step counts",
     )  # fmt: skip
+    parser.add_argument(
+        "--direction-share", type=float, default=0.0,
+        help="share of every 64x64 batch given to the direction primer: one look moving left, right, up or "
+        "down, first frame given (0: off, as the shipped weights were made; 0.25 in the proxy)",
+    )  # fmt: skip
+    parser.add_argument("--direction-clips", type=int, default=1024, help="direction primer clips encoded")
     parser.add_argument("--small-batch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--dit-lr", type=float, default=DIT_LR)
@@ -766,6 +861,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--vae-still-weight {args.vae_still_weight} acts in phase 2, but --vae-long-steps is "
             f"{args.vae_long_steps}: give phase 2 some steps, or leave the weight at 0."
+        )
+    if not 0 <= args.direction_share < 1:
+        parser.error(
+            f"--direction-share {args.direction_share} is not a share of a batch: give 0 (off) up to below 1, "
+            "e.g. 0.25."
+        )
+    if args.direction_share and args.dit_small_steps <= 0:
+        parser.error(
+            f"--direction-share {args.direction_share} acts in the 64x64 stage, but --dit-small-steps is "
+            f"{args.dit_small_steps}: give that stage some steps, or leave the share at 0."
         )
     if args.motion_weight < 0:
         parser.error(f"--motion-weight {args.motion_weight} is negative: give 0 (off) or more, e.g. 3.")
@@ -798,7 +903,10 @@ def main(argv: list[str] | None = None) -> int:
             latents, captions = encode_dataset(vae, args.out, count, args.seed, size)
             log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
             objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
-            stages.append(DiTStage(latents, captions, steps, batch, objects))
+            primer = None
+            if args.direction_share and size == SIZE // 2:
+                primer = primer_dataset(vae, args.out, args.direction_clips, args.seed, size)
+            stages.append(DiTStage(latents, captions, steps, batch, objects, primer, args.direction_share))
     train_dit(
         args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight, args.stop_after,
         args.motion_weight,

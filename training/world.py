@@ -53,6 +53,7 @@ __all__ = [
     "parse_caption",
     "render",
     "sample_example",
+    "sample_object",
     "sample_scene",
 ]
 
@@ -127,9 +128,12 @@ def _sample_attributes(rng: np.random.Generator, split: str) -> tuple[str, str, 
             return triple
 
 
-def _sample_object(rng: np.random.Generator, colour: str, shape: str, motion: str) -> ObjectSpec:
-    """Size, motion amount and a start that keeps the object inside the frame (with MARGIN) all clip long."""
-    size = _pick(rng, tuple(SIZES))
+def sample_object(
+    rng: np.random.Generator, colour: str, shape: str, motion: str, size: str | None = None
+) -> ObjectSpec:
+    """Size (unless given), motion amount and a start that keeps the object inside the frame (with MARGIN)
+    all clip long."""
+    size = _pick(rng, tuple(SIZES)) if size is None else size
     amounts = {}
     if motion in MOVES:
         room = 1.0 - 2.0 * (MARGIN + reach(ObjectSpec(shape, colour, size, "still")))
@@ -164,7 +168,7 @@ def _second_object(rng: np.random.Generator, first: ObjectSpec) -> ObjectSpec | 
         colour, shape, motion = _sample_attributes(rng, "train")
         if colour == first.colour:  # one object per colour, so captions and the evaluator can tell them apart
             continue
-        second = _sample_object(rng, colour, shape, motion)
+        second = sample_object(rng, colour, shape, motion)
         if _apart(first, second):
             return second
     return None
@@ -191,7 +195,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train") -> Scene:
     object a held-out combination, split="train" never shows one."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}.")
-    objects = [_sample_object(rng, *_sample_attributes(rng, split))]
+    objects = [sample_object(rng, *_sample_attributes(rng, split))]
     if rng.random() < TWO_OBJECTS:
         second = _second_object(rng, objects[0])
         if second is not None:
@@ -236,7 +240,7 @@ def heldout_prompts(n: int = 64, seed: int = 0) -> list[Prompt]:
     prompts = []
     for index in order[:n]:
         colour, shape, motion = HELDOUT_TRIPLES[index]
-        obj = _sample_object(rng, colour, shape, motion)
+        obj = sample_object(rng, colour, shape, motion)
         background, pan = _sample_background(rng, [obj])
         scene = Scene((obj,), background, pan)
         prompts.append(
