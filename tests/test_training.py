@@ -347,4 +347,7 @@ def test_a_direction_share_out_of_range_or_without_the_small_stage_is_refused(tm
     with pytest.raises(SystemExit):
         train.main(["--out", str(tmp_path), "--direction-share", "0.25", "--dit-small-steps", "0"])
     assert "--dit-small-steps is 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path), "--direction-share", "0.25", "--direction-clips", "0"])
+    assert "--direction-clips is 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

@@ -867,6 +867,11 @@ def main(argv: list[str] | None = None) -> int:
             f"--direction-share {args.direction_share} is not a share of a batch: give 0 (off) up to below 1, "
             "e.g. 0.25."
         )
+    if args.direction_share and args.direction_clips < 1:
+        parser.error(
+            f"--direction-share {args.direction_share} needs primer clips, but --direction-clips is "
+            f"{args.direction_clips}: give 1 or more (1024 by default)."
+        )
     if args.direction_share and args.dit_small_steps <= 0:
         parser.error(
             f"--direction-share {args.direction_share} acts in the 64x64 stage, but --dit-small-steps is "
