@@ -351,3 +351,35 @@ def test_a_direction_share_out_of_range_or_without_the_small_stage_is_refused(tm
         train.main(["--out", str(tmp_path), "--direction-share", "0.25", "--direction-clips", "0"])
     assert "--direction-clips is 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_text_lr_scale_0_holds_the_text_encoder_as_its_stage_left_it(tmp_path, monkeypatch, scale):
+    """--text-lr-scale 0: the DiT trains and the text encoder stays exactly as the text stage made it; at 1
+    (as the shipped weights were made) it trains with the DiT."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    after_stage = {}
+    pretrain = train.pretrain_text
+
+    def spy(text, *args):
+        losses = pretrain(text, *args)
+        after_stage.update({k: v.clone() for k, v in text.state_dict().items()})
+        return losses
+
+    monkeypatch.setattr(train, "pretrain_text", spy)
+    rng = np.random.default_rng(0)
+    captions = [train.caption(train.sample_scene(rng), rng) for _ in range(300)]
+    latents = torch.from_numpy(rng.normal(size=(300, train.VAE_CONFIG.z_dim, 2, 4, 4))).half()
+    stage = train.DiTStage(latents, captions, steps=2, batch=2)
+    train.train_dit(tmp_path, [stage], seed=0, text_steps=1, text_lr_scale=scale)
+    state = load_file(tmp_path / train.STATE_FILE)
+    changed = [k for k, v in after_stage.items() if not torch.equal(state["text." + k], v)]
+    assert (changed == []) == (scale == 0.0)
+    assert state["dit.head.head.weight"].abs().sum() > 0  # the DiT trains either way: its head starts at zero
+
+
+def test_a_negative_text_lr_scale_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path), "--text-lr-scale", "-1"])
+    assert "--text-lr-scale -1.0 is negative" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

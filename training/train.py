@@ -592,12 +592,15 @@ def train_dit(
     object_weight: float = 1.0,
     stop_after: int = 0,
     motion_weight: float = 0.0,
+    text_lr_scale: float = 1.0,
 ) -> None:
     """Stages share one optimiser, one learning-rate schedule and one EMA: the cheap 64x64 stage teaches
     words, shapes and motion at a quarter of the tokens; the 128x128 stage then adapts it to the size
     Tiny World generates at. `object_weight`: the loss's weight on latent cells an object covers (stages
     with `objects`), against 1 elsewhere; `motion_weight`: see dit_loss. `stop_after` N > 0: end after
-    step N with its state saved (a later run, even with other step counts, continues from there)."""
+    step N with its state saved (a later run, even with other step counts, continues from there).
+    `text_lr_scale`: the text encoder's learning rate against the DiT's, once its own stage is done (0:
+    it stays as that stage left it, and no gradient reaches it)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     spiece = train_tokenizer(
@@ -621,12 +624,17 @@ def train_dit(
             block.modulation.zero_()
         dit.head.head.weight.zero_()
     ema = copy.deepcopy(dit).requires_grad_(False)
-    parameters = [*text.parameters(), *dit.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
+    parameters = [*text.parameters(), *dit.parameters()]  # this order numbers Adam's moments in the state
+    groups = [
+        {"params": list(text.parameters()), "lr": lr * text_lr_scale},
+        {"params": list(dit.parameters()), "lr": lr},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
     total = sum(stage.steps for stage in stages)
     begin = load_state(out, text, dit, ema, optimizer, rng)  # 0 unless an earlier run left its state
     if begin == 0:
         pretrain_text(text, tokenizer, text_steps, seed)
+    text.requires_grad_(text_lr_scale > 0)  # held: Adam skips it, as it has no gradient
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (
@@ -852,6 +860,11 @@ def main(argv: list[str] | None = None) -> int:
         "down, first frame given (0: off, as the shipped weights were made; 0.25 in the proxy)",
     )  # fmt: skip
     parser.add_argument("--direction-clips", type=int, default=1024, help="direction primer clips encoded")
+    parser.add_argument(
+        "--text-lr-scale", type=float, default=1.0,
+        help="the text encoder's learning rate while the DiT trains, against the DiT's (1: the same, as the "
+        "shipped weights were made; 0: held as its own stage left it)",
+    )  # fmt: skip
     parser.add_argument("--small-batch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--dit-lr", type=float, default=DIT_LR)
@@ -876,6 +889,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--direction-share {args.direction_share} acts in the 64x64 stage, but --dit-small-steps is "
             f"{args.dit_small_steps}: give that stage some steps, or leave the share at 0."
+        )
+    if args.text_lr_scale < 0:
+        parser.error(
+            f"--text-lr-scale {args.text_lr_scale} is negative: give 0 (text encoder held) up to 1 (trained "
+            "with the DiT at its learning rate)."
         )
     if args.motion_weight < 0:
         parser.error(f"--motion-weight {args.motion_weight} is negative: give 0 (off) or more, e.g. 3.")
@@ -914,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
             stages.append(DiTStage(latents, captions, steps, batch, objects, primer, args.direction_share))
     train_dit(
         args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight, args.stop_after,
-        args.motion_weight,
+        args.motion_weight, args.text_lr_scale,
     )  # fmt: skip
     log(f"all done in {time.time() - begin:.0f} s")
     return 0
