@@ -319,6 +319,10 @@ def test_the_direction_primer_is_cached_and_mixed_into_batches(trained, tmp_path
     assert 0.02 < primer.objects.float().mean() < 0.5 and primer.objects[:, 0].any()
     again = train.primer_dataset(vae, tmp_path, count=4, seed=0, size=64)  # from the cache
     assert torch.equal(again.latents, primer.latents) and again.captions == primer.captions
+    large = train.primer_dataset(vae, tmp_path, count=2, seed=0, size=128)  # the 128x128 stage's
+    assert large.latents.shape == (2, train.VAE_CONFIG.z_dim, 5, 16, 16)
+    assert large.captions == primer.captions[:2]  # the same scenes
+    assert 0.02 < large.objects.float().mean() < 0.5 and large.objects[:, 0].any()
 
     seen = []
     loss = train.dit_loss
@@ -340,13 +344,14 @@ def test_the_direction_primer_is_cached_and_mixed_into_batches(trained, tmp_path
         assert not any(torch.equal(row.half(), clip) for row in x0[2:] for clip in primer.latents)
 
 
-def test_a_direction_share_out_of_range_or_without_the_small_stage_is_refused(tmp_path, capsys):
+def test_a_direction_share_out_of_range_or_without_a_dit_stage_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--out", str(tmp_path), "--direction-share", "1"])
     assert "--direction-share 1.0 is not a share of a batch" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train.main(["--out", str(tmp_path), "--direction-share", "0.25", "--dit-small-steps", "0"])
-    assert "--dit-small-steps is 0" in capsys.readouterr().err
+        no_stage = ["--dit-small-steps", "0", "--dit-steps", "0"]
+        train.main(["--out", str(tmp_path), "--direction-share", "0.25", *no_stage])
+    assert "--dit-small-steps and --dit-steps are 0 and 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main(["--out", str(tmp_path), "--direction-share", "0.25", "--direction-clips", "0"])
     assert "--direction-clips is 0" in capsys.readouterr().err

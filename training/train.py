@@ -856,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--direction-share", type=float, default=0.0,
-        help="share of every 64x64 batch given to the direction primer: one look moving left, right, up or "
+        help="share of every batch (64x64 and 128x128) given to the direction primer: one look moving left, right, up or "
         "down, first frame given (0: off, as the shipped weights were made; 0.25 in the proxy)",
     )  # fmt: skip
     parser.add_argument("--direction-clips", type=int, default=1024, help="direction primer clips encoded")
@@ -885,10 +885,11 @@ def main(argv: list[str] | None = None) -> int:
             f"--direction-share {args.direction_share} needs primer clips, but --direction-clips is "
             f"{args.direction_clips}: give 1 or more (1024 by default)."
         )
-    if args.direction_share and args.dit_small_steps <= 0:
+    if args.direction_share and args.dit_small_steps <= 0 and args.dit_steps <= 0:
         parser.error(
-            f"--direction-share {args.direction_share} acts in the 64x64 stage, but --dit-small-steps is "
-            f"{args.dit_small_steps}: give that stage some steps, or leave the share at 0."
+            f"--direction-share {args.direction_share} acts while the DiT trains, but --dit-small-steps and "
+            f"--dit-steps are {args.dit_small_steps} and {args.dit_steps}: give a stage some steps, or leave "
+            "the share at 0."
         )
     if args.text_lr_scale < 0:
         parser.error(
@@ -927,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
             objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
             primer = None
-            if args.direction_share and size == SIZE // 2:
+            if args.direction_share:  # in every stage: taught once and then dropped, it is forgotten
                 primer = primer_dataset(vae, args.out, args.direction_clips, args.seed, size)
             stages.append(DiTStage(latents, captions, steps, batch, objects, primer, args.direction_share))
     train_dit(
