@@ -267,7 +267,8 @@ def test_video_to_video_redraws_more_at_higher_strength(tiny_world):
         assert sigmas[0] == pytest.approx(strength) and len(sigmas) == len(full)
         video, _ = node("SpacetimeJoinEditedClip").join(plan, run_graph(tiny_world, latent, other, sigmas), 4)
         distances.append(float((video - source).abs().mean()))
-    assert distances[0] < 0.05 < distances[1]
+    # low strength keeps the clip (mean change under a tenth of the range), high strength redraws it
+    assert distances[0] < 0.1 and distances[1] > 4 * distances[0], distances
 
 
 def test_editing_nodes_refuse_bad_input_clearly():

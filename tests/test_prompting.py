@@ -332,7 +332,8 @@ def test_language_model_rewrites_with_greedy_decoding(tmp_path: Path, chat_templ
     tokenizer.chat_template = chat_template
     config = transformers.GPT2Config(vocab_size=len(words), n_positions=256, n_embd=16, n_layer=1, n_head=2)
     model = transformers.GPT2LMHeadModel(config)
-    with torch.no_grad():  # the last norm's output is a constant aligned with "fox"'s embedding
+    with torch.no_grad():  # one-hot embeddings (tied to the head); the last norm's output is a constant "fox"
+        model.transformer.wte.weight.copy_(torch.eye(len(words), config.n_embd))
         model.transformer.ln_f.weight.zero_()
         model.transformer.ln_f.bias.copy_(20 * model.transformer.wte.weight[words.index("fox")])
     tokenizer.save_pretrained(tmp_path)
