@@ -857,13 +857,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--direction-share", type=float, default=0.0,
         help="share of every batch (64x64 and 128x128) given to the direction primer: one look moving left, right, up or "
-        "down, first frame given (0: off, as the shipped weights were made; 0.25 in the proxy)",
+        "down, first frame given (0: off; the shipped weights were made with 0.25)",
     )  # fmt: skip
     parser.add_argument("--direction-clips", type=int, default=1024, help="direction primer clips encoded")
     parser.add_argument(
         "--text-lr-scale", type=float, default=1.0,
-        help="the text encoder's learning rate while the DiT trains, against the DiT's (1: the same, as the "
-        "shipped weights were made; 0: held as its own stage left it)",
+        help="the text encoder's learning rate while the DiT trains, against the DiT's (1: the same; 0: held "
+        "as its own stage left it; the shipped weights were made with 0.1)",
     )  # fmt: skip
     parser.add_argument("--small-batch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
