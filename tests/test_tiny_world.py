@@ -17,7 +17,10 @@ from spacetime.vae import frames_to_video, video_to_frames
 from media import decode, psnr, to_uint8
 from test_cli import run
 
-# Fixed before looking at this subset: the README's 64-prompt figures are the measurement.
+# Fixed before looking at this subset: the README's 64-prompt figures are the measurement. A floor below
+# issue 7's targets (95% / 90% / 85%); the weights before the shipped ones stayed under it (a strict
+# expected failure until then), the shipped ones pass it (colour 7, motion 6, shape 4 of 8; the 4 shapes
+# read right are far from the evaluator's decision lines, and 1 or 2 threads give the same pixels).
 SUBSET, MIN_COLOUR, MIN_MOTION, MIN_SHAPE = 8, 0.75, 0.5, 0.5
 
 if not all((TINY_WORLD_DIR / name).is_file() for name in TINY_WORLD_FILES.values()):
@@ -57,11 +60,6 @@ def test_generate_writes_a_tiny_world_video_by_default(tmp_path: Path):
     assert video.frames.std() > 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 7: the shipped Tiny World is a preview (colour 94%, shape 25%, motion 62.5% on the README's 64 "
-    "held-out prompts); when this passes, strict xfail fails the run, so the marker comes off with the release",
-)
 def test_held_out_prompts_show_their_colour_shape_and_motion():
     pytest.importorskip("cv2")
     from spacetime.training.evaluate import evaluate_many, generate_heldout

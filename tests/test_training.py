@@ -3,6 +3,7 @@ own loaders (the formats the shipped weights use), and the VAE's folded normalis
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -154,12 +155,12 @@ def test_dit_training_resumes_exactly(tmp_path):
     once, twice = tmp_path / "once", tmp_path / "twice"
     once.mkdir(), twice.mkdir()
     train.train_dit(once, [stage, stage], seed=0)
-    train.train_dit(twice, [stage], seed=0)
+    train.train_dit(twice, [stage, stage], seed=0, stop_after=1)
     halfway = load_file(twice / train.STATE_FILE)
     train.train_dit(twice, [stage, stage], seed=0)
     stopped = tmp_path / "stopped"  # --stop-after 1 of a planned 3 steps, then a plan of 2 continues it
-    stopped.mkdir()
-    train.train_dit(stopped, [stage, stage, stage], seed=0, stop_after=1)
+    stopped.mkdir()  # (the same stages, so the same captions and vocabulary: only the step counts differ)
+    train.train_dit(stopped, [replace(stage, steps=2), stage], seed=0, stop_after=1)
     assert int(safe_open(stopped / train.STATE_FILE, "pt").metadata()["step"]) == 1
     train.train_dit(stopped, [stage, stage], seed=0)
     whole, resumed = load_file(once / train.STATE_FILE), load_file(twice / train.STATE_FILE)
@@ -299,6 +300,51 @@ def test_primer_scenes_move_one_look_the_way_their_caption_says():
         travel = (last[1] - first[1]) * dx + (last[0] - first[0]) * dy
         assert travel > 0.2 * 64  # at least 0.2 of the frame along the caption's direction
     assert len({(scene.objects[0].x, scene.objects[0].y) for scene, _ in drawn}) == 8  # starts vary
+
+
+def test_the_all_motions_primer_also_grows_shrinks_and_rotates_one_look():
+    """--primer-motions all: the same look and the same direction clips' kind, with growing, shrinking and
+    (a cross, as a circle cannot be seen to turn) rotating in the turn; each caption parses to its scene,
+    none is a held-out combination, and the rendered clip does what its caption says."""
+    from spacetime.training.evaluate import evaluate_video
+
+    drawn = train.primer_scenes(7, seed=0, motions="all")
+    motions = [scene.objects[0].motion for scene, _ in drawn]
+    assert motions == ["left", "right", "up", "down", "grow", "shrink", "rotate"]
+    for scene, text in drawn:
+        (obj,) = scene.objects
+        assert (obj.colour, obj.size, scene.background.tone, scene.pan) == ("red", "large", "black", None)
+        assert obj.shape == ("cross" if obj.motion == "rotate" else "circle")
+        assert not is_heldout(obj.colour, obj.shape, obj.motion)
+        assert parse_caption(text) == [
+            {"colour": "red", "shape": obj.shape, "size": "large", "motion": obj.motion}
+        ]
+        target = {"colour": "red", "shape": obj.shape, "motion": obj.motion}
+        scored = evaluate_video(train.render(scene, 17, 64, 64), target)
+        assert scored["motion_ok"] and scored["colour_ok"], (text, scored)
+    directions = train.primer_scenes(4, seed=0)
+    assert [t for _, t in directions] == [t for _, t in drawn[:4]]  # the left/right/up/down draws
+    assert drawn[4][1] != train.primer_scenes(5, seed=0)[4][1]  # "directions" starts over at left
+
+
+def test_a_resumed_run_keeps_the_vocabulary_its_text_encoder_learnt(tmp_path):
+    """Going on from a saved state with other captions (another primer, say) reads the vocabulary back
+    from the text encoder's file instead of learning one from the new captions, which would renumber
+    the tokens under the trained embeddings."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    rng = np.random.default_rng(0)
+    captions = [train.caption(train.sample_scene(rng), rng) for _ in range(300)]
+    others = ["a large red cross rotating on a black background"] * 300
+    latents = torch.from_numpy(rng.normal(size=(300, train.VAE_CONFIG.z_dim, 2, 4, 4))).half()
+    first = train.DiTStage(latents, captions, steps=1, batch=2)
+    train.train_dit(tmp_path, [first], seed=0)
+    learnt = load_file(tmp_path / train.TEXT_FILE)["spiece_model"]
+    redrawn = train.train_tokenizer(captions + others)  # what learning it from the new captions would give
+    assert redrawn != learnt.numpy().tobytes()
+    then = train.DiTStage(latents, others, steps=1, batch=2)
+    train.train_dit(tmp_path, [first, then], seed=0)
+    assert int(safe_open(tmp_path / train.STATE_FILE, "pt").metadata()["step"]) == 2
+    assert torch.equal(load_file(tmp_path / train.TEXT_FILE)["spiece_model"], learnt)
 
 
 def test_pin_mask_first_only_rows_get_their_first_frame_alone():

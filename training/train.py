@@ -361,37 +361,50 @@ def object_dataset(out: Path, count: int, seed: int, size: int = SIZE) -> torch.
     return masks
 
 
-# One look moving: the direction primer (--direction-share) ---------------------------------------------------
+# One look moving: the direction primer (--direction-share, --primer-motions) ----------------------------------
 
 # colour, shape, size, background tone: none of its moves is a held-out combination
 PRIMER_LOOK = ("red", "circle", "large", "black")
 PRIMER_CAPTION = "a large red circle moving {} on a black background"
+# --primer-motions all adds these, one template each; a circle cannot be seen to turn, so a cross rotates
+# (red cross, red or circle or cross with these motions: none is a held-out combination either)
+PRIMER_MORE = {
+    "grow": ("circle", "a large red circle growing on a black background"),
+    "shrink": ("circle", "a large red circle shrinking on a black background"),
+    "rotate": ("cross", "a large red cross rotating on a black background"),
+}
+PRIMER_MOTIONS = {"directions": tuple(MOVES), "all": (*MOVES, *PRIMER_MORE)}
+PRIMER_FILES = {"directions": "direction_primer_{}.safetensors", "all": "motion_primer_{}.safetensors"}
 
 
-def primer_scenes(count: int, seed: int) -> list[tuple[Scene, str]]:
+def primer_scenes(count: int, seed: int, motions: str = "directions") -> list[tuple[Scene, str]]:
     """One look, a large red circle on plain black without a pan, moving left, right, up and down in turn,
-    each named by one caption template: clips where the direction is the only thing to learn."""
+    each named by one caption template: clips where the direction is the only thing to learn. `motions`
+    "all" also grows, shrinks and rotates it (a large red cross rotates) in the turn."""
     colour, shape, size, tone = PRIMER_LOOK
     rng = np.random.default_rng((seed, 11))
-    moves = tuple(MOVES)
+    chosen = PRIMER_MOTIONS[motions]
     scenes = []
     for index in range(count):
-        motion = moves[index % len(moves)]
-        obj = sample_object(rng, colour, shape, motion, size=size)
-        scenes.append((Scene((obj,), Background("plain", tone), None), PRIMER_CAPTION.format(motion)))
+        motion = chosen[index % len(chosen)]
+        look, text = PRIMER_MORE.get(motion, (shape, PRIMER_CAPTION.format(motion)))
+        obj = sample_object(rng, colour, look, motion, size=size)
+        scenes.append((Scene((obj,), Background("plain", tone), None), text))
     return scenes
 
 
 @torch.no_grad()
-def primer_dataset(model: Wan22VAE, out: Path, count: int, seed: int, size: int = SIZE // 2) -> Primer:
+def primer_dataset(
+    model: Wan22VAE, out: Path, count: int, seed: int, size: int = SIZE // 2, motions: str = "directions"
+) -> Primer:
     """`count` primer clips at size×size, encoded once with their object masks (cached in --out)."""
-    path = out / f"direction_primer_{size}.safetensors"
+    path = out / PRIMER_FILES[motions].format(size)
     if path.exists():
         with safe_open(str(path), "pt") as handle:
             captions = json.loads(handle.metadata()["captions"])
             return Primer(handle.get_tensor("latents"), captions, handle.get_tensor("objects"))
     latents, masks, captions = [], [], []
-    drawn = primer_scenes(count, seed)
+    drawn = primer_scenes(count, seed, motions)
     for first in range(0, count, 32):
         chunk = drawn[first : first + 32]
         latents.append(
@@ -405,11 +418,8 @@ def primer_dataset(model: Wan22VAE, out: Path, count: int, seed: int, size: int 
         str(path),
         metadata={"captions": json.dumps(captions)},
     )
-    log(f"direction primer: {count} clips at {size}x{size}")
+    log(f"{motions} primer: {count} clips at {size}x{size}")
     return primer
-
-
-# 3. Text encoder + DiT ---------------------------------------------------------------------------
 
 
 def train_tokenizer(captions: list[str]) -> bytes:
@@ -603,13 +613,18 @@ def train_dit(
     it stays as that stage left it, and no gradient reaches it)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    spiece = train_tokenizer(
-        [
-            text
-            for stage in stages
-            for text in (*stage.captions, *(stage.primer.captions if stage.primer else ()))
-        ]
-    )
+    saved = out / TEXT_FILE
+    if (out / STATE_FILE).exists() and saved.exists():  # resuming: the vocabulary the text encoder learnt
+        with safe_open(str(saved), "pt") as handle:  # (captions added since, e.g. other primer clips,
+            spiece = handle.get_tensor("spiece_model").numpy().tobytes()  # must not redraw it)
+    else:
+        spiece = train_tokenizer(
+            [
+                text
+                for stage in stages
+                for text in (*stage.captions, *(stage.primer.captions if stage.primer else ()))
+            ]
+        )
     tokenizer = SentencePieceTokenizer(spiece)
     text_config = UMT5Config(
         vocab_size=tokenizer.vocab_size, dim=TEXT_DIM, ffn_dim=TEXT_FFN, num_layers=TEXT_LAYERS,
@@ -861,6 +876,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--direction-clips", type=int, default=1024, help="direction primer clips encoded")
     parser.add_argument(
+        "--primer-motions", choices=tuple(PRIMER_MOTIONS), default="directions",
+        help="what the primer's clips do: left, right, up and down (directions), or those and grow, shrink "
+        "and rotate (all; its clips are cached apart)",
+    )  # fmt: skip
+    parser.add_argument(
         "--text-lr-scale", type=float, default=1.0,
         help="the text encoder's learning rate while the DiT trains, against the DiT's (1: the same; 0: held "
         "as its own stage left it; the shipped weights were made with 0.1)",
@@ -929,7 +949,9 @@ def main(argv: list[str] | None = None) -> int:
             objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
             primer = None
             if args.direction_share:  # in every stage: taught once and then dropped, it is forgotten
-                primer = primer_dataset(vae, args.out, args.direction_clips, args.seed, size)
+                primer = primer_dataset(
+                    vae, args.out, args.direction_clips, args.seed, size, args.primer_motions
+                )
             stages.append(DiTStage(latents, captions, steps, batch, objects, primer, args.direction_share))
     train_dit(
         args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight, args.stop_after,
