@@ -366,8 +366,8 @@ def object_dataset(out: Path, count: int, seed: int, size: int = SIZE) -> torch.
 # colour, shape, size, background tone: none of its moves is a held-out combination
 PRIMER_LOOK = ("red", "circle", "large", "black")
 PRIMER_CAPTION = "a large red circle moving {} on a black background"
-# --primer-motions all adds these, one template each; a circle cannot be seen to turn, so a cross rotates
-# (red cross, red or circle or cross with these motions: none is a held-out combination either)
+# --primer-motions all adds these, one template each; a circle cannot be seen to turn, so a cross rotates.
+# No pair in them is held out either (red with a cross; red, a circle or a cross with these motions).
 PRIMER_MORE = {
     "grow": ("circle", "a large red circle growing on a black background"),
     "shrink": ("circle", "a large red circle shrinking on a black background"),
@@ -420,6 +420,9 @@ def primer_dataset(
     )
     log(f"{motions} primer: {count} clips at {size}x{size}")
     return primer
+
+
+# 3. Text encoder + DiT ---------------------------------------------------------------------------
 
 
 def train_tokenizer(captions: list[str]) -> bytes:
@@ -614,9 +617,11 @@ def train_dit(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     saved = out / TEXT_FILE
-    if (out / STATE_FILE).exists() and saved.exists():  # resuming: the vocabulary the text encoder learnt
-        with safe_open(str(saved), "pt") as handle:  # (captions added since, e.g. other primer clips,
-            spiece = handle.get_tensor("spiece_model").numpy().tobytes()  # must not redraw it)
+    # Going on from a saved state: the vocabulary its text encoder learnt. Captions added since (another
+    # primer's, say) must not redraw it, which would renumber the tokens under the trained embeddings.
+    if (out / STATE_FILE).exists() and saved.exists():
+        with safe_open(str(saved), "pt") as handle:
+            spiece = handle.get_tensor("spiece_model").numpy().tobytes()
     else:
         spiece = train_tokenizer(
             [
@@ -878,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--primer-motions", choices=tuple(PRIMER_MOTIONS), default="directions",
         help="what the primer's clips do: left, right, up and down (directions), or those and grow, shrink "
-        "and rotate (all; its clips are cached apart)",
+        "and rotate (all; its clips are cached apart; the shipped weights' last 1500 steps used all)",
     )  # fmt: skip
     parser.add_argument(
         "--text-lr-scale", type=float, default=1.0,
