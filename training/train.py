@@ -49,6 +49,7 @@ from ..dit.config import WanConfig
 from ..dit.loader import CLEAN_PINS_KEY, HEAD_DIM_KEY, TEXT_LEN_KEY
 from ..dit.patchify import patchify
 from ..dit.wan import WanDiT
+from ..text_encoders.loader import TOKENIZER_KEY
 from ..text_encoders.tokenizer import SentencePieceTokenizer, Tokens
 from ..text_encoders.umt5 import UMT5Config, UMT5Encoder
 from ..vae.wan21 import AttentionBlock, Resample, ResidualBlock, TimeCache
@@ -621,7 +622,7 @@ def train_dit(
     # primer's, say) must not redraw it, which would renumber the tokens under the trained embeddings.
     if (out / STATE_FILE).exists() and saved.exists():
         with safe_open(str(saved), "pt") as handle:
-            spiece = handle.get_tensor("spiece_model").numpy().tobytes()
+            spiece = handle.get_tensor(TOKENIZER_KEY).numpy().tobytes()
     else:
         spiece = train_tokenizer(
             [
@@ -816,7 +817,7 @@ def temporal_deviation(error: torch.Tensor, scored: torch.Tensor, per_frame: int
 
 def save_models(out: Path, text: UMT5Encoder, spiece: bytes, dit: WanDiT) -> None:
     state = {k: v.detach().contiguous() for k, v in text.state_dict().items()}
-    state["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
+    state[TOKENIZER_KEY] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
     save_file(state, str(out / TEXT_FILE))
     metadata = {HEAD_DIM_KEY: str(DIT_CONFIG.head_dim), TEXT_LEN_KEY: str(TEXT_LEN), CLEAN_PINS_KEY: "true"}
     dit_state = {k: v.detach().half().contiguous() for k, v in dit.state_dict().items()}
@@ -879,7 +880,9 @@ def main(argv: list[str] | None = None) -> int:
         help="share of every batch (64x64 and 128x128) given to the direction primer: one look moving left, right, up or "
         "down, first frame given (0: off; the shipped weights were made with 0.25)",
     )  # fmt: skip
-    parser.add_argument("--direction-clips", type=int, default=1024, help="direction primer clips encoded")
+    parser.add_argument(
+        "--direction-clips", type=int, default=1024, help="primer clips encoded (either kind)"
+    )
     parser.add_argument(
         "--primer-motions", choices=tuple(PRIMER_MOTIONS), default="directions",
         help="what the primer's clips do: left, right, up and down (directions), or those and grow, shrink "
