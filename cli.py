@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("tile", int, "decode in spatial tiles of this many pixels (0: whole frames)"),
         ("overlap", int, "tile overlap in pixels"),
         ("window", int, "longer videos are made in windows of this many frames, 4k+1, and streamed to the file"),
-        ("window_overlap", int, "frames each window continues from (a multiple of 4)"),
+        ("window_overlap", int, "how much each window continues from, a multiple of 4: the last overlap - 3 frames"),
         ("correction", float, "colour-drift correction between windows, 0 (off) to 1"),
     ):  # fmt: skip
         defaults = f"default {getattr(tiny, name)} for Tiny World, {getattr(wan, name)} for Wan"

@@ -13,8 +13,15 @@ import torch
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
 from .samplers.denoiser import WAN22_T2V_BOUNDARY, denoise
-from .samplers.frames import spread_joins
-from .samplers.long_video import latent_windows, long_video_latent, window_count, window_joins
+from .samplers.long_video import (
+    WINDOWS_KEY,
+    decode_long_video,
+    decode_steps,
+    latent_windows,
+    long_video_latent,
+    window_count,
+    windows_entry,
+)
 from .samplers.schedules import schedule_by_name
 from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .vae.loader import VideoVAE, load_vae, video_to_frames
@@ -173,14 +180,18 @@ def long_video(
     positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, s.cfg)
     sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
     count = window_count(shape[2], window, overlap)
-    latent = long_video_latent(
-        dit, shape, sigmas, positive, negative, window=window, overlap=overlap, correction=s.correction,
-        cfg=s.cfg, seed=s.seed, solver=s.solver, low_noise_dit=low_noise_dit, boundary=s.boundary,
+    latent, openings = long_video_latent(
+        dit, shape, sigmas, positive, negative, window=window, overlap=overlap, stride=stride,
+        encode=vae.encode, decode=vae.decode, correction=s.correction, cfg=s.cfg, seed=s.seed,
+        solver=s.solver, low_noise_dit=low_noise_dit, boundary=s.boundary,
         step_callback=progress(f"Denoising {count} windows", s.steps * count),
     )  # fmt: skip
-    frames = vae.decode_frames(latent, progress("Decoding", shape[2]), tile=s.tile, overlap=s.overlap)
-    joins = [vae.frames_for(join) for join in window_joins(shape[2], window, overlap)]
-    return FrameStream(s.frames, s.height, s.width, spread_joins(frames, joins))
+    video = {"samples": latent, WINDOWS_KEY: windows_entry(shape[2], window, overlap, stride, openings)}
+    tick = progress("Decoding", decode_steps(video))
+    frames = decode_long_video(
+        video, lambda item: vae.decode_frames(item, tick, tile=s.tile, overlap=s.overlap)
+    )
+    return FrameStream(s.frames, s.height, s.width, frames)
 
 
 def edit_video(

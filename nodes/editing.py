@@ -10,7 +10,7 @@ import torch
 from .. import host
 from ..samplers import frames as edits
 from ..samplers.denoiser import WAN22_T2V_BOUNDARY, conditioning_context
-from ..samplers.long_video import JOINS_KEY, joins_entry, latent_windows, long_video_latent, window_count
+from ..samplers.long_video import WINDOWS_KEY, latent_windows, long_video_latent, window_count, windows_entry
 from ..samplers.noise import MAX_SEED
 from ..samplers.solvers import SOLVERS
 from ..vae import frames_to_video
@@ -255,14 +255,16 @@ class SpacetimeLongVideo:
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = (
-        "The whole video's latent. Connect it with the VAE to Video Combine's latent and vae inputs: it is "
-        "decoded as it is written, never held as frames, and the step at each window join is spread over "
-        "the frames after it (VAE Decode works too, holding every frame, without the spread).",
+        "The whole video's latent, with each window's opening. Connect it with the VAE to Video Combine's "
+        "latent and vae inputs: it is decoded window by window as it is written, never held as frames, and "
+        "the step at each window join is spread over the frames after it (VAE Decode (Spacetime) decodes "
+        "it the same way, holding every frame; other decoders see one latent video, whose windows open with "
+        "a tint).",
     )
     DESCRIPTION = (
         "A video of any length (a minute or more) in the memory of one window: the first window is made from "
-        "the prompt, each next one continues from the last `overlap` frames of the video so far, with a "
-        "colour-drift correction between windows."
+        "the prompt, each next one continues from the last frames of the one before (overlap_frames - 3 of "
+        "them), with a colour-drift correction between windows."
     )
 
     @classmethod
@@ -270,7 +272,7 @@ class SpacetimeLongVideo:
         return {
             "required": {
                 "dit": (DIT, {"tooltip": "The DiT (text to video)."}),
-                "vae": (VAE, {"tooltip": "Sets the latent channels and strides."}),
+                "vae": (VAE, {"tooltip": "Sets the latent channels and strides, and opens each window after the first: the last frames of the window before are decoded and encoded again as the start of a clip, the way every clip the model learnt from starts."}),
                 "positive": ("CONDITIONING", {"tooltip": "The prompt, from Text Encode (Spacetime)."}),
                 "negative": ("CONDITIONING", {"tooltip": "The negative prompt (unused when cfg is 1)."}),
                 "sigmas": ("SIGMAS", {"tooltip": "Each window's schedule, from Scheduler (Spacetime)."}),
@@ -278,7 +280,7 @@ class SpacetimeLongVideo:
                 "height": ("INT", {"default": 480, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Pixels; a multiple of 16 (32 for Wan 2.2 TI2V). Tiny World: 128."}),
                 "frames": ("INT", {"default": 961, "min": 1, "max": MAX_LONG_FRAMES, "step": 4, "tooltip": "Frames of the whole video, 4k+1: 961 is a minute at 16 fps."}),
                 "window_frames": ("INT", {"default": 81, "min": 9, "max": MAX_FRAMES, "step": 4, "tooltip": "Frames the DiT makes at once, 4k+1: the length the model was trained at (Wan: 81, Tiny World: 17). Memory depends on this, not on the length."}),
-                "overlap_frames": ("INT", {"default": 16, "min": 4, "max": MAX_FRAMES, "step": 4, "tooltip": "Frames each window continues from, a multiple of 4 (rounded down). More carries motion on better; each window adds window - overlap frames."}),
+                "overlap_frames": ("INT", {"default": 16, "min": 4, "max": MAX_FRAMES, "step": 4, "tooltip": "How much each window continues from, a multiple of 4 (rounded down): overlap / 4 latent frames, which hold the last overlap - 3 frames of the window before (16: 13 frames). More carries motion on better; each window adds window - overlap frames."}),
                 "correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Colour-drift correction: how far each window's latent mean per channel is moved towards the first window's (from nothing at the join, rising over the window). 0: off."}),
                 "solver": (list(SOLVERS), {"default": "unipc", "tooltip": "As in the DiT Denoiser."}),
                 "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance (1: off)."}),
@@ -304,10 +306,11 @@ class SpacetimeLongVideo:
         negative_context = None if cfg == 1.0 else conditioning_context(negative, 1, "negative")
         steps = len(sigmas) - 1
         total = steps * window_count(shape[2], window, overlap)
-        latent = long_video_latent(
-            dit, shape, sigmas, context, negative_context, window=window, overlap=overlap,
-            correction=correction, cfg=cfg, seed=seed, solver=solver, low_noise_dit=low_noise_dit,
-            boundary=boundary, step_callback=host.progress_ticker(total, "Long video", node_id=unique_id),
+        latent, openings = long_video_latent(
+            dit, shape, sigmas, context, negative_context, window=window, overlap=overlap, stride=stride,
+            encode=vae.encode, decode=vae.decode, correction=correction, cfg=cfg, seed=seed, solver=solver,
+            low_noise_dit=low_noise_dit, boundary=boundary,
+            step_callback=host.progress_ticker(total, "Long video", node_id=unique_id),
         )  # fmt: skip
-        joins = joins_entry(shape[2], window, overlap)  # for Video Combine's streamed decode
-        return ({"samples": latent.to(host.intermediate_device()), JOINS_KEY: joins},)
+        windows = windows_entry(shape[2], window, overlap, stride, openings)  # for the decode
+        return ({"samples": latent.to(host.intermediate_device()), WINDOWS_KEY: windows},)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .. import host
-from ..vae import frames_to_video, load_vae, video_to_frames
+from ..samplers.long_video import decode_long_video, decode_steps
+from ..vae import frames_to_video, load_vae
 
 VAE = "SPACETIME_VAE"
 VAE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -111,7 +112,8 @@ class SpacetimeVAEDecode:
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The frames (B·T images), ready for Video Combine.",)
     DESCRIPTION = (
-        "Decodes a latent video to frames, one latent frame at a time (memory does not grow with length)."
+        "Decodes a latent video to frames, one latent frame at a time (memory does not grow with length); "
+        "a Long Video latent window by window, as Video Combine does."
     )
 
     @classmethod
@@ -136,18 +138,11 @@ class SpacetimeVAEDecode:
         }  # fmt: skip
 
     def decode(self, vae, latent, tile_size=0, overlap=64):
-        samples = latent["samples"]
-        tick = host.progress_ticker(samples.shape[0] * samples.shape[2], "VAE decode")
-        frames = []  # every item's frames, in order, as the decoder hands them over
-        for item in samples.split(1):
-            vae.decode(
-                item,
-                progress=tick,
-                sink=lambda video: frames.append(video_to_frames(video).to(host.intermediate_device())),
-                tile=tile_size,
-                overlap=overlap if tile_size else 0,
-            )
-        return (torch.cat(frames),)
+        tick = host.progress_ticker(decode_steps(latent), "VAE decode")
+        overlap = overlap if tile_size else 0
+        # every item's frames, in order, as the decoder hands them over (a Long Video latent window by window)
+        chunks = decode_long_video(latent, lambda item: vae.decode_frames(item, tick, tile_size, overlap))
+        return (torch.cat([frames.to(host.intermediate_device()) for frames in chunks]),)
 
 
 class SpacetimeVAEEncode:

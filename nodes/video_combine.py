@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from .. import host
 from ..provenance.credentials import describe_graph
-from ..samplers.frames import spread_joins
-from ..samplers.long_video import latent_joins
+from ..samplers.long_video import decode_long_video, decode_steps
 from ..video import FORMATS, combine_video, metadata_entries
 from ..video.combine import MAX_FRAME_RATE, FrameStream
 from ..video.formats import X264_PRESETS, Writer
@@ -28,20 +27,14 @@ def _frames(images, latent, vae):
         )
     samples = latent["samples"]
     batch, _, length, height, width = samples.shape
-    stride = vae.spatial_stride
-    per_video = vae.frames_for(length)
-    # a Long Video latent names its window joins: the step at each is spread over the frames after it
-    joins = [b * per_video + vae.frames_for(join) for b in range(batch) for join in latent_joins(latent)]
+    vae.check_latent(samples)  # now, before the file is opened
 
     def stream() -> FrameStream:
-        tick = host.progress_ticker(batch * length, "VAE decode")
-        frames = vae.decode_frames(samples, tick)
-        return FrameStream(
-            batch * per_video,
-            height * stride,
-            width * stride,
-            spread_joins(frames, joins) if joins else frames,
-        )
+        # a Long Video latent is decoded window by window, each join's step spread over the frames after it
+        tick = host.progress_ticker(decode_steps(latent), "VAE decode")
+        frames = decode_long_video(latent, lambda item: vae.decode_frames(item, tick))
+        stride = vae.spatial_stride
+        return FrameStream(batch * vae.frames_for(length), height * stride, width * stride, frames)
 
     return stream
 

@@ -1,8 +1,22 @@
-"""Long videos by chained extension in latent space: the first window is generated from the prompt, each
-next one is generated with the last `overlap` latent frames of the video so far pinned as its opening
-frames, and keeps only its new frames. Memory is that of one window, whatever the length: the DiT never
-sees more than `window` latent frames, and the latent video itself is small (a minute of Wan 2.1 at
-832x480 is 96 MB). The whole latent is then decoded in one causal pass (no cut between windows in pixels).
+"""Long videos by chained extension: the first window is generated from the prompt; each next one opens
+with the last frames of the window before, decoded and encoded again as the opening of a clip, and adds
+new frames. Memory is that of one window, whatever the length: the DiT never sees more than `window`
+latent frames, the VAE never more than one window, and the latent video itself is small (a minute of
+Wan 2.1 at 832x480 is 96 MB).
+
+Why decode and encode again: a causal video VAE's first latent frame holds one frame alone and every later
+one a group of `stride` frames, so every clip a model is trained on opens with a single-frame latent. Given
+the previous window's last latent frames as they are (groups) at the window's start instead, Tiny World
+filled each later window with vertical stripes one DiT patch wide (the amplitude of that period rose from
+1.1 to 7.7 levels of 255 after the first window over a minute; with the opening re-encoded, 1.1). The
+opening is the last 1 + stride·(overlap − 1) frames, which fill `overlap` latent frames as a clip opens.
+
+The result is one latent video (each window's new latent frames on the end of the last) and the openings.
+It is decoded window by window (decode_long_video): each window's new frames after its own opening,
+whose frames are left out, as the DiT made them to follow. Decoded as one latent, after the latent frames
+of the window before instead, each window's first new frames came out tinted (Tiny World, "a red circle
+moving left on a blue background": the background's red rose by 21 levels 3 frames after every join and
+fell back within 8; decoded after their openings, by 2).
 
 Colour drift: chained windows can drift in tone (each continues from the last, errors add up). After each
 window, the per-channel mean of its new latent frames is moved towards the first window's: not at all at
@@ -11,20 +25,21 @@ over the window towards `correction`. (Measured with Tiny World over a minute: m
 halves the drift, 6.1 to 3.4 levels, with 73 of 79 joins under 1.5x the median step against 76 without
 it; matching the spread as well, or correcting fully from the join on, made joins and drift worse.)
 
-Joins: the windows' joins are named (window_joins, and JOINS_KEY in a LATENT), so the pixel frames can
-have the jump at each spread over the frames after it (samplers/frames.py spread_joins).
+Joins: the jump at each join (between the last frame of one window and the first new frame of the next)
+is spread over the frames after it (samplers/frames.py spread_joins).
 
-Axes: B batch, C latent channels, T latent frames.
+Axes: B batch, C latent channels, T latent frames, F pixel frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from ..dit import SpacetimePatches, WanDiT
 from .denoiser import WAN22_T2V_BOUNDARY, denoise
+from .frames import DEFAULT_BLEND, spread_joins
 
 
 def window_count(frames: int, window: int, overlap: int) -> int:
@@ -33,21 +48,74 @@ def window_count(frames: int, window: int, overlap: int) -> int:
     return 1 if frames <= window else 1 + -(-(frames - window) // (window - overlap))
 
 
-JOINS_KEY = "spacetime_joins"  # in a LATENT: joins_entry(...), where later windows' new frames begin
+WINDOWS_KEY = "spacetime_windows"  # in a LATENT: windows_entry(...), how Long Video made it
 
 
-def joins_entry(frames: int, window: int, overlap: int) -> dict:
-    """What a LATENT carries under JOINS_KEY: the joins, and the latent length they belong to (a node that
-    trims or joins latents keeps the key but changes the length, and the joins no longer apply)."""
-    return {"latent_frames": frames, "at": window_joins(frames, window, overlap)}
+def windows_entry(frames: int, window: int, overlap: int, stride: int, openings: torch.Tensor) -> dict:
+    """What a LATENT carries under WINDOWS_KEY for its decode: the windows (in latent frames, and the VAE's
+    temporal stride), their openings (raw, B×C×(count − 1)·overlap×h×w) and the latent length they belong to
+    (a node that trims or joins latents keeps the key but changes the length: the windows no longer apply)."""
+    return {
+        "latent_frames": frames,
+        "window": window,
+        "overlap": overlap,
+        "stride": stride,
+        "openings": openings,
+    }
 
 
-def latent_joins(latent: dict) -> list[int]:
-    """The window joins a LATENT names, if they still belong to its samples; else none."""
-    entry = latent.get(JOINS_KEY)
-    if not isinstance(entry, dict) or entry.get("latent_frames") != latent["samples"].shape[2]:
-        return []
-    return [int(join) for join in entry.get("at", ())]
+def latent_windows_entry(latent: dict) -> dict | None:
+    """The windows a LATENT names, if they still belong to its samples; else None."""
+    entry = latent.get(WINDOWS_KEY)
+    samples = latent["samples"]
+    if not isinstance(entry, dict) or entry.get("latent_frames") != samples.shape[2]:
+        return None
+    count = window_count(samples.shape[2], entry["window"], entry["overlap"])
+    expected = (*samples.shape[:2], (count - 1) * entry["overlap"], *samples.shape[3:])
+    return entry if tuple(entry["openings"].shape) == expected else None  # else resized or batched anew
+
+
+FrameChunks = Callable[[torch.Tensor], Iterator[torch.Tensor]]  # raw latent 1×C×T×h×w -> IMAGE chunks
+
+
+def decode_long_video(
+    latent: dict, decode_frames: FrameChunks, blend: int = DEFAULT_BLEND
+) -> Iterator[torch.Tensor]:
+    """A LATENT's IMAGE frames (chunks F×H×W×3 in 0..1), one batch item after the other, decoded as they are
+    asked for by `decode_frames` (the VAE's, one latent frame at a time). A Long Video latent goes window by
+    window: each later window's new latent frames after its opening, whose frames are left out, and the
+    jump at each join spread over the `blend` frames after it. Any other latent is decoded as it is."""
+    samples, entry = latent["samples"], latent_windows_entry(latent)
+    for item in range(samples.shape[0]):
+        video = samples[item : item + 1]
+        if entry is None:
+            yield from decode_frames(video)
+            continue
+        joins = window_joins(video.shape[2], entry["window"], entry["overlap"])
+        at = [1 + (join - 1) * entry["stride"] for join in joins]  # the joins' first new pixel frames
+        openings = entry["openings"][item : item + 1]
+        windows = _window_frames(video, openings, entry["window"], entry["overlap"], decode_frames)
+        yield from spread_joins(windows, at, blend)
+
+
+def _window_frames(
+    video: torch.Tensor, openings: torch.Tensor, window: int, overlap: int, decode_frames: FrameChunks
+) -> Iterator[torch.Tensor]:
+    """One Long Video's frames, window by window (see decode_long_video)."""
+    yield from decode_frames(video[:, :, :window])
+    for index, start in enumerate(window_joins(video.shape[2], window, overlap)):
+        opening = openings[:, :, index * overlap : (index + 1) * overlap]
+        new = video[:, :, start : start + window - overlap]
+        for position, frames in enumerate(decode_frames(torch.cat([opening.to(new), new], dim=2))):
+            if position >= overlap:  # not the opening's frames (its latent frames: 1 frame, then stride each)
+                yield frames
+
+
+def decode_steps(latent: dict) -> int:
+    """Latent frames `decode_long_video` passes through (a progress bar's total)."""
+    samples, entry = latent["samples"], latent_windows_entry(latent)
+    extra = 0 if entry is None else entry["openings"].shape[2]
+    return samples.shape[0] * (samples.shape[2] + extra)
 
 
 def window_joins(frames: int, window: int, overlap: int) -> list[int]:
@@ -81,6 +149,20 @@ def match_mean(new: torch.Tensor, reference: torch.Tensor, amount: float | torch
     return new + amount * shift
 
 
+Encode = Callable[[torch.Tensor], torch.Tensor]  # video B×3×F×H×W in -1..1 -> raw latent B×C×T×h×w
+Decode = Callable[[torch.Tensor], torch.Tensor]  # raw latent B×C×T×h×w -> video B×3×F×H×W in -1..1
+
+
+def window_opening(
+    window: torch.Tensor, overlap: int, stride: int, encode: Encode, decode: Decode
+) -> torch.Tensor:
+    """The next window's opening (`overlap` raw latent frames): the last 1 + stride·(overlap − 1) frames of
+    `window` (a whole window's raw latent, which decodes on its own), decoded and encoded as a clip's start."""
+    video = decode(window)
+    opening = video[:, :, video.shape[2] - (1 + stride * (overlap - 1)) :]
+    return encode(opening).float().cpu()
+
+
 def long_video_latent(
     dit: WanDiT,
     shape: tuple[int, ...],
@@ -90,6 +172,9 @@ def long_video_latent(
     *,
     window: int,
     overlap: int,
+    stride: int,
+    encode: Encode,
+    decode: Decode,
     correction: float = 1.0,
     cfg: float = 5.0,
     seed: int = 0,
@@ -98,9 +183,11 @@ def long_video_latent(
     boundary: float = WAN22_T2V_BOUNDARY,
     step_callback: Callable[[], None] | None = None,
     window_callback: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """A raw latent of `shape` (B×C×T×H×W, T as long as wanted), window by window; window k uses seed + k.
-    `window_callback(k, count)` is called as each window starts."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A raw latent of `shape` (B×C×T×H×W, T as long as wanted), window by window, and the openings of the
+    windows after the first (B×C×(count − 1)·overlap×H×W; decode_long_video needs both); window k uses
+    seed + k. `encode` / `decode`: the VAE's (with its temporal `stride`), to open each window after the
+    first. `window_callback(k, count)` is called as each window starts."""
     batch, channels, frames, height, width = shape
     check_windows(frames, window, overlap)
     if not 0.0 <= correction <= 1.0:
@@ -108,11 +195,14 @@ def long_video_latent(
     count = window_count(frames, window, overlap)
     fmt, patch = dit.latent_format, dit.config.patch_size
     video = torch.zeros(batch, channels, 0, height, width)
-    reference = None
+    openings = []
+    reference = last = None  # the first window's new frames; the window just made (opening and new frames)
     for index in range(count):
         if window_callback is not None:
             window_callback(index, count)
-        known = video[:, :, video.shape[2] - overlap :] if index else video
+        known = window_opening(last, overlap, stride, encode, decode) if index else video
+        if index:
+            openings.append(known)
         new = min(window - known.shape[2], frames - video.shape[2])
         latent = torch.cat([known, torch.zeros(batch, channels, new, height, width)], dim=2)
         mask = torch.ones(batch, 1, latent.shape[2], height, width)
@@ -128,5 +218,6 @@ def long_video_latent(
         else:
             ramp = torch.arange(generated.shape[2]) / generated.shape[2]  # 0 at the join
             generated = match_mean(generated, reference, correction * ramp)
+        last = torch.cat([known, generated], dim=2)
         video = torch.cat([video, generated], dim=2)
-    return video
+    return video, torch.cat(openings, dim=2) if openings else torch.zeros(batch, channels, 0, height, width)

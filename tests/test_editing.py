@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from spacetime.nodes import NODE_CLASS_MAPPINGS
+from spacetime.nodes.video_combine import _frames
 from spacetime.pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES, load_tiny_world
 from spacetime.samplers import frames as edits
+from spacetime.samplers.long_video import WINDOWS_KEY
 from spacetime.training.evaluate import psnr, seam_ratios
 from spacetime.training.world import caption, render, sample_scene
 
@@ -269,6 +271,25 @@ def test_video_to_video_redraws_more_at_higher_strength(tiny_world):
         distances.append(float((video - source).abs().mean()))
     # low strength keeps the clip (mean change under a tenth of the range), high strength redraws it
     assert distances[0] < 0.1 and distances[1] > 4 * distances[0], distances
+
+
+@tiny
+def test_long_video_node_makes_a_latent_that_video_combine_and_vae_decode_decode_alike(tiny_world):
+    """Long Video -> Video Combine (streamed) and -> VAE Decode, as the long-video workflow wires them."""
+    dit, text_encoder, vae = tiny_world
+    positive, negative = node("SpacetimeTextEncode").encode(text_encoder, "a red circle moving left", "")
+    (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 3.0, 1.0)
+    (latent,) = node("SpacetimeLongVideo").sample(
+        dit, vae, positive, negative, sigmas, 64, 64, 41, 17, 8, 1.0, "euler", 5.0, 0
+    )
+    # 41 frames = 11 latent frames: windows of 5 latent frames, each later one opening with 2 and adding 3
+    assert latent["samples"].shape == (1, 12, 11, 8, 8)
+    assert latent[WINDOWS_KEY]["openings"].shape == (1, 12, 4, 8, 8)
+    streamed = torch.cat(list(_frames(None, latent, vae)().chunks))
+    (decoded,) = node("SpacetimeVAEDecode").decode(vae, latent)
+    assert streamed.shape == (41, 64, 64, 3) and torch.equal(decoded, streamed)
+    plain = torch.cat(list(vae.decode_frames(latent["samples"])))  # as one latent: other decoders' view
+    assert torch.equal(streamed[:17], plain[:17]) and not torch.equal(streamed[17:], plain[17:])
 
 
 def test_editing_nodes_refuse_bad_input_clearly():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from spacetime.nodes.vae import SpacetimeVAEDecode
 from spacetime.nodes.video_combine import _frames
 from spacetime.pipeline import (
     TINY_WORLD_DIR,
@@ -21,12 +22,14 @@ from spacetime.pipeline import (
 )
 from spacetime.samplers.frames import spread_joins
 from spacetime.samplers.long_video import (
-    JOINS_KEY,
-    joins_entry,
+    WINDOWS_KEY,
+    decode_long_video,
+    decode_steps,
     long_video_latent,
     match_mean,
     window_count,
     window_joins,
+    windows_entry,
 )
 from spacetime.samplers.schedules import schedule_by_name
 from spacetime.vae import video_to_frames
@@ -45,7 +48,6 @@ tiny = pytest.mark.skipif(
 def test_window_count_and_bad_windows():
     assert [window_count(n, 5, 2) for n in (1, 5, 6, 8, 9, 241)] == [1, 1, 2, 2, 3, 80]
     assert window_joins(5, 5, 2) == [] and window_joins(9, 5, 2) == [5, 8]
-    assert joins_entry(9, 5, 2) == {"latent_frames": 9, "at": [5, 8]}
     assert window_joins(241, 5, 2)[-1] == 5 + 78 * 3
     with pytest.raises(ValueError, match="overlap of at least 1 and less than the window"):
         window_count(10, 5, 5)
@@ -73,19 +75,71 @@ def tiny_world():
 
 @tiny
 def test_first_window_is_text_to_video_and_later_windows_add_only_new_frames(tiny_world):
-    dit, text_encoder, _ = tiny_world
+    dit, text_encoder, vae = tiny_world
     settings = replace(TINY_WORLD_SETTINGS, steps=3, solver="euler", seed=4)
     positive, negative = encode_prompt(text_encoder, "a green star moving up", "", settings.cfg)
     sigmas = schedule_by_name("simple")(3, shift=3.0)
-    calls = []
-    latent = long_video_latent(
-        dit, (1, 12, 9, 16, 16), sigmas, positive, negative, window=5, overlap=2, cfg=settings.cfg,
-        seed=4, solver="euler", window_callback=lambda index, count: calls.append((index, count)),
+    calls, decoded, encoded = [], [], []
+
+    def decode(latent):
+        decoded.append(latent)
+        return vae.decode(latent)
+
+    def encode(video):
+        encoded.append(video)
+        return vae.encode(video)
+
+    latent, openings = long_video_latent(
+        dit, (1, 12, 9, 16, 16), sigmas, positive, negative, window=5, overlap=2, stride=4, encode=encode,
+        decode=decode, cfg=settings.cfg, seed=4, solver="euler",
+        window_callback=lambda index, count: calls.append((index, count)),
     )  # fmt: skip
     assert latent.shape == (1, 12, 9, 16, 16) and calls == [(0, 3), (1, 3), (2, 3)]
+    # Each later window opens with the last 5 frames (1 + 4·(overlap − 1)) of the whole window before,
+    # decoded and encoded again as a clip's start: window 1 after window 0 (latent frames 0..4), window 2
+    # after window 1 (its opening, then latent frames 5..7).
+    assert [d.shape[2] for d in decoded] == [5, 5] and torch.equal(decoded[0], latent[:, :, :5])
+    assert torch.equal(decoded[1][:, :, 2:], latent[:, :, 5:8])
+    assert torch.allclose(decoded[1][:, :, :2], vae.encode(encoded[0]), atol=1e-5)
+    assert torch.equal(openings, torch.cat([decoded[1][:, :, :2], vae.encode(encoded[1])], dim=2))
+    assert [e.shape[2] for e in encoded] == [5, 5]
+    assert torch.equal(encoded[0], vae.decode(latent[:, :, :5])[:, :, -5:])
     alone = sample_latent(dit, torch.zeros(1, 12, 5, 16, 16), positive, negative, settings, sigmas=sigmas)
     assert torch.allclose(latent[:, :, :5], alone, atol=1e-5)  # window 0: the plain 17-frame video
     assert latent[:, :, 5:].std() > 0.3  # later windows generated something, not zeros
+
+
+def patch_stripes(frames: torch.Tensor, period: int) -> float:
+    """Amplitude (8-bit levels) of vertical stripes `period` pixels apart in frames F×H×W×3 in 0..1: the
+    Fourier component of the column means at that period, averaged over frames and channels."""
+    columns = frames.mean(1)  # F×W×3
+    columns = columns - columns.mean(1, keepdim=True)
+    spectrum = torch.fft.rfft(columns, dim=1).abs() * 2 / columns.shape[1] * 255
+    return spectrum[:, columns.shape[1] // period].mean().item()
+
+
+@tiny
+def test_later_windows_have_no_stripes_and_no_tint(tiny_world):
+    """Opened with the previous window's last latent frames as they are (groups of 4 frames, where the model
+    only ever saw a single-frame latent), Tiny World filled later windows with vertical stripes one DiT
+    patch (16 px) wide: here 5.2 levels against 1.1 in the first window; re-encoded, 1.3. Decoded as one
+    latent instead of window by window, the new frames after the join came out tinted: the mean colour of
+    frames 17..24 moved up to 19.0 levels from frame 16's; window by window, 5.4."""
+    dit, text_encoder, vae = tiny_world
+    positive, negative = encode_prompt(text_encoder, "a red circle moving left on a blue background", "", 5.0)
+    sigmas = schedule_by_name("simple")(8, shift=3.0)
+    latent, openings = long_video_latent(
+        dit, (1, 12, 8, 16, 16), sigmas, positive, negative, window=5, overlap=2, stride=4,
+        encode=vae.encode, decode=vae.decode, seed=0,
+    )  # fmt: skip
+    video = {"samples": latent, WINDOWS_KEY: windows_entry(8, 5, 2, 4, openings)}
+    frames = torch.cat(list(decode_long_video(video, vae.decode_frames)))
+    patch = vae.spatial_stride * dit.config.patch_size[1]
+    first, later = patch_stripes(frames[:17], patch), patch_stripes(frames[17:], patch)
+    assert patch == 16 and later < max(2.0 * first, 2.5), (first, later)
+    colour = frames.mean((1, 2)) * 255  # F×3
+    tint = (colour[17:25] - colour[16]).abs().max().item()
+    assert tint < 10.0, tint
 
 
 @tiny
@@ -102,22 +156,36 @@ def test_streamed_decode_matches_the_whole_decode_chunk_by_chunk(tiny_world):
 
 
 @tiny
-def test_video_combine_spreads_the_window_joins_a_long_video_latent_names(tiny_world):
+def test_a_long_video_latent_is_decoded_window_by_window_after_each_opening(tiny_world):
     vae = tiny_world[2]
-    latent = torch.randn(1, 12, 6, 8, 8, generator=torch.Generator().manual_seed(2))
-    plain = torch.cat(list(vae.decode_frames(latent)))
-    named = {"samples": latent, JOINS_KEY: {"latent_frames": 6, "at": [3]}}
-    spread = torch.cat(list(_frames(None, named, vae)().chunks))
-    join = vae.frames_for(3)  # latent frame 3 begins at frame 9
-    changed = (spread != plain).flatten(1).any(1).nonzero().flatten().tolist()
-    assert join == 9 and changed == [9, 10, 11, 12]  # the join's frame and the 3 after it (blend 4)
-    assert torch.equal(spread, torch.cat(list(spread_joins(plain.split(4), [join]))))
-    assert torch.equal(torch.cat(list(_frames(None, {"samples": latent}, vae)().chunks)), plain)
-    trimmed = {**named, "samples": latent[:, :, 1:]}  # a node trimmed the latent and kept the key
-    assert torch.equal(
-        torch.cat(list(_frames(None, trimmed, vae)().chunks)),
-        torch.cat(list(vae.decode_frames(latent[:, :, 1:]))),
+    generator = torch.Generator().manual_seed(2)
+    latent, openings = (
+        torch.randn(2, 12, 8, 8, 8, generator=generator),
+        torch.randn(2, 12, 2, 8, 8, generator=generator),
     )
+    named = {"samples": latent, WINDOWS_KEY: windows_entry(8, 5, 2, 4, openings)}
+    assert decode_steps(named) == 2 * (8 + 2)
+    for item in range(2):  # window 0: latent frames 0..4; window 1: its opening, then latent frames 5..7
+        first = torch.cat(list(vae.decode_frames(latent[item : item + 1, :, :5])))
+        second = torch.cat(
+            list(vae.decode_frames(torch.cat([openings[item : item + 1], latent[item : item + 1, :, 5:]], 2)))
+        )
+        assert len(first) == 17 and len(second) == 17  # the opening's 5 frames are left out: 12 new
+        expected = torch.cat(list(spread_joins([first, second[5:]], [17])))  # frame 17 is the join
+        for decoded in (
+            torch.cat(list(decode_long_video(named, vae.decode_frames)))[29 * item : 29 * (item + 1)],
+            torch.cat(list(_frames(None, named, vae)().chunks))[29 * item : 29 * (item + 1)],
+            SpacetimeVAEDecode().decode(vae, named)[0][29 * item : 29 * (item + 1)],
+        ):
+            assert torch.equal(decoded, expected)
+    plain = torch.cat(list(vae.decode_frames(latent)))
+    assert torch.equal(torch.cat(list(_frames(None, {"samples": latent}, vae)().chunks)), plain)
+    # a node trimmed or cropped the latent and kept the key: the windows no longer apply
+    for changed in (latent[:, :, 1:], latent[:, :, :, :4]):
+        assert torch.equal(
+            torch.cat(list(_frames(None, {**named, "samples": changed}, vae)().chunks)),
+            torch.cat(list(vae.decode_frames(changed))),
+        )
 
 
 def test_combine_writes_a_stream_as_it_arrives_and_checks_its_length(output_dir: Path):

@@ -155,13 +155,18 @@ class VideoVAE:
         latent = self.model.encode(video.to(self.device, self.dtype), progress)
         return latent.float()
 
-    def _checked(self, latent: torch.Tensor, tile: int, overlap: int) -> SpatialTiling | None:
+    def check_latent(self, latent: torch.Tensor) -> None:
+        """What a decode needs of a raw latent (its channels, finite values), checked before any of it is
+        decoded or written."""
         self.latent_format.check_channels(latent)
         if not torch.isfinite(latent).all():
             raise ValueError(
                 "latent holds NaN or infinite values; the sampler or the model overflowed (try fp32 or bf16 "
                 "instead of fp16). Nothing can be decoded from it."
             )
+
+    def _checked(self, latent: torch.Tensor, tile: int, overlap: int) -> SpatialTiling | None:
+        self.check_latent(latent)
         if not tile:
             return None
         s = self.spatial_stride
