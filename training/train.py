@@ -620,7 +620,7 @@ def train_dit(
     saved = out / TEXT_FILE
     # Going on from a saved state: the vocabulary its text encoder learnt. Captions added since (another
     # primer's, say) must not redraw it, which would renumber the tokens under the trained embeddings.
-    if (out / STATE_FILE).exists() and saved.exists():
+    if resumed_step(out):
         with safe_open(str(saved), "pt") as handle:
             spiece = handle.get_tensor(TOKENIZER_KEY).numpy().tobytes()
     else:
@@ -732,6 +732,15 @@ def save_state(out: Path, step: int, text, dit, ema, optimizer, rng: np.random.G
     partial = out / (STATE_FILE + ".partial")
     save_file(tensors, str(partial), metadata=metadata)
     partial.replace(out / STATE_FILE)
+
+
+def resumed_step(out: Path) -> int:
+    """The DiT step the state saved in `out` goes on from, if the text encoder (and so the vocabulary) was
+    saved beside it; else 0, a fresh start."""
+    if not ((out / STATE_FILE).exists() and (out / TEXT_FILE).exists()):
+        return 0
+    with safe_open(str(out / STATE_FILE), "pt") as handle:
+        return int(handle.metadata()["step"])
 
 
 def load_state(out: Path, text, dit, ema, optimizer, rng: np.random.Generator) -> int:
@@ -946,12 +955,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"VAE done ({time.time() - begin:.0f} s)")
     if args.vae_only:
         return 0
-    stages = []
+    stages, resumed, end = [], resumed_step(args.out), 0
     for size, count, steps, batch in [
         (SIZE // 2, args.small_clips, args.dit_small_steps, args.small_batch),
         (SIZE, args.clips, args.dit_steps, args.batch),
     ]:
-        if steps > 0:
+        end += max(steps, 0)
+        if steps > 0 and end <= resumed:  # finished by an earlier run: train_dit only counts its steps
+            log(f"{size}x{size} stage done in an earlier run (the saved state is at step {resumed})")
+            stages.append(DiTStage(torch.empty(0), [], steps, batch))
+        elif steps > 0:
             latents, captions = encode_dataset(vae, args.out, count, args.seed, size)
             log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
             objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
