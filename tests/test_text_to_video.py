@@ -103,3 +103,23 @@ def test_generate_with_some_model_files_says_what_else_it_needs(models, tmp_path
     )
     assert result.returncode == 2 and "also give --text-encoder, --vae" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_long_video_with_the_wan_2_1_formats_decodes_alike_through_both_nodes(models):
+    """Long Video on Wan 2.1's file formats (16 latent channels, 8x8 pixels a cell, no clean-frame
+    timesteps: its openings are held by noising them to each step's level), two windows."""
+    dit = load_dit(next((models / "diffusion_models").iterdir()))
+    text_encoder = load_text_encoder(next((models / "text_encoders").iterdir()))
+    vae = load_vae(next((models / "vae").iterdir()))
+    assert not dit.config.clean_pins and vae.latent_channels == 16
+    positive, negative = NODES["SpacetimeTextEncode"]().encode(text_encoder, PROMPT, NEGATIVE)
+    (sigmas,) = NODES["SpacetimeScheduler"]().schedule("simple", 2, 3.0, 1.0)
+    (latent,) = NODES["SpacetimeLongVideo"]().sample(
+        dit, vae, positive, negative, sigmas, 32, 32, 29, 17, 8, 1.0, "euler", 4.0, 0
+    )
+    assert latent["samples"].shape == (1, 16, 8, 4, 4)  # 29 frames: 5 latent frames, then 3 more
+    assert latent["spacetime_windows"]["openings"].shape == (1, 16, 2, 4, 4)
+    (images,) = NODES["SpacetimeVAEDecode"]().decode(vae, latent)
+    first = torch.cat(list(vae.decode_frames(latent["samples"][:, :, :5])))  # the first window as it is
+    assert images.shape == (29, 32, 32, 3) and torch.equal(images[:17], first)
+    assert images[17:].std() > 0.01
