@@ -960,20 +960,20 @@ def main(argv: list[str] | None = None) -> int:
         (SIZE // 2, args.small_clips, args.dit_small_steps, args.small_batch),
         (SIZE, args.clips, args.dit_steps, args.batch),
     ]:
-        end += max(steps, 0)
-        if steps > 0 and end <= resumed:  # finished by an earlier run: train_dit only counts its steps
+        if steps <= 0:
+            continue
+        end += steps
+        if end <= resumed:  # finished by an earlier run: train_dit only counts its steps
             log(f"{size}x{size} stage done in an earlier run (the saved state is at step {resumed})")
             stages.append(DiTStage(torch.empty(0), [], steps, batch))
-        elif steps > 0:
-            latents, captions = encode_dataset(vae, args.out, count, args.seed, size)
-            log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
-            objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
-            primer = None
-            if args.direction_share:  # in every stage: taught once and then dropped, it is forgotten
-                primer = primer_dataset(
-                    vae, args.out, args.direction_clips, args.seed, size, args.primer_motions
-                )
-            stages.append(DiTStage(latents, captions, steps, batch, objects, primer, args.direction_share))
+            continue
+        latents, captions = encode_dataset(vae, args.out, count, args.seed, size)
+        log(f"latents {tuple(latents.shape)} ({time.time() - begin:.0f} s)")
+        objects = None if args.object_weight == 1.0 else object_dataset(args.out, count, args.seed, size)
+        primer = None
+        if args.direction_share:  # in every stage: taught once and then dropped, it is forgotten
+            primer = primer_dataset(vae, args.out, args.direction_clips, args.seed, size, args.primer_motions)
+        stages.append(DiTStage(latents, captions, steps, batch, objects, primer, args.direction_share))
     train_dit(
         args.out, stages, args.seed, args.dit_lr, args.text_steps, args.object_weight, args.stop_after,
         args.motion_weight, args.text_lr_scale,
