@@ -13,14 +13,13 @@ import torch
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
 from .samplers.denoiser import WAN22_T2V_BOUNDARY, denoise
+from .samplers.frames import spread_joins
 from .samplers.long_video import (
-    WINDOWS_KEY,
-    decode_long_video,
-    decode_steps,
+    join_frames,
     latent_windows,
-    long_video_latent,
+    long_video_windows,
+    opening_frames,
     window_count,
-    windows_entry,
 )
 from .samplers.schedules import schedule_by_name
 from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
@@ -169,8 +168,9 @@ def long_video(
     progress: Callable[[str, int], Callable[[], None]] | None = None,
 ) -> FrameStream:
     """A prompt -> a video longer than one window, made window by window (samplers/long_video.py) and
-    decoded as it is written: the frames arrive as a FrameStream for combine_video, so memory stays that of
-    one window whatever the length."""
+    written as it is made: each window is decoded once, for the next window's opening and for its own new
+    frames, which arrive as a FrameStream for combine_video. Memory stays that of one window whatever the
+    length, and the frames are those the Long Video node's LATENT decodes to (decode_long_video)."""
     progress = progress or _console_progress
     s = settings
     shape = vae.latent_shape(s.frames, s.height, s.width)
@@ -180,17 +180,22 @@ def long_video(
     positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, s.cfg)
     sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
     count = window_count(shape[2], window, overlap)
-    latent, openings = long_video_latent(
+    decoded = shape[2] + (count - 1) * overlap  # latent frames through the decoder: each opening again
+    tick = progress(f"Long video, {count} windows", s.steps * count + decoded)
+    windows = long_video_windows(
         dit, shape, sigmas, positive, negative, window=window, overlap=overlap, stride=stride,
-        encode=vae.encode, decode=vae.decode, correction=s.correction, cfg=s.cfg, seed=s.seed,
-        solver=s.solver, low_noise_dit=low_noise_dit, boundary=s.boundary,
-        step_callback=progress(f"Denoising {count} windows", s.steps * count),
+        encode=vae.encode, decode=lambda latent: vae.decode(latent, tick, tile=s.tile, overlap=s.overlap),
+        correction=s.correction, cfg=s.cfg, seed=s.seed, solver=s.solver, low_noise_dit=low_noise_dit,
+        boundary=s.boundary, step_callback=tick,
     )  # fmt: skip
-    video = {"samples": latent, WINDOWS_KEY: windows_entry(shape[2], window, overlap, stride, openings)}
-    tick = progress("Decoding", decode_steps(video))
-    frames = decode_long_video(
-        video, lambda item: vae.decode_frames(item, tick, tile=s.tile, overlap=s.overlap)
-    )
+
+    def new_frames():  # the opening's frames are left out; a window's video is held until the next is made
+        for made in windows:
+            start = 0 if made.opening is None else opening_frames(overlap, stride)
+            for first in range(start, made.video().shape[2], stride):
+                yield video_to_frames(made.video()[:, :, first : first + stride])
+
+    frames = spread_joins(new_frames(), join_frames(shape[2], window, overlap, stride))
     return FrameStream(s.frames, s.height, s.width, frames)
 
 

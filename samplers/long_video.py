@@ -16,7 +16,10 @@ It is decoded window by window (decode_long_video): each window's new frames aft
 whose frames are left out, as the DiT made them to follow. Decoded as one latent, after the latent frames
 of the window before instead, each window's first new frames came out tinted (Tiny World, "a red circle
 moving left on a blue background": the background's red rose by 21 levels 3 frames after every join and
-fell back within 8; decoded after their openings, by 2).
+fell back within 8; decoded after their openings, by 2). A caller that writes the frames as the windows
+are made (`generate`) decodes each window once, for the next window's opening and for its own frames
+(long_video_windows hands over the windows as they are made, LongVideoWindow.video decodes once); the
+Long Video node's graph decodes twice, in the node for the openings and in Video Combine for the frames.
 
 Colour drift: chained windows can drift in tone (each continues from the last, errors add up). After each
 window, the per-channel mean of its new latent frames is moved towards the first window's: not at all at
@@ -34,6 +37,7 @@ Axes: B batch, C latent channels, T latent frames, F pixel frames.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 
@@ -91,8 +95,7 @@ def decode_long_video(
         if entry is None:
             yield from decode_frames(video)
             continue
-        joins = window_joins(video.shape[2], entry["window"], entry["overlap"])
-        at = [1 + (join - 1) * entry["stride"] for join in joins]  # the joins' first new pixel frames
+        at = join_frames(video.shape[2], entry["window"], entry["overlap"], entry["stride"])
         openings = entry["openings"][item : item + 1]
         windows = _window_frames(video, openings, entry["window"], entry["overlap"], decode_frames)
         yield from spread_joins(windows, at, blend)
@@ -124,6 +127,11 @@ def window_joins(frames: int, window: int, overlap: int) -> list[int]:
     return [window + index * (window - overlap) for index in range(count - 1)]
 
 
+def join_frames(frames: int, window: int, overlap: int, stride: int) -> list[int]:
+    """The video frames at which each window after the first begins its new frames."""
+    return [1 + (join - 1) * stride for join in window_joins(frames, window, overlap)]
+
+
 def latent_windows(window_frames: int, overlap_frames: int, stride: int) -> tuple[int, int]:
     """A window of `window_frames` video frames (4k+1) continuing from `overlap_frames` (a multiple of 4,
     rounded down) -> (window, overlap) in latent frames."""
@@ -153,17 +161,42 @@ Encode = Callable[[torch.Tensor], torch.Tensor]  # video B×3×F×H×W in -1..1 
 Decode = Callable[[torch.Tensor], torch.Tensor]  # raw latent B×C×T×h×w -> video B×3×F×H×W in -1..1
 
 
-def window_opening(
-    window: torch.Tensor, overlap: int, stride: int, encode: Encode, decode: Decode
-) -> torch.Tensor:
-    """The next window's opening (`overlap` raw latent frames): the last 1 + stride·(overlap − 1) frames of
-    `window` (a whole window's raw latent, which decodes on its own), decoded and encoded as a clip's start."""
-    video = decode(window)
-    opening = video[:, :, video.shape[2] - (1 + stride * (overlap - 1)) :]
-    return encode(opening).float().cpu()
+def opening_frames(overlap: int, stride: int) -> int:
+    """Video frames an opening of `overlap` latent frames holds: 1, then `stride` for each further one."""
+    return 1 + stride * (overlap - 1)
 
 
-def long_video_latent(
+def window_opening(video: torch.Tensor, overlap: int, stride: int, encode: Encode) -> torch.Tensor:
+    """The next window's opening (`overlap` raw latent frames): the last 1 + stride·(overlap − 1) frames of a
+    window's decoded `video` (B×3×F×H×W), encoded as a clip's start."""
+    return encode(video[:, :, video.shape[2] - opening_frames(overlap, stride) :]).float().cpu()
+
+
+@dataclass
+class LongVideoWindow:
+    """One window as long_video_windows makes it."""
+
+    opening: torch.Tensor | None  # the raw latent frames it opens with; None for the first window
+    new: torch.Tensor  # its new raw latent frames, colour-corrected (B×C×T×H×W)
+    decode: Decode = field(repr=False)
+    _video: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def latent(self) -> torch.Tensor:
+        return self.new if self.opening is None else torch.cat([self.opening.to(self.new), self.new], dim=2)
+
+    def video(self) -> torch.Tensor:
+        """The whole window decoded (its opening too), once: the next window's opening is cut from it, and
+        `generate` writes the window's new frames from the same decode."""
+        if self._video is None:
+            self._video = self.decode(self.latent)
+        return self._video
+
+    def release(self) -> None:
+        self._video = None
+
+
+def long_video_windows(
     dit: WanDiT,
     shape: tuple[int, ...],
     sigmas: torch.Tensor,
@@ -183,41 +216,62 @@ def long_video_latent(
     boundary: float = WAN22_T2V_BOUNDARY,
     step_callback: Callable[[], None] | None = None,
     window_callback: Callable[[int, int], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A raw latent of `shape` (B×C×T×H×W, T as long as wanted), window by window, and the openings of the
-    windows after the first (B×C×(count − 1)·overlap×H×W; decode_long_video needs both); window k uses
-    seed + k. `encode` / `decode`: the VAE's (with its temporal `stride`), to open each window after the
-    first. `window_callback(k, count)` is called as each window starts."""
+) -> Iterator[LongVideoWindow]:
+    """The windows of a raw latent video of `shape` (B×C×T×H×W, T as long as wanted), each as it is made;
+    window k uses seed + k. `encode` / `decode`: the VAE's (with its temporal `stride`); each window after
+    the first opens with the last frames of the one before, decoded (LongVideoWindow.video, which the
+    caller may use too: it is decoded once) and encoded again. `window_callback(k, count)` is called as
+    each window starts."""
     batch, channels, frames, height, width = shape
     check_windows(frames, window, overlap)
     if not 0.0 <= correction <= 1.0:
         raise ValueError(f"correction={correction}: expected 0 (off) .. 1 (full).")
     count = window_count(frames, window, overlap)
     fmt, patch = dit.latent_format, dit.config.patch_size
-    video = torch.zeros(batch, channels, 0, height, width)
-    openings = []
-    reference = last = None  # the first window's new frames; the window just made (opening and new frames)
+    made = 0  # latent frames made so far
+    reference = previous = None  # the first window's new frames; the window before
     for index in range(count):
         if window_callback is not None:
             window_callback(index, count)
-        known = window_opening(last, overlap, stride, encode, decode) if index else video
-        if index:
-            openings.append(known)
-        new = min(window - known.shape[2], frames - video.shape[2])
-        latent = torch.cat([known, torch.zeros(batch, channels, new, height, width)], dim=2)
-        mask = torch.ones(batch, 1, latent.shape[2], height, width)
-        mask[:, :, : known.shape[2]] = 0.0
-        patches = SpacetimePatches.from_latent(latent, patch, fmt, mask if index else None)
+        opening = None
+        if previous is not None:
+            opening = window_opening(previous.video(), overlap, stride, encode)
+            previous.release()  # the caller took its frames before asking for this window
+        opened = 0 if opening is None else opening.shape[2]
+        new = min(window - opened, frames - made)
+        latent = torch.zeros(batch, channels, opened + new, height, width)
+        mask = None
+        if opening is not None:
+            latent[:, :, :opened] = opening
+            mask = torch.ones(batch, 1, latent.shape[2], height, width)
+            mask[:, :, :opened] = 0.0
+        patches = SpacetimePatches.from_latent(latent, patch, fmt, mask)
         patches = denoise(
             dit, patches, sigmas, positive, negative, cfg=cfg, seed=seed + index, solver=solver,
             low_noise_dit=low_noise_dit, boundary=boundary, step_callback=step_callback,
         )  # fmt: skip
-        generated = patches.to_latent().float().cpu()[:, :, known.shape[2] :]
+        generated = patches.to_latent().float().cpu()[:, :, opened:]
         if reference is None:
             reference = generated
         else:
             ramp = torch.arange(generated.shape[2]) / generated.shape[2]  # 0 at the join
             generated = match_mean(generated, reference, correction * ramp)
-        last = torch.cat([known, generated], dim=2)
-        video = torch.cat([video, generated], dim=2)
-    return video, torch.cat(openings, dim=2) if openings else torch.zeros(batch, channels, 0, height, width)
+        made += generated.shape[2]
+        previous = LongVideoWindow(opening, generated, decode)
+        yield previous
+
+
+def long_video_latent(
+    dit: WanDiT, shape: tuple[int, ...], sigmas: torch.Tensor, positive: torch.Tensor,
+    negative: torch.Tensor | None, **options,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A raw latent of `shape` made by long_video_windows (same options), and the openings of the windows
+    after the first (B×C×(count − 1)·overlap×H×W): decode_long_video needs both."""
+    batch, channels, _, height, width = shape
+    news, openings = [], []
+    for made in long_video_windows(dit, shape, sigmas, positive, negative, **options):
+        news.append(made.new)
+        if made.opening is not None:
+            openings.append(made.opening)
+    empty = torch.zeros(batch, channels, 0, height, width)
+    return torch.cat(news, dim=2), torch.cat(openings, dim=2) if openings else empty

@@ -18,6 +18,7 @@ from spacetime.pipeline import (
     TINY_WORLD_SETTINGS,
     encode_prompt,
     load_tiny_world,
+    long_video,
     sample_latent,
 )
 from spacetime.samplers.frames import spread_joins
@@ -186,6 +187,43 @@ def test_a_long_video_latent_is_decoded_window_by_window_after_each_opening(tiny
             torch.cat(list(_frames(None, {**named, "samples": changed}, vae)().chunks)),
             torch.cat(list(vae.decode_frames(changed))),
         )
+
+
+@tiny
+def test_generate_decodes_each_window_once_and_writes_what_the_long_video_latent_decodes_to(
+    tiny_world, monkeypatch
+):
+    """`generate` decodes each window once, for the next window's opening and for its own new frames (the
+    Long Video node's graph decodes the windows before each opening, then Video Combine decodes every
+    window again): the same frames, exactly, with one progress bar over both."""
+    dit, text_encoder, vae = tiny_world
+    settings = replace(TINY_WORLD_SETTINGS, frames=33, steps=2, seed=3)  # 9 latent frames: 3 windows
+    prompt = "a pink cross moving down on a striped background"
+    positive, negative = encode_prompt(text_encoder, prompt, "", settings.cfg)
+    sigmas = schedule_by_name(settings.schedule)(settings.steps, shift=settings.shift)
+    latent, openings = long_video_latent(
+        dit, (1, 12, 9, 16, 16), sigmas, positive, negative, window=5, overlap=2, stride=4,
+        encode=vae.encode, decode=vae.decode, cfg=settings.cfg, seed=3, solver=settings.solver,
+    )  # fmt: skip
+    named = {"samples": latent, WINDOWS_KEY: windows_entry(9, 5, 2, 4, openings)}
+    expected = torch.cat(list(decode_long_video(named, vae.decode_frames)))
+
+    decoded, bars, ticks = [], [], []
+    real_decode = vae.decode
+    monkeypatch.setattr(
+        vae, "decode", lambda latent, *a, **k: decoded.append(latent) or real_decode(latent, *a, **k)
+    )
+
+    def progress(description, total):
+        bars.append((description, total))
+        return lambda: ticks.append(1)
+
+    stream = long_video(dit, text_encoder, vae, prompt, "", settings, progress=progress)
+    frames = torch.cat(list(stream.chunks))
+    assert stream.count == 33 and frames.shape == (33, 128, 128, 3)
+    assert torch.equal(frames, expected)
+    assert [d.shape[2] for d in decoded] == [5, 5, 3]  # each window once: 5, its opening 2 + 3 new, 2 + 1
+    assert bars == [("Long video, 3 windows", 3 * 2 + 9 + 2 * 2)] and len(ticks) == bars[0][1]
 
 
 def test_combine_writes_a_stream_as_it_arrives_and_checks_its_length(output_dir: Path):
