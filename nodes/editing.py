@@ -304,13 +304,13 @@ class SpacetimeLongVideo:
         dit.check_latent(torch.zeros(1, shape[1], window, shape[3], shape[4]))
         context = conditioning_context(positive, 1, "positive")
         negative_context = None if cfg == 1.0 else conditioning_context(negative, 1, "negative")
-        steps = len(sigmas) - 1
-        total = steps * window_count(shape[2], window, overlap)
+        count = window_count(shape[2], window, overlap)
+        # the bar (and cancel) also moves through each window's decode for the next one's opening
+        tick = host.progress_ticker((len(sigmas) - 1) * count + (count - 1) * window, "Long video", unique_id)
         latent, openings = long_video_latent(
             dit, shape, sigmas, context, negative_context, window=window, overlap=overlap, stride=stride,
-            encode=vae.encode, decode=vae.decode, correction=correction, cfg=cfg, seed=seed, solver=solver,
-            low_noise_dit=low_noise_dit, boundary=boundary,
-            step_callback=host.progress_ticker(total, "Long video", node_id=unique_id),
+            encode=vae.encode, decode=lambda video: vae.decode(video, tick), correction=correction, cfg=cfg,
+            seed=seed, solver=solver, low_noise_dit=low_noise_dit, boundary=boundary, step_callback=tick,
         )  # fmt: skip
         windows = windows_entry(shape[2], window, overlap, stride, openings)  # for the decode
         return ({"samples": latent.to(host.intermediate_device()), WINDOWS_KEY: windows},)

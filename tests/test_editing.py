@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from spacetime import host
 from spacetime.nodes import NODE_CLASS_MAPPINGS
 from spacetime.nodes.video_combine import _frames
 from spacetime.pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES, load_tiny_world
@@ -274,16 +275,25 @@ def test_video_to_video_redraws_more_at_higher_strength(tiny_world):
 
 
 @tiny
-def test_long_video_node_makes_a_latent_that_video_combine_and_vae_decode_decode_alike(tiny_world):
+def test_long_video_node_makes_a_latent_that_video_combine_and_vae_decode_decode_alike(
+    tiny_world, monkeypatch
+):
     """Long Video -> Video Combine (streamed) and -> VAE Decode, as the long-video workflow wires them."""
     dit, text_encoder, vae = tiny_world
     positive, negative = node("SpacetimeTextEncode").encode(text_encoder, "a red circle moving left", "")
     (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 3.0, 1.0)
+    bars, ticks = [], []
+    monkeypatch.setattr(
+        host, "progress_ticker", lambda total, *a, **k: bars.append(total) or (lambda: ticks.append(1))
+    )
     (latent,) = node("SpacetimeLongVideo").sample(
         dit, vae, positive, negative, sigmas, 64, 64, 41, 17, 8, 1.0, "euler", 5.0, 0
     )
     # 41 frames = 11 latent frames: windows of 5 latent frames, each later one opening with 2 and adding 3
     assert latent["samples"].shape == (1, 12, 11, 8, 8)
+    # one bar: 2 steps in each of 3 windows, and the 5 latent frames of each of the first 2 windows
+    # decoded to open the next (a tick per latent frame, so cancel is heard during the decode too)
+    assert bars == [2 * 3 + 2 * 5] and len(ticks) == bars[0]
     assert latent[WINDOWS_KEY]["openings"].shape == (1, 12, 4, 8, 8)
     streamed = torch.cat(list(_frames(None, latent, vae)().chunks))
     (decoded,) = node("SpacetimeVAEDecode").decode(vae, latent)
