@@ -4,7 +4,7 @@ further from its source as strength grows.
 Sources are Tiny World scenes rendered at 128x128 (the world the model was trained on), 33 frames each,
 captioned as in training, or (--sources generated) Tiny World's own videos of those captions. For each
 clip:
-- image to video: its first frame, 17 frames;
+- image to video: its first frame, 17 frames; and again with the image held (opening "held");
 - extend forward: its first 17 frames, 12 more, overlap 5;
 - extend backward: its last 17 frames, 12 before, overlap 4 (backward overlaps are multiples of 4);
 - connect: frames 0-12 and 21-32, a bridge of 8, overlap 5;
@@ -62,17 +62,24 @@ def run_edit(models, prompt, edit, settings, sigmas=None):
     return decoded, result, new
 
 
+def kept_known(plan: edits.ClipPlan) -> list[bool]:
+    """Which of the generated clip's frames that the result keeps were given (held copies and a dropped
+    tail are left out of the result)."""
+    known = plan.known[: plan.frames - plan.drop_tail].tolist()
+    return known[:1] + known[1 + plan.held :]
+
+
 def joins(plan: edits.ClipPlan) -> list[int]:
     """Indices j of the result where frame j-1 -> j crosses between known and new frames."""
     offset = 0 if plan.before is None else len(plan.before)
-    known = plan.known[: plan.frames - plan.drop_tail].tolist()
+    known = kept_known(plan)
     return [offset + i + 1 for i in range(len(known) - 1) if known[i] != known[i + 1]]
 
 
 def measure(name, plan, decoded, result, sources, loop=False):
     """PSNR of known frames (result and decoded copy) and seam ratios at the joins."""
     offset = 0 if plan.before is None else len(plan.before)
-    positions = [offset + i for i in np.flatnonzero(plan.known.numpy())]
+    positions = [offset + i for i in np.flatnonzero(kept_known(plan))]
     positions = [p for p in positions if p < len(result)]
     kept = result[positions]
     decoded_known = decoded[np.flatnonzero(plan.known.numpy())][: len(positions)]
@@ -144,6 +151,9 @@ def main(argv=None) -> int:
         e = edits.image_to_video(encode, stride, size, clip[:1], 17)
         decoded, result, _ = run_edit(models, prompt, e, s)
         rows.append(measure("image to video", e.plan, decoded, result, clip[:1]))
+        e = edits.image_to_video(encode, stride, size, clip[:1], 17, opening="held")
+        decoded, result, _ = run_edit(models, prompt, e, s)
+        rows.append(measure("image to video, held", e.plan, decoded, result, clip[:1]))
 
         e = edits.extend(encode, stride, size, first, 12, 5)
         decoded, result, _ = run_edit(models, prompt, e, s)

@@ -94,7 +94,8 @@ class ClipPlan:
     known: F bool, which frames of the generated clip were given; sources: B×K×H×W×3, those K frames of
     each of the B clips; before / after: frames of one video joined on before / after the generated clip;
     drop_tail: generated frames left out at the end (a loop's copy of its own first frames, or the
-    frames video to video added to reach stride·k+1)."""
+    frames video to video added to reach stride·k+1); held: copies of the first frame just after it (an
+    image held still to open the clip), left out of the result."""
 
     known: torch.Tensor
     sources: torch.Tensor | None = None
@@ -103,6 +104,7 @@ class ClipPlan:
     after: torch.Tensor | None = None
     drop_tail: int = 0
     operation: str = "edit"
+    held: int = 0
 
     @property
     def frames(self) -> int:
@@ -116,6 +118,8 @@ class ClipPlan:
             parts.append(f"{len(self.before)} source frames before")
         if self.after is not None:
             parts.append(f"{len(self.after)} after")
+        if self.held:
+            parts.append(f"{self.held} held copies of the first frame left out")
         return ", ".join(parts)
 
 
@@ -188,18 +192,39 @@ def edit_latent(
     return EditLatent(latent, mask, plan)
 
 
+OPENINGS = ("image", "held")  # how an image opens its video (image_to_video)
+
+
 def image_to_video(
-    encode: Encode, stride: int, latent_size: tuple[int, int, int], images: torch.Tensor, frames: int
+    encode: Encode,
+    stride: int,
+    latent_size: tuple[int, int, int],
+    images: torch.Tensor,
+    frames: int,
+    opening: str = "image",
 ) -> EditLatent:
-    """Each image (already fitted to the video size) opens its own video of `frames` (stride·k+1) frames."""
+    """Each image (already fitted to the video size) opens its own video of `frames` (stride·k+1) frames.
+    opening "image": the image alone is the first latent frame (as Wan's own image to video). "held": the
+    image held still for 1 + stride frames fills the first two latent frames, as a Long Video window opens
+    with frames it continues, and its stride copies are left out of the result: the DiT starts from a still
+    image and makes one more latent frame. (Tiny World, 6 generated clips: the step from the image to the
+    first new frame is at most 1.5x the clip's median in 6 of 6 held, 3 of 6 alone.)"""
     if frames < 1 + stride or (frames - 1) % stride:
         raise ValueError(
             f"frames={frames}: image to video needs {stride}k+1 frames with k >= 1 ({1 + stride}, "
             f"{1 + 2 * stride}, ...)."
         )
+    if opening not in OPENINGS:
+        raise ValueError(f"opening {opening!r}: expected one of {', '.join(OPENINGS)}.")
+    held = stride if opening == "held" else 0
     edits = [
         edit_latent(
-            encode, stride, latent_size, (frames - 1) // stride, head=image[None], operation="image to video"
+            encode,
+            stride,
+            latent_size,
+            (frames - 1) // stride,
+            head=image[None].expand(1 + held, -1, -1, -1),
+            operation="image to video",
         )
         for image in images
     ]
@@ -208,6 +233,7 @@ def image_to_video(
         torch.cat([e.plan.sources for e in edits]),
         len(edits),
         operation="image to video",
+        held=held,
     )
     return EditLatent(torch.cat([e.latent for e in edits]), torch.cat([e.noise_mask for e in edits]), plan)
 
@@ -333,7 +359,8 @@ def assemble(
             joined[:, run] = spread_jump(sources[:, slot[first - step]], generated[:, run], blend)
         generated = joined.clamp(0.0, 1.0)
     new = generated[:, ~known].flatten(0, 1)
-    kept = generated[:, : count - plan.drop_tail].flatten(0, 1)
+    kept = generated[:, : count - plan.drop_tail]
+    kept = torch.cat([kept[:, :1], kept[:, 1 + plan.held :]], dim=1).flatten(0, 1)
     parts = [part for part in (plan.before, kept, plan.after) if part is not None and len(part)]
     return torch.cat([part.float() for part in parts]), new
 

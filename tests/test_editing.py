@@ -52,6 +52,26 @@ def test_image_to_video_pins_each_image_as_the_first_latent_frame_of_its_own_vid
         edits.image_to_video(fake_encode, STRIDE, SIZE, images, 8)
 
 
+def test_a_held_image_opens_two_latent_frames_and_its_copies_are_left_out():
+    images = clip(2)
+    edit = edits.image_to_video(fake_encode, STRIDE, SIZE, images, 9, opening="held")
+    # the image held for 5 frames fills latent frames 0 and 1; 2 latent frames (8 frames) follow
+    assert edit.latent.shape == (2, 3, 4, 2, 2)
+    assert torch.equal(edit.latent[1, :, :2], fake_encode(images[1:2].expand(5, -1, -1, -1))[0])
+    assert edit.latent[:, :, 2:].abs().sum() == 0
+    assert edit.noise_mask[:, 0, :, 0, 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1]]
+    assert known_layout(edit.plan) == "K" * 5 + "." * 8 and edit.plan.held == 4
+    decoded = clip(2 * 13, seed=1)
+    result, new = edits.assemble(edit.plan, decoded, blend=0)
+    # the image, then the 8 new frames: the 4 held copies are gone, 9 frames as asked
+    assert result.shape == (2 * 9, 16, 16, 3) and torch.equal(new, torch.cat([decoded[5:13], decoded[18:]]))
+    assert torch.equal(result[0], images[0]) and torch.equal(result[9], images[1])
+    assert torch.equal(result[1:9], decoded[5:13]) and torch.equal(result[10:], decoded[18:])
+    assert "4 held copies" in edit.plan.describe()
+    with pytest.raises(ValueError, match="opening 'still': expected one of image, held"):
+        edits.image_to_video(fake_encode, STRIDE, SIZE, images, 9, opening="still")
+
+
 def test_extend_forward_pins_the_tail_and_joins_the_rest_of_the_clip_before():
     source = clip(11)
     edit = edits.extend(fake_encode, STRIDE, SIZE, source, new_frames=7, overlap=6)  # -> overlap 5, 8 new
@@ -244,6 +264,13 @@ def test_image_to_video_nodes_animate_a_picture_of_another_size(tiny_world):
     assert torch.equal(video[0], edits.fit_frames(picture, 128, 128, "crop")[0])
     assert psnr(frames[:1].numpy(), video[:1].numpy()) > 25  # the model kept the pinned frame (VAE copy)
     assert video[1:].std() > 0.02
+    latent, plan = node("SpacetimeImageToVideo").prepare(tiny_world[2], picture, 128, 128, 9, "crop", "held")
+    assert latent["samples"].shape[2] == 4 and latent["noise_mask"][0, 0, :, 0, 0].tolist() == [0, 0, 1, 1]
+    frames = run_graph(tiny_world, latent, prompt)
+    video, new = node("SpacetimeJoinEditedClip").join(plan, frames, 4)
+    assert video.shape == (9, 128, 128, 3) and new.shape == (8, 128, 128, 3) and torch.equal(video[1:], new)
+    assert torch.equal(video[0], edits.fit_frames(picture, 128, 128, "crop")[0])
+    assert psnr(frames[4:5].numpy(), video[:1].numpy()) > 25  # the last held copy, as the model kept it
 
 
 @tiny

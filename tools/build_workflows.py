@@ -207,7 +207,7 @@ def image_to_video(tiny: bool) -> Workflow:
         "SpacetimeImageToVideo",
         (x, 80),
         (320, 180),
-        [width, height, s["frames"], "crop"],
+        [width, height, s["frames"], "crop", "held" if tiny else "image"],
         vae=vae,
         image=image,
     )
