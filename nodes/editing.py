@@ -312,7 +312,7 @@ class SpacetimeLongVideo:
         tick = host.progress_ticker((len(sigmas) - 1) * count + (count - 1) * window, "Long video", unique_id)
         latent, openings = long_video_latent(
             dit, shape, sigmas, context, negative_context, window=window, overlap=overlap, stride=stride,
-            encode=vae.encode, decode=lambda video: vae.decode(video, tick), correction=correction, cfg=cfg,
+            encode=vae.encode, decode=lambda latent: vae.decode(latent, tick), correction=correction, cfg=cfg,
             seed=seed, solver=solver, low_noise_dit=low_noise_dit, boundary=boundary, step_callback=tick,
         )  # fmt: skip
         windows = windows_entry(shape[2], window, overlap, stride, openings)  # for the decode
