@@ -8,9 +8,15 @@ Linux). Then the file is read back and measured:
   every latent frame boundary (where the VAE's groups of 4 frames meet) is printed beside it, since
   that is the VAE's own flicker, joins or not;
 - drift: the largest distance of any 10-second stretch's mean colour from the first 10 seconds', in
-  8-bit levels, with the colour-drift correction on (1) and off (0).
+  8-bit levels, with the colour-drift correction on (1) and off (0); "-" for a video of one stretch.
 
-    python benchmarks/long_video.py [--steps 10] [--lengths 161 961]
+    python benchmarks/long_video.py [--steps 10] [--lengths 161 961] [--prompts P ...] [--seeds 0 ...]
+
+With several prompts or seeds, each is run at each length with the correction on; the run with it off
+is made for the first prompt and seed at the longest length only. The textured prompts the README
+quotes: --lengths 161 --seeds 0 1 2 --prompts "a yellow star growing on a mottled grey background"
+"a green square moving right on a checkered background" "a blue triangle moving up on a striped
+background".
 """
 
 from __future__ import annotations
@@ -38,11 +44,14 @@ PROMPT = "a red circle moving left on a blue background"
 WINDOW, OVERLAP, STRIDE = 17, 8, 4
 
 
-def generate(frames: int, steps: int, correction: float, output: Path) -> tuple[Path, float, float]:
+def generate(
+    prompt: str, seed: int, frames: int, steps: int, correction: float, output: Path
+) -> tuple[Path, float, float]:
     """-> (file, seconds, peak resident MiB) of one `generate` run in its own process."""
     command = [
-        sys.executable, "-m", "spacetime", "generate", PROMPT, "--frames", str(frames), "--steps", str(steps),
+        sys.executable, "-m", "spacetime", "generate", prompt, "--frames", str(frames), "--steps", str(steps),
         "--window", str(WINDOW), "--window-overlap", str(OVERLAP), "--correction", str(correction),
+        "--seed", str(seed),
     ]  # fmt: skip
     # VmHWM: the peak resident memory of this process image (ru_maxrss would also count the parent's,
     # which a child inherits across fork and exec).
@@ -78,7 +87,7 @@ def measure(path: Path) -> dict:
     means = [
         frames[i : i + stretch].mean(axis=(0, 1, 2)) for i in range(0, len(frames) - stretch + 1, stretch)
     ]
-    drift = max(float(np.abs(m - means[0]).max()) * 255 for m in means)
+    drift = max(float(np.abs(m - means[0]).max()) * 255 for m in means) if len(means) > 1 else None
     return {"frames": len(frames), "joins": joins, "near": near, "groups": groups, "drift": drift}
 
 
@@ -88,25 +97,33 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--lengths", type=int, nargs="+", default=[161, 961])
+    parser.add_argument("--prompts", nargs="+", default=[PROMPT])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for frames in args.lengths:
-            for correction in (1.0, 0.0):
-                if correction == 0.0 and frames != max(args.lengths):
-                    continue
-                path, seconds, peak = generate(frames, args.steps, correction, Path(folder))
-                rows.append((frames, correction, seconds, peak, measure(path)))
-                print(f"{frames} frames, correction {correction}: {seconds:.0f} s", file=sys.stderr)
-    base = next(peak for frames, correction, _, peak, _ in rows if frames == min(args.lengths))
+        for prompt in args.prompts:
+            for seed in args.seeds:
+                for frames in args.lengths:
+                    for correction in (1.0, 0.0):
+                        first = (prompt, seed) == (args.prompts[0], args.seeds[0])
+                        if correction == 0.0 and not (first and frames == max(args.lengths)):
+                            continue
+                        path, seconds, peak = generate(
+                            prompt, seed, frames, args.steps, correction, Path(folder)
+                        )
+                        rows.append((prompt, seed, frames, correction, seconds, peak, measure(path)))
+                        print(f"{prompt!r} seed {seed}, {frames} frames, correction {correction}: {seconds:.0f} s",
+                              file=sys.stderr)  # fmt: skip
+    base = next(row[5] for row in rows if row[2] == min(args.lengths))
     print(
         f"\nTiny World, 128x128, {args.steps} steps, windows of {WINDOW} frames continuing from {OVERLAP}\n"
     )
-    print("| frames | correction | time | peak memory | vs shortest | window joins: median / max seam ratio "
+    print("| prompt | seed | frames | correction | time | peak memory | vs shortest | window joins: median / max seam ratio "
           "(<= 1.5) | largest step within blend frames of a join: median / max | all latent boundaries: "
           "median / max | drift (8-bit levels) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    for _, correction, seconds, peak, m in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for prompt, seed, _, correction, seconds, peak, m in rows:
         joins, groups = m["joins"], m["groups"]
         join_text = (
             f"{np.median(joins):.2f} / {max(joins):.2f} ({sum(r <= 1.5 for r in joins)}/{len(joins)})"
@@ -114,10 +131,12 @@ def main(argv=None) -> int:
             else "-"
         )
         near_text = f"{np.median(m['near']):.2f} / {max(m['near']):.2f}" if m["near"] else "-"
+        drift_text = "-" if m["drift"] is None else f"{m['drift']:.1f}"
         print(
-            f"| {m['frames']} ({m['frames'] / 16:.0f} s) | {correction:g} | {seconds:.0f} s | {peak:.0f} MiB | "
+            f"| {prompt} | {seed} | {m['frames']} ({m['frames'] / 16:.0f} s) | {correction:g} | {seconds:.0f} s | "
+            f"{peak:.0f} MiB | "
             f"{peak / base:.2f}x | {join_text} | {near_text} | {np.median(groups):.2f} / {max(groups):.2f} | "
-            f"{m['drift']:.1f} |"
+            f"{drift_text} |"
         )
     return 0
 
