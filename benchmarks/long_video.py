@@ -22,6 +22,7 @@ background".
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import subprocess
@@ -101,21 +102,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args(argv)
     rows = []
+    runs = [
+        (prompt, seed, frames, correction)
+        for prompt, seed, frames in itertools.product(args.prompts, args.seeds, args.lengths)
+        for correction in (1.0, 0.0)
+        if correction == 1.0 or (prompt, seed, frames) == (args.prompts[0], args.seeds[0], max(args.lengths))
+    ]
     with tempfile.TemporaryDirectory() as folder:
-        for prompt in args.prompts:
-            for seed in args.seeds:
-                for frames in args.lengths:
-                    for correction in (1.0, 0.0):
-                        first = (prompt, seed) == (args.prompts[0], args.seeds[0])
-                        if correction == 0.0 and not (first and frames == max(args.lengths)):
-                            continue
-                        path, seconds, peak = generate(
-                            prompt, seed, frames, args.steps, correction, Path(folder)
-                        )
-                        rows.append((prompt, seed, frames, correction, seconds, peak, measure(path)))
-                        print(f"{prompt!r} seed {seed}, {frames} frames, correction {correction}: {seconds:.0f} s",
-                              file=sys.stderr)  # fmt: skip
-    base = next(row[5] for row in rows if row[2] == min(args.lengths))
+        for prompt, seed, frames, correction in runs:
+            path, seconds, peak = generate(prompt, seed, frames, args.steps, correction, Path(folder))
+            rows.append((prompt, seed, frames, correction, seconds, peak, measure(path)))
+            print(f"{prompt!r} seed {seed}, {frames} frames, correction {correction}: {seconds:.0f} s",
+                  file=sys.stderr)  # fmt: skip
+    base = next(peak for _, _, frames, _, _, peak, _ in rows if frames == min(args.lengths))
     print(
         f"\nTiny World, 128x128, {args.steps} steps, windows of {WINDOW} frames continuing from {OVERLAP}\n"
     )
