@@ -63,10 +63,8 @@ def run_edit(models, prompt, edit, settings, sigmas=None):
 
 
 def kept_known(plan: edits.ClipPlan) -> list[bool]:
-    """Which of the generated clip's frames that the result keeps were given (held copies and a dropped
-    tail are left out of the result)."""
-    known = plan.known[: plan.frames - plan.drop_tail].tolist()
-    return known[:1] + known[1 + plan.held :]
+    """Which of the frames the result keeps of the generated clip were given."""
+    return plan.known[plan.kept].tolist()
 
 
 def joins(plan: edits.ClipPlan) -> list[int]:

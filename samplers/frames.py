@@ -110,6 +110,12 @@ class ClipPlan:
     def frames(self) -> int:
         return int(self.known.numel())
 
+    @property
+    def kept(self) -> list[int]:
+        """The generated clip's frames that the result keeps, in order (not the held copies of the first
+        frame, nor the dropped tail)."""
+        return [0, *range(1 + self.held, self.frames - self.drop_tail)]
+
     def describe(self) -> str:
         parts = [
             f"{self.operation}: {self.batch}x{self.frames} frames generated ({int(self.known.sum())} known)"
@@ -359,8 +365,7 @@ def assemble(
             joined[:, run] = spread_jump(sources[:, slot[first - step]], generated[:, run], blend)
         generated = joined.clamp(0.0, 1.0)
     new = generated[:, ~known].flatten(0, 1)
-    kept = generated[:, : count - plan.drop_tail]
-    kept = torch.cat([kept[:, :1], kept[:, 1 + plan.held :]], dim=1).flatten(0, 1)
+    kept = generated[:, plan.kept].flatten(0, 1)
     parts = [part for part in (plan.before, kept, plan.after) if part is not None and len(part)]
     return torch.cat([part.float() for part in parts]), new
 
