@@ -13,19 +13,14 @@ from .pipeline import TINY_WORLD_SETTINGS, Settings
 from .samplers.schedules import SCHEDULES
 from .samplers.solvers import SOLVERS
 from .text_encoders import WAN_NEGATIVE_PROMPT
-from .video import FORMATS, combine_video
+from .video import FORMATS, Encoding, Provenance, combine_video
 from .video.patterns import moving_pattern
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
     frames = moving_pattern(args.frames, args.height, args.width)
     saved = combine_video(
-        frames,
-        args.fps,
-        host.output_directory(),
-        args.prefix,
-        args.format,
-        crf=args.crf,
+        frames, args.fps, host.output_directory(), args.prefix, args.format, encoding=Encoding(crf=args.crf)
     )
     print(saved.path)
     return 0
@@ -66,8 +61,8 @@ def _generate(args: argparse.Namespace) -> int:
         host.output_directory(),
         args.prefix,
         args.format,
-        crf=args.crf,
-        watermark=not args.no_watermark,
+        encoding=Encoding(crf=args.crf),
+        provenance=Provenance(watermark=not args.no_watermark),
     )
     print(saved.path)
     return 0

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -181,6 +181,15 @@ def progress_ticker(total: int, description: str = "", node_id: str | None = Non
         throw_if_interrupted()
 
     return tick
+
+
+Progress = Callable[[str, int], Callable[[], None]]  # (description, total) -> a tick per unit of work
+
+
+def progress_bars(node_id: str | None = None) -> Progress:
+    """Progress bars as the library asks for them, each with the total it knows: ComfyUI's, on node
+    `node_id`, or the console's."""
+    return lambda description, total: progress_ticker(total, description, node_id)
 
 
 # Folders -----------------------------------------------------------------------------------

@@ -12,18 +12,13 @@ import torch
 
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
-from .samplers.denoiser import WAN22_T2V_BOUNDARY, denoise
-from .samplers.frames import spread_joins
-from .samplers.long_video import (
-    join_frames,
-    latent_windows,
-    long_video_windows,
-    opening_frames,
-    window_count,
-)
+from .editing.long_video import LongVideo, Windows
+from .host import Progress
+from .samplers.denoiser import Sampling, denoise
+from .samplers.guidance import WAN22_T2V_BOUNDARY, Guider
 from .samplers.schedules import schedule_by_name
 from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
-from .vae.loader import VideoVAE, load_vae, video_to_frames
+from .vae import VideoVAE, load_vae, video_to_frames
 from .video.combine import FrameStream
 
 # Tiny World: the pack's own small model, trained by training/train.py, shipped in the repository.
@@ -86,11 +81,6 @@ def load_tiny_world(device=None, vae_device=None, folder=None) -> tuple[WanDiT, 
     return dit, text_encoder, vae
 
 
-def _console_progress(description: str, total: int) -> Callable[[], None]:
-    """The default `progress`: ComfyUI's or the console's progress bar, which also honours cancel."""
-    return host.progress_ticker(total, description)
-
-
 def encode_prompt(
     text_encoder: TextEncoder, prompt: str, negative_prompt: str, cfg: float
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -100,42 +90,43 @@ def encode_prompt(
     return context[:1], (context[1:] if cfg != 1.0 else None)
 
 
-def sample_latent(
+def prompt_guider(
     dit: WanDiT,
-    latent: torch.Tensor,
-    positive: torch.Tensor,
-    negative: torch.Tensor | None,
+    text_encoder: TextEncoder,
+    prompt: str,
+    negative_prompt: str,
     settings: Settings,
-    noise_mask: torch.Tensor | None = None,
-    sigmas: torch.Tensor | None = None,
     low_noise_dit: WanDiT | None = None,
+) -> Guider:
+    """The guider of a run: the DiT (and A14B's low-noise expert) under the encoded prompt."""
+    positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, settings.cfg)
+    return Guider(dit, positive, negative, settings.cfg, low_noise_dit, settings.boundary)
+
+
+def settings_sampling(settings: Settings, sigmas: torch.Tensor | None = None) -> Sampling:
+    """The settings' schedule (or `sigmas`), solver and seed."""
+    if sigmas is None:
+        sigmas = schedule_by_name(settings.schedule)(settings.steps, shift=settings.shift)
+    return Sampling(sigmas, settings.solver, settings.seed)
+
+
+def sample_latent(
+    guider: Guider,
+    latent: torch.Tensor,
+    sampling: Sampling,
+    noise_mask: torch.Tensor | None = None,
     tick: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Denoise a raw latent (zeros: text to video) down `sigmas` (default: the settings' schedule), holding
-    what core's `noise_mask` keeps; the Patchifier, DiT Denoiser and Unpatchify nodes in one call."""
-    s = settings
+    """Denoise a raw latent (zeros: text to video) down the sampling's sigmas, holding what core's
+    `noise_mask` keeps; the Patchifier, DiT Denoiser and Unpatchify nodes in one call."""
+    dit = guider.dit
     if dit.config.in_channels != latent.shape[1]:
         raise ValueError(
             f"{dit.config.name} takes {dit.config.in_channels}-channel latents but the VAE makes "
             f"{latent.shape[1]}: use the VAE that belongs to the model."
         )
     patches = SpacetimePatches.from_latent(latent, dit.config.patch_size, dit.latent_format, noise_mask)
-    if sigmas is None:
-        sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
-    patches = denoise(
-        dit,
-        patches,
-        sigmas,
-        positive,
-        negative,
-        cfg=s.cfg,
-        seed=s.seed,
-        solver=s.solver,
-        low_noise_dit=low_noise_dit,
-        boundary=s.boundary,
-        step_callback=tick,
-    )
-    return patches.to_latent()
+    return denoise(guider, patches, sampling, tick).to_latent()
 
 
 def text_to_video(
@@ -146,15 +137,14 @@ def text_to_video(
     negative_prompt: str = WAN_NEGATIVE_PROMPT,
     settings: Settings = Settings(),
     low_noise_dit: WanDiT | None = None,
-    progress: Callable[[str, int], Callable[[], None]] | None = None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """A prompt -> IMAGE frames T×H×W×3 in 0..1. `progress(description, total)` returns a per-step tick
     (default: ComfyUI's or the console's progress bar, which also honours cancel)."""
     s = settings
+    guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
     empty = torch.zeros(vae.latent_shape(s.frames, s.height, s.width))
-    return edit_video(
-        dit, text_encoder, vae, prompt, empty, None, negative_prompt, s, low_noise_dit, progress
-    )
+    return edit_video(guider, settings_sampling(s), vae, empty, progress=progress, tiles=(s.tile, s.overlap))
 
 
 def long_video(
@@ -165,61 +155,31 @@ def long_video(
     negative_prompt: str = WAN_NEGATIVE_PROMPT,
     settings: Settings = Settings(),
     low_noise_dit: WanDiT | None = None,
-    progress: Callable[[str, int], Callable[[], None]] | None = None,
+    progress: Progress | None = None,
 ) -> FrameStream:
-    """A prompt -> a video longer than one window, made window by window (samplers/long_video.py) and
-    written as it is made: each window is decoded once, for the next window's opening and for its own new
-    frames, which arrive as a FrameStream for combine_video. Memory stays that of one window whatever the
-    length, and the frames are those the Long Video node's LATENT decodes to (decode_long_video)."""
-    progress = progress or _console_progress
+    """A prompt -> a video longer than one window, made window by window (editing/long_video.py) and
+    written as it is made: a FrameStream for combine_video, in the memory of one window."""
     s = settings
-    shape = vae.latent_shape(s.frames, s.height, s.width)
-    vae.check_size(s.window, s.height, s.width)
-    stride = vae.temporal_stride
-    window, overlap = latent_windows(s.window, s.window_overlap, stride)
-    positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, s.cfg)
-    sigmas = schedule_by_name(s.schedule)(s.steps, shift=s.shift)
-    count = window_count(shape[2], window, overlap)
-    decoded = shape[2] + (count - 1) * overlap  # latent frames through the decoder: each opening again
-    tick = progress(f"Long video, {count} windows", s.steps * count + decoded)
-    windows = long_video_windows(
-        dit, shape, sigmas, positive, negative, window=window, overlap=overlap, stride=stride,
-        encode=vae.encode, decode=lambda latent: vae.decode(latent, tick, tile=s.tile, overlap=s.overlap),
-        correction=s.correction, cfg=s.cfg, seed=s.seed, solver=s.solver, low_noise_dit=low_noise_dit,
-        boundary=s.boundary, step_callback=tick,
-    )  # fmt: skip
-
-    def new_frames():  # the opening's frames are left out; a window's video is held until the next is made
-        for made in windows:
-            start = 0 if made.opening is None else opening_frames(overlap, stride)
-            for first in range(start, made.video().shape[2], stride):
-                yield video_to_frames(made.video()[:, :, first : first + stride])
-
-    frames = spread_joins(new_frames(), join_frames(shape[2], window, overlap, stride))
-    return FrameStream(s.frames, s.height, s.width, frames)
+    windows = Windows.from_frames(s.window, s.window_overlap, vae.temporal_stride, s.correction)
+    guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
+    made = LongVideo(guider, settings_sampling(s), vae, (s.frames, s.height, s.width), windows)
+    return made.frames(progress or host.progress_bars(), s.tile, s.overlap)
 
 
 def edit_video(
-    dit: WanDiT,
-    text_encoder: TextEncoder,
+    guider: Guider,
+    sampling: Sampling,
     vae: VideoVAE,
-    prompt: str,
     latent: torch.Tensor,
     noise_mask: torch.Tensor | None = None,
-    negative_prompt: str = WAN_NEGATIVE_PROMPT,
-    settings: Settings = Settings(),
-    low_noise_dit: WanDiT | None = None,
-    progress: Callable[[str, int], Callable[[], None]] | None = None,
-    sigmas: torch.Tensor | None = None,
+    progress: Progress | None = None,
+    tiles: tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
-    """Denoise `latent` (with core's `noise_mask`: the known frames of an edit) under a prompt and decode
-    it -> IMAGE frames (B·T)×H×W×3 in 0..1, as the edit nodes' graph does."""
-    progress = progress or _console_progress
-    s = settings
-    positive, negative = encode_prompt(text_encoder, prompt, negative_prompt, s.cfg)
-    steps = s.steps if sigmas is None else len(sigmas) - 1
-    latent = sample_latent(
-        dit, latent, positive, negative, s, noise_mask, sigmas, low_noise_dit, progress("Denoising", steps)
-    )
-    video = vae.decode(latent, progress("Decoding", latent.shape[2]), tile=s.tile, overlap=s.overlap)
+    """Denoise `latent` (with core's `noise_mask`: the known frames of an edit) and decode it in spatial
+    `tiles` (tile, overlap pixels; 0: whole) -> IMAGE frames (B·T)×H×W×3 in 0..1, as the edit nodes' graph
+    does."""
+    progress = progress or host.progress_bars()
+    latent = sample_latent(guider, latent, sampling, noise_mask, progress("Denoising", sampling.steps))
+    tile, overlap = tiles
+    video = vae.decode(latent, progress("Decoding", latent.shape[2]), tile=tile, overlap=overlap)
     return video_to_frames(video)

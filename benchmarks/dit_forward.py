@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from spacetime.dit import WanConfig, load_dit
+from spacetime.latent_formats import WAN21
 
 from numerics import relative_error
 from wan_reference import diffusers_reference, random_wan_state_dict, write
@@ -39,7 +40,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def config_for(layers: int) -> WanConfig:
-    return WanConfig(dim=1536, ffn_dim=8960, num_layers=layers, in_channels=16, out_channels=16)
+    return WanConfig(
+        dim=1536, ffn_dim=8960, num_layers=layers, in_channels=16, out_channels=16, latent_format=WAN21
+    )
 
 
 def inputs(args, device):

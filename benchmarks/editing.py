@@ -30,12 +30,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spacetime.pipeline import TINY_WORLD_SETTINGS, edit_video, load_tiny_world, long_video
-from spacetime.samplers import frames as edits
+from spacetime import editing as edits
+from spacetime.pipeline import (
+    TINY_WORLD_SETTINGS,
+    edit_video,
+    load_tiny_world,
+    long_video,
+    prompt_guider,
+    settings_sampling,
+)
 from spacetime.samplers.schedules import schedule_by_name
 from spacetime.training.evaluate import frame_changes, psnr, seam_ratios
 from spacetime.training.world import caption, render, sample_scene
-from spacetime.vae import frames_to_video, video_to_frames
+from spacetime.vae import video_to_frames
 
 SIZE, SOURCE_FRAMES = 128, 33
 
@@ -46,17 +53,10 @@ def quiet(_description, _total):
 
 def run_edit(models, prompt, edit, settings, sigmas=None):
     dit, text_encoder, vae = models
+    guider = prompt_guider(dit, text_encoder, prompt, "", settings)
+    sampling = settings_sampling(settings, sigmas)
     decoded = edit_video(
-        dit,
-        text_encoder,
-        vae,
-        prompt,
-        edit.latent,
-        edit.noise_mask,
-        "",
-        settings,
-        progress=quiet,
-        sigmas=sigmas,
+        guider, sampling, vae, edit.latent, edit.noise_mask, quiet, (settings.tile, settings.overlap)
     )
     result, new = edits.assemble(edit.plan, decoded)
     return decoded, result, new
@@ -125,8 +125,7 @@ def main(argv=None) -> int:
     stride = vae.temporal_stride
     size = (vae.latent_channels, SIZE // vae.spatial_stride, SIZE // vae.spatial_stride)
 
-    def encode(frames):
-        return vae.encode(frames_to_video(frames))
+    encode = edits.clip_encoder(vae, quiet)
 
     rows, distances, boundaries = [], {}, []
     start = time.time()
@@ -143,7 +142,7 @@ def main(argv=None) -> int:
             )
             clip = torch.cat(list(made.chunks))
         first = clip[:17]
-        round_trip = video_to_frames(vae.decode(encode(clip)))
+        round_trip = video_to_frames(vae.decode(encode([clip])[0]))
         boundaries.extend(seam_ratios(round_trip.numpy(), list(range(1, SOURCE_FRAMES, stride))))
 
         e = edits.image_to_video(encode, stride, size, clip[:1], 17)

@@ -35,8 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from spacetime.samplers.frames import DEFAULT_BLEND
-from spacetime.samplers.long_video import window_joins
+from spacetime.editing import DEFAULT_BLEND
+from spacetime.editing.long_video import window_joins
 from spacetime.training.evaluate import frame_changes, seam_ratios
 
 from media import decode

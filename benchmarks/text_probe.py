@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from spacetime.pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES
-from spacetime.text_encoders import load_text_encoder
-from spacetime.training import train
+from spacetime.text_encoders import UMT5Encoder, load_text_encoder
+from spacetime.training.dit_stage import init_weights
 from spacetime.training.scene import COLOURS, MOTIONS, SHAPES, SIZES
+from spacetime.training.text_stage import captions_cut_quietly
 from spacetime.training.world import caption, sample_scene
 
 FIELDS = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES), "motion": MOTIONS}
@@ -44,7 +45,7 @@ def pooled(encoder, texts: list[str], batch: int = 250) -> np.ndarray:
     """N×D: each caption's output vectors averaged over its tokens."""
     rows = []
     for start in range(0, len(texts), batch):
-        with train.captions_cut_quietly():
+        with captions_cut_quietly():
             tokens = encoder.tokenizer(texts[start : start + batch], encoder.model.config.text_len)
         hidden = encoder.model(tokens.ids, tokens.mask).float()
         keep = tokens.mask.float()[..., None]
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.random:
         name, encoder = encoders[0]
-        fresh = train.UMT5Encoder(encoder.model.config)
-        train.init_weights(fresh, 0)
+        fresh = UMT5Encoder(encoder.model.config)
+        init_weights(fresh, 0)
         encoders.append(("training init", type(encoder)(encoder.tokenizer, fresh.eval())))
     chance = {name: max(np.bincount(labels[name][args.fit :])) / args.score for name in FIELDS}
     print(

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from spacetime.vae import WAN21, WAN22, Wan21VAE, Wan21VAEConfig, Wan22VAE, Wan22VAEConfig
-from spacetime.vae.loader import VideoVAE
+from spacetime.vae.video_vae import VideoVAE
 
 from memory import TensorPeak
 from wan_vae_reference import diffusers_vae, diffusers_vae22, random_vae_state_dict, wan22_state_dict

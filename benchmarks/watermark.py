@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from spacetime.provenance.frames import read_frames
 from spacetime.provenance.watermark import THRESHOLD, detect, embed
 from spacetime.training.world import render, sample_scene
-from spacetime.video import combine_video
+from spacetime.video import Encoding, Provenance, combine_video
 
 from media import psnr, to_uint8
 
@@ -79,19 +79,35 @@ def handled(frames: torch.Tensor, how: str, folder: Path, rng: np.random.Generat
         return frames
     if how == "h264 crf 28":
         return read_frames(
-            combine_video(frames, 16.0, folder, "b", "video/h264-mp4", crf=28, watermark=False).path
+            combine_video(
+                frames,
+                16.0,
+                folder,
+                "b",
+                "video/h264-mp4",
+                encoding=Encoding(crf=28),
+                provenance=Provenance(watermark=False),
+            ).path
         )
     if how == "half size":
         small = F.interpolate(frames.permute(0, 3, 1, 2), scale_factor=0.5, mode="bilinear", antialias=True)
-        return read_frames(combine_video(small.permute(0, 2, 3, 1), 16.0, folder, "b", watermark=False).path)
+        return read_frames(
+            combine_video(
+                small.permute(0, 2, 3, 1), 16.0, folder, "b", provenance=Provenance(watermark=False)
+            ).path
+        )
     if how == "10% crop":
         _, height, width, _ = frames.shape
         h, w = round(height * 0.9), round(width * 0.9)
         top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
         cropped = frames[:, top : top + h, left : left + w]
-        return read_frames(combine_video(cropped, 16.0, folder, "b", watermark=False).path)
+        return read_frames(
+            combine_video(cropped, 16.0, folder, "b", provenance=Provenance(watermark=False)).path
+        )
     if how == "gif":
-        return read_frames(combine_video(frames, 16.0, folder, "b", "image/gif", watermark=False).path)
+        return read_frames(
+            combine_video(frames, 16.0, folder, "b", "image/gif", provenance=Provenance(watermark=False)).path
+        )
     raise ValueError(how)
 
 

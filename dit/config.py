@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, replace
 
 from ..checkpoint import CheckpointError, describe
+from ..latent_formats import WAN21, WAN22, LatentFormat, identity_format
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,24 @@ class WanConfig:
     text_len: int = 512  # Wan pads the text to 512 tokens and attends to the padding too
     eps: float = 1e-6
     cross_attn_norm: bool = True
-    # Trained with clean known frames at timestep 0 beside noisy ones (Wan 2.2 TI2V, Tiny World): pinned
-    # tokens can stay clean while sampling instead of being re-noised.
+    # How it takes known frames: trained with clean known frames at timestep 0 beside noisy ones (Wan 2.2
+    # TI2V, Tiny World), pinned tokens stay clean while sampling; otherwise they are noised with the rest.
     clean_pins: bool = False
+    # The latents it denoises: how raw VAE latents map to its space (None: as they are).
+    latent_format: LatentFormat | None = None
     name: str = "Wan-architecture DiT"
 
     def __post_init__(self):
-        for field in ("dim", "ffn_dim", "num_layers", "in_channels", "out_channels", "text_dim", "freq_dim"):
-            if getattr(self, field) <= 0:
-                raise ValueError(f"WanConfig.{field} must be positive, got {getattr(self, field)}")
+        if self.latent_format is None:
+            object.__setattr__(self, "latent_format", identity_format(self.out_channels))
+        if self.latent_format.channels != self.out_channels:
+            raise ValueError(
+                f"latent format {self.latent_format.name} has {self.latent_format.channels} channels; "
+                f"this DiT denoises {self.out_channels}-channel latents"
+            )
+        for name in ("dim", "ffn_dim", "num_layers", "in_channels", "out_channels", "text_dim", "freq_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"WanConfig.{name} must be positive, got {getattr(self, name)}")
         if self.dim % self.head_dim:
             raise ValueError(f"WanConfig.dim={self.dim} must be a multiple of head_dim={self.head_dim}")
         if self.head_dim % 2 or self.head_dim < 6:
@@ -54,13 +64,35 @@ class WanConfig:
 
 
 PRESETS: dict[str, WanConfig] = {
-    "Wan 2.1 T2V 1.3B": WanConfig(dim=1536, ffn_dim=8960, num_layers=30, in_channels=16, out_channels=16),
+    "Wan 2.1 T2V 1.3B": WanConfig(
+        dim=1536, ffn_dim=8960, num_layers=30, in_channels=16, out_channels=16, latent_format=WAN21
+    ),
     "Wan 2.1 T2V 14B / Wan 2.2 T2V A14B expert": WanConfig(
-        dim=5120, ffn_dim=13824, num_layers=40, in_channels=16, out_channels=16
+        dim=5120, ffn_dim=13824, num_layers=40, in_channels=16, out_channels=16, latent_format=WAN21
     ),
     "Wan 2.2 TI2V 5B": WanConfig(
-        dim=3072, ffn_dim=14336, num_layers=30, in_channels=48, out_channels=48, clean_pins=True
+        dim=3072, ffn_dim=14336, num_layers=30, in_channels=48, out_channels=48, clean_pins=True,
+        latent_format=WAN22,
     ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a Wan model family declares beyond its shapes (ComfyUI's `supported_models.py`): the latents
+    it denoises and how it takes known frames."""
+
+    name: str
+    latent_format: LatentFormat
+    clean_pins: bool
+
+
+# Wan's families, told apart by the input channels of the patch embedding as ComfyUI's model detection
+# does: the Wan 2.1 VAE's 16 channels (Wan 2.1 T2V, Wan 2.2 T2V A14B) or the Wan 2.2 VAE's 48 (TI2V 5B,
+# trained with a clean first frame). A model outside these (Tiny World) says what it needs in its metadata.
+WAN_FAMILIES = {
+    16: Family("Wan text to video", WAN21, clean_pins=False),
+    48: Family("Wan 2.2 TI2V", WAN22, clean_pins=True),
 }
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -71,7 +103,9 @@ def config_from_shapes(
 ) -> WanConfig:
     """Read a Wan DiT config from tensor names and shapes (prefix already stripped), as ComfyUI's
     model_detection does: `head.modulation` marks Wan; the rest follows from the shapes, and
-    `overrides` sets the fields shapes cannot tell (head_dim, text_len, clean_pins)."""
+    `overrides` sets the fields shapes cannot tell (head_dim, text_len, clean_pins). The family (WAN_FAMILIES)
+    gives the latent format and how known frames are taken; a model of no Wan family denoises its latents
+    as they are."""
     if "head.modulation" not in shapes:
         raise CheckpointError(
             f"{source} does not look like a Wan diffusion model: it looks like {describe(shapes)}. "
@@ -95,6 +129,7 @@ def config_from_shapes(
             f"{source} is an incomplete Wan diffusion model (missing or odd {error})."
         ) from None
     patch_size = tuple(patch)
+    family = WAN_FAMILIES.get(in_channels)
     fields = dict(
         dim=dim,
         ffn_dim=ffn_dim,
@@ -105,7 +140,8 @@ def config_from_shapes(
         text_dim=text_dim,
         freq_dim=freq_dim,
         cross_attn_norm="blocks.0.norm3.weight" in shapes,
-        clean_pins=in_channels == 48,  # the Wan 2.2 VAE's latents: TI2V, trained with a clean first frame
+        clean_pins=family is not None and family.clean_pins,
+        latent_format=family.latent_format if family is not None else None,
     )
     config = WanConfig(**(fields | (overrides or {})))
     name = next((name for name, preset in PRESETS.items() if preset == config), None)

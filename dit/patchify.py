@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from einops import rearrange
 
-from ..vae.latent_formats import LatentFormat
+from ..latent_formats import LatentFormat
 
 PATTERN = "b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw)"
 INVERSE = "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)"

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..latent_formats import LatentFormat
 from ..ops import CastLinear, FloatLayerNorm, RMSNorm, cast_bias, cast_weight
-from ..vae.latent_formats import LatentFormat, latent_format_for_channels
 from .attention import attention
 from .config import WanConfig
 from .patchify import patchify, unpatchify
@@ -139,8 +139,8 @@ class WanDiT(nn.Module):
 
     @property
     def latent_format(self) -> LatentFormat:
-        """How raw VAE latents map to this model's space (Wan 2.1 VAE for 16 channels, 2.2 for 48)."""
-        return latent_format_for_channels(self.config.in_channels)
+        """How raw VAE latents map to this model's space (its config's, decided by the loader)."""
+        return self.config.latent_format
 
     def forward(self, latent: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """latent B×C×T×H×W (normalised), timestep B or B×L in 0..1000, context B×S×E -> velocity B×C×T×H×W."""

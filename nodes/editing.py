@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import torch
 
+from .. import editing as edits
 from .. import host
-from ..samplers import frames as edits
-from ..samplers.denoiser import WAN22_T2V_BOUNDARY, conditioning_context
-from ..samplers.long_video import WINDOWS_KEY, latent_windows, long_video_latent, window_count, windows_entry
+from ..editing import DEFAULT_BLEND, LongVideo, Windows, assemble
+from ..samplers.denoiser import Sampling
+from ..samplers.guidance import WAN22_T2V_BOUNDARY, Guider
 from ..samplers.noise import MAX_SEED
 from ..samplers.solvers import SOLVERS
-from ..vae import frames_to_video
 from .dit import DIT
 from .vae import MAX_SIZE, VAE
 
@@ -22,15 +22,6 @@ LATENT_TOOLTIP = "The latent to denoise: connect the Patchifier. Known frames ar
 PLAN_TOOLTIP = "How the decoded frames join their sources: connect Join Edited Clip."
 MAX_FRAMES = 4097
 MAX_LONG_FRAMES = 16 * 60 * 60 + 1  # an hour at 16 fps
-
-
-def _encoder(vae, description: str, total: int):
-    tick = host.progress_ticker(total, description)
-
-    def encode(frames: torch.Tensor) -> torch.Tensor:
-        return vae.encode(frames_to_video(frames), progress=tick)
-
-    return encode
 
 
 def _latent_size(vae, height: int, width: int) -> tuple[int, int, int]:
@@ -101,14 +92,15 @@ class SpacetimeImageToVideo(_EditNode):
                 "fit": (list(edits.FIT_RULES), {"default": "crop", "tooltip": "How an image of another size or shape becomes width x height. crop: scale to cover, cut the centre (nothing stretched, edges lost). pad: scale to fit inside, black bars (nothing lost). stretch: scale each side on its own."}),
             },
             "optional": {
-                "opening": (list(edits.OPENINGS), {"default": "image", "tooltip": "How the image opens the video. image: the first latent frame holds the image alone, as in Wan's own image to video. held: the image held still for 5 frames fills the first two latent frames (as each Long Video window opens with the frames it continues), and the 4 copies are left out: the video starts from rest, and the DiT makes one more latent frame. With Tiny World, held smooths the step from the image to the first new frame (at most 1.5x the clip's median step in 6 of 6 test clips, against 3 of 6)."}),
+                "opening": (list(edits.OPENINGS), {"default": "image", "tooltip": "image: the image alone is the first latent frame, as in Wan's own image to video. held: the image is held still for 5 frames (the copies are left out of the result), so the video starts from rest. Try held when the first new frame jumps away from the image."}),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
-    def prepare(self, vae, image, width, height, frames, fit, opening="image"):
+    def prepare(self, vae, image, width, height, frames, fit, opening="image", unique_id=None):
         images = edits.fit_frames(edits.rgb_frames(image, "image"), width, height, fit)
         size = _latent_size(vae, height, width)
-        encode = _encoder(vae, "VAE encode", len(images) * (2 if opening == "held" else 1))  # latent frames
+        encode = edits.clip_encoder(vae, host.progress_bars(unique_id))
         return _output(edits.image_to_video(encode, vae.temporal_stride, size, images, frames, opening))
 
 
@@ -133,13 +125,14 @@ class SpacetimeVideoToVideo(_EditNode):
                 "video": ("IMAGE", {"tooltip": "The frames to re-render (any count: padded to 4k+1 by repeating the last frame, and trimmed back by Join Edited Clip)."}),
                 "sigmas": ("SIGMAS", {"tooltip": "A full schedule (from Scheduler (Spacetime), denoise 1): its steps are kept, scaled to start at `strength`."}),
                 "strength": ("FLOAT", {"default": 0.6, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "The noise level the source is taken to (0..1): how much is redrawn. 0.3 restyles, 0.6 keeps the layout, 1 starts from pure noise."}),
-            }
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
-    def prepare(self, vae, video, sigmas, strength):
+    def prepare(self, vae, video, sigmas, strength, unique_id=None):
         clip, _ = _clip(vae, video, "video")
         scaled = edits.strength_sigmas(sigmas, strength)
-        encode = _encoder(vae, "VAE encode", 1 + (len(clip) + 2) // vae.temporal_stride)
+        encode = edits.clip_encoder(vae, host.progress_bars(unique_id))
         latent, plan = _output(edits.video_to_video(encode, vae.temporal_stride, clip))
         return latent, scaled, plan
 
@@ -159,14 +152,15 @@ class SpacetimeExtendVideo(_EditNode):
                 "direction": (["forward", "backward"], {"tooltip": "forward: after the last frame. backward: before the first."}),
                 "new_frames": _frames_widget(12, "Frames to add, rounded up to whole latent frames (forward: a multiple of 4; backward: 4k+1)."),
                 "overlap": _frames_widget(5, OVERLAP_TOOLTIP),
-            }
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
-    def prepare(self, vae, video, direction, new_frames, overlap):
+    def prepare(self, vae, video, direction, new_frames, overlap, unique_id=None):
         if direction not in ("forward", "backward"):
             raise ValueError(f"direction {direction!r}: expected forward or backward.")
         clip, size = _clip(vae, video, "video")
-        encode = _encoder(vae, "VAE encode", 1 + overlap // vae.temporal_stride)
+        encode = edits.clip_encoder(vae, host.progress_bars(unique_id))
         backward = direction == "backward"
         return _output(edits.extend(encode, vae.temporal_stride, size, clip, new_frames, overlap, backward))
 
@@ -186,13 +180,14 @@ class SpacetimeConnectVideos(_EditNode):
                 "second": ("IMAGE", {"tooltip": "The clip that comes after; the bridge leads into its first frames. Same size as the first."}),
                 "bridge_frames": _frames_widget(8, "New frames between the two clips, rounded up to a multiple of 4."),
                 "overlap": _frames_widget(5, OVERLAP_TOOLTIP),
-            }
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
-    def prepare(self, vae, first, second, bridge_frames, overlap):
+    def prepare(self, vae, first, second, bridge_frames, overlap, unique_id=None):
         a, size = _clip(vae, first, "first")
         b = edits.rgb_frames(second, "second")
-        encode = _encoder(vae, "VAE encode", 2 * (1 + overlap // vae.temporal_stride))
+        encode = edits.clip_encoder(vae, host.progress_bars(unique_id))
         return _output(edits.connect(encode, vae.temporal_stride, size, a, b, bridge_frames, overlap))
 
 
@@ -210,12 +205,13 @@ class SpacetimeLoopVideo(_EditNode):
                 "video": ("IMAGE", {"tooltip": "The clip to loop."}),
                 "bridge_frames": _frames_widget(8, "New frames that lead from the end back to the start, rounded up to a multiple of 4."),
                 "overlap": _frames_widget(5, OVERLAP_TOOLTIP),
-            }
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
-    def prepare(self, vae, video, bridge_frames, overlap):
+    def prepare(self, vae, video, bridge_frames, overlap, unique_id=None):
         clip, size = _clip(vae, video, "video")
-        encode = _encoder(vae, "VAE encode", 2 * (1 + overlap // vae.temporal_stride))
+        encode = edits.clip_encoder(vae, host.progress_bars(unique_id))
         return _output(
             edits.connect(encode, vae.temporal_stride, size, clip, clip, bridge_frames, overlap, loop=True)
         )
@@ -242,12 +238,12 @@ class SpacetimeJoinEditedClip:
             "required": {
                 "plan": (PLAN, {"tooltip": "From the editing node that made the latent."}),
                 "images": ("IMAGE", {"tooltip": "VAE Decode's frames of the denoised latent."}),
-                "blend": ("INT", {"default": edits.DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the jump at the join is spread (the VAE's loss at the known frame, and any step beyond the generated motion). 0: none."}),
+                "blend": ("INT", {"default": DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the jump at the join is spread (the VAE's loss at the known frame, and any step beyond the generated motion). 0: none."}),
             }
         }  # fmt: skip
 
     def join(self, plan, images, blend):
-        video, new = edits.assemble(plan, images, blend)
+        video, new = assemble(plan, images, blend)
         device = host.intermediate_device()
         return video.to(device), new.to(device)
 
@@ -300,20 +296,10 @@ class SpacetimeLongVideo:
         self, dit, vae, positive, negative, sigmas, width, height, frames, window_frames, overlap_frames,
         correction, solver, cfg, seed, low_noise_dit=None, boundary=WAN22_T2V_BOUNDARY, unique_id=None,
     ):  # fmt: skip
-        stride = vae.temporal_stride
-        shape = vae.latent_shape(frames, height, width)
-        vae.check_size(window_frames, height, width)
-        window, overlap = latent_windows(window_frames, overlap_frames, stride)
-        dit.check_latent(torch.zeros(1, shape[1], window, shape[3], shape[4]))
-        context = conditioning_context(positive, 1, "positive")
-        negative_context = None if cfg == 1.0 else conditioning_context(negative, 1, "negative")
-        count = window_count(shape[2], window, overlap)
-        # the bar (and cancel) also moves through each window's decode for the next one's opening
-        tick = host.progress_ticker((len(sigmas) - 1) * count + (count - 1) * window, "Long video", unique_id)
-        latent, openings = long_video_latent(
-            dit, shape, sigmas, context, negative_context, window=window, overlap=overlap, stride=stride,
-            encode=vae.encode, decode=lambda latent: vae.decode(latent, tick), correction=correction, cfg=cfg,
-            seed=seed, solver=solver, low_noise_dit=low_noise_dit, boundary=boundary, step_callback=tick,
-        )  # fmt: skip
-        windows = windows_entry(shape[2], window, overlap, stride, openings)  # for the decode
-        return ({"samples": latent.to(host.intermediate_device()), WINDOWS_KEY: windows},)
+        guider = Guider.from_conditioning(
+            dit, positive, negative, cfg, low_noise_dit=low_noise_dit, boundary=boundary
+        )
+        windows = Windows.from_frames(window_frames, overlap_frames, vae.temporal_stride, correction)
+        made = LongVideo(guider, Sampling(sigmas, solver, seed), vae, (frames, height, width), windows)
+        latent = made.latent(host.progress_bars(unique_id))
+        return ({**latent, "samples": latent["samples"].to(host.intermediate_device())},)

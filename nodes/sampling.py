@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .. import host
-from ..samplers.denoiser import WAN22_T2V_BOUNDARY, conditioning_context, denoise
+from ..samplers.denoiser import Sampling, denoise
+from ..samplers.guidance import WAN22_T2V_BOUNDARY, Guider
 from ..samplers.noise import MAX_SEED
 from ..samplers.schedules import SCHEDULES
 from ..samplers.solvers import SOLVERS
@@ -165,22 +166,15 @@ class SpacetimeDiTDenoiser:
         boundary=WAN22_T2V_BOUNDARY,
         unique_id=None,
     ):
-        batch = patches.tokens.shape[0]
-        context = conditioning_context(positive, batch, "positive")
-        negative_context = None if cfg == 1.0 else conditioning_context(negative, batch, "negative")
-        steps = len(sigmas) - 1
-        return (
-            denoise(
-                dit,
-                patches,
-                sigmas,
-                context,
-                negative_context,
-                cfg=cfg,
-                seed=seed,
-                solver=solver,
-                low_noise_dit=low_noise_dit,
-                boundary=boundary,
-                step_callback=host.progress_ticker(steps, "Denoising", node_id=unique_id),
-            ),
+        guider = Guider.from_conditioning(
+            dit,
+            positive,
+            negative,
+            cfg,
+            patches.tokens.shape[0],
+            low_noise_dit=low_noise_dit,
+            boundary=boundary,
         )
+        sampling = Sampling(sigmas, solver, seed)
+        tick = host.progress_ticker(sampling.steps, "Denoising", node_id=unique_id)
+        return (denoise(guider, patches, sampling, tick),)

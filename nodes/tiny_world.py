@@ -24,7 +24,7 @@ class SpacetimeTinyWorldLoader:
         "shrinking, rotating or staying still, over plain and textured backgrounds). It ships with the pack, so "
         "every workflow runs without a download. Best at 128x128, 17 frames, 20 steps, shift 3, cfg 5. These are "
         "preview weights: backgrounds follow the prompt, but the object's colour, shape and motion often do not "
-        "yet (the README has the measured scores)."
+        "yet (docs/tiny-world.md has the measured scores)."
     )
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import host
-from ..samplers.long_video import decode_long_video, decode_steps
+from ..editing import decode_long_video, decode_steps
 from ..vae import frames_to_video, load_vae
 
 VAE = "SPACETIME_VAE"

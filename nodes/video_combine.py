@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .. import host
+from ..editing import decode_long_video, decode_steps
 from ..provenance.credentials import describe_graph
-from ..samplers.long_video import decode_long_video, decode_steps
-from ..video import FORMATS, combine_video, metadata_entries
+from ..video import FORMATS, Encoding, Provenance, combine_video, metadata_entries
 from ..video.combine import MAX_FRAME_RATE, FrameStream
 from ..video.formats import X264_PRESETS, Writer
 from .vae import VAE
@@ -128,9 +128,9 @@ class SpacetimeVideoCombine:
                     "BOOLEAN",
                     {
                         "default": True,
-                        "tooltip": "Add the pack's invisible watermark (about 41 dB PSNR, luma only), made to "
-                        "survive H.264 re-encoding, resizing, cropping and GIF conversion (the README has the "
-                        "measured rates); Detect Watermark and `python -m spacetime verify FILE` find it.",
+                        "tooltip": "Add the pack's invisible watermark (a faint luma pattern), made to survive H.264 "
+                        "re-encoding, resizing, cropping and GIF conversion; Detect Watermark and `python -m "
+                        "spacetime verify FILE` find it. Turn off only for footage that must stay bit-exact.",
                     },
                 ),
                 "content_credentials": (
@@ -201,14 +201,9 @@ class SpacetimeVideoCombine:
             host.output_directory(),
             filename_prefix,
             format,
-            crf=crf,
-            preset=preset,
-            loop_count=loop_count,
-            pingpong=pingpong,
-            metadata=metadata,
             node_id=unique_id,
-            watermark=watermark,
-            credentials=credentials,
+            encoding=Encoding(crf=crf, preset=preset, loop_count=loop_count, pingpong=pingpong),
+            provenance=Provenance(metadata=metadata, watermark=watermark, credentials=credentials),
         )
         preview = {"filename": saved.path.name, "subfolder": saved.subfolder, "type": "output"}
         if not saved.format.browser_plays:
@@ -219,11 +214,9 @@ class SpacetimeVideoCombine:
                 host.temp_directory(),
                 "spacetime_preview",
                 PREVIEW_FORMAT,
-                crf=23,
-                preset="veryfast",
-                pingpong=pingpong,
                 node_id=unique_id,
-                watermark=watermark,
+                encoding=Encoding(crf=23, preset="veryfast", pingpong=pingpong),
+                provenance=Provenance(watermark=watermark),
             )
             preview = {"filename": copy.path.name, "subfolder": copy.subfolder, "type": "temp"}
         # GIFs show as animated images; a true `animated` flag would route them to a <video> element.

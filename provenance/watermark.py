@@ -41,7 +41,7 @@ STRENGTH = 2.2  # RMS of the added luma, in 8-bit levels: 41.3 dB PSNR (less whe
 TILE = 4 * BAND  # pixels per tile side when detecting (4 per period of the highest cosine)
 CROPS = tuple(1 - 0.02 * i for i in range(8))  # scale guesses: crops of up to 14% of the shorter side
 LUMA = (0.2126, 0.7152, 0.0722)  # BT.709
-THRESHOLD = 6.5  # unmarked clips' highest score in the benchmark's calibration run (5000 handled clips): 6.1
+THRESHOLD = 6.5  # above every unmarked clip's score in the benchmark's calibration run (docs/benchmarks.md)
 RAMP = 4
 
 

@@ -1,75 +1,28 @@
-"""Denoise spacetime patches with a Wan DiT: classifier-free guidance, pinned (known) tokens, the Wan 2.2
-A14B high-/low-noise expert switch, seeded noise, and any solver from the registry.
+"""Denoise spacetime patches down a schedule: the guider's models (guidance, pinned tokens, the Wan 2.2
+A14B expert switch), the seed's noise and any solver from the registry, composed as ComfyUI's
+SamplerCustomAdvanced composes GUIDER, NOISE, SAMPLER and SIGMAS.
 
 Rectified flow in the DiT's normalised latent space: x_sigma = (1 - sigma) x0 + sigma noise, the DiT
-predicts v = noise - x0 at timestep 1000 sigma, so x0 = x - sigma v.
+predicts v = noise - x0 at timestep 1000 sigma, so x0 = x - sigma v. Pinned tokens (the primitive behind
+image to video, extension, connecting and looping) hold known clean values: the guider resets them before
+every model call and replaces their x0 prediction, and the result holds them exactly.
 
-Pinned tokens (the primitive behind image to video, extension, connecting and looping) hold known clean
-values. Before every model call they are reset: noised to the current sigma with the run's own noise, or,
-for models trained that way (`config.clean_pins`: Wan 2.2 TI2V, Tiny World), left clean with a per-token
-timestep of 0. Their x0 prediction is replaced by the known values, and the result holds them exactly.
-
-Axes: B batch, L tokens, P token width, S text tokens, E text width.
+Axes: B batch, L tokens, P token width.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .. import host
-from ..dit import SpacetimePatches, WanDiT
+from ..dit import SpacetimePatches
 from ..dit.patchify import patchify
-from .guidance import classifier_free_guidance
+from .guidance import Guider
 from .noise import initial_noise, noise_scaling
-from .solvers import SOLVERS, denoiser_from_velocity
-
-# Wan 2.2 A14B text-to-video switches from the high-noise to the low-noise expert at timestep 875.
-WAN22_T2V_BOUNDARY = 0.875
-
-
-def conditioning_context(conditioning, batch: int, name: str) -> torch.Tensor:
-    """ComfyUI CONDITIONING ([[embeddings 1×S×E, {...}]]) -> text context B×S×E."""
-    if (
-        not isinstance(conditioning, list)
-        or not conditioning
-        or not isinstance(conditioning[0], list | tuple)
-    ):
-        raise ValueError(
-            f"{name}: expected a CONDITIONING (a list of [embeddings, options]), got {type(conditioning).__name__}."
-        )
-    if len(conditioning) > 1:
-        raise ValueError(
-            f"{name}: this CONDITIONING holds {len(conditioning)} entries (e.g. from Conditioning Combine or area "
-            "conditioning); the DiT Denoiser takes one prompt. Use one Text Encode output, or Conditioning Concat."
-        )
-    embeddings = conditioning[0][0]
-    if embeddings.ndim != 3 or embeddings.shape[0] not in (1, batch):
-        raise ValueError(
-            f"{name}: embeddings of shape {tuple(embeddings.shape)}; expected 1×S×E or {batch}×S×E text embeddings."
-        )
-    return embeddings.expand(batch, -1, -1)
-
-
-def _pad_to(context: torch.Tensor, length: int) -> torch.Tensor:
-    """Zero-pad text embeddings to `length` tokens (the DiT pads to 512 with zeros anyway)."""
-    return F.pad(context, (0, 0, 0, length - context.shape[1]))
-
-
-def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    return None if tensor is None else tensor.to(device)
-
-
-def _experts(sigmas: torch.Tensor, dit: WanDiT, low_noise_dit: WanDiT | None, boundary: float):
-    """[(dit, sigmas of its segment)]: steps starting at sigma >= boundary go to the high-noise expert."""
-    if low_noise_dit is None:
-        return [(dit, sigmas)]
-    switch = int((sigmas[:-1] >= boundary).sum())
-    segments = [(dit, sigmas[: switch + 1]), (low_noise_dit, sigmas[switch:])]
-    return [(model, segment) for model, segment in segments if len(segment) > 1]
+from .solvers import SOLVERS
 
 
 def check_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
@@ -82,74 +35,37 @@ def check_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
     return sigmas
 
 
-def pinned_x0_prediction(
-    dit: WanDiT,
-    grid: tuple[int, int, int],
-    positive: torch.Tensor,
-    negative: torch.Tensor | None,
-    cfg: float,
-    pinned: torch.Tensor | None,
-    known: torch.Tensor | None,
-    noise: torch.Tensor,
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The guided denoiser (tokens B×L×P, sigma) -> x0 that holds pinned tokens (B×L×1 mask) to `known`."""
-    forward = partial(dit.forward_tokens, grid=grid)
-    guided = classifier_free_guidance(
-        lambda x, timestep, context: forward(x, timestep=timestep, context=context), positive, negative, cfg
-    )
-    clean_pins = pinned is not None and dit.config.clean_pins
+@dataclass(frozen=True)
+class Sampling:
+    """How to walk down the noise levels: the schedule, the solver and the noise seed (ComfyUI's SIGMAS,
+    SAMPLER and NOISE), validated once."""
 
-    def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        timestep = (1000.0 * sigma.float()).expand(x.shape[0])
-        if clean_pins:  # known tokens stay clean, at timestep 0
-            timestep = torch.where(pinned[..., 0], 0.0, timestep[:, None])
-        return guided(x, timestep).float()
+    sigmas: torch.Tensor
+    solver: str = "unipc"
+    seed: int = 0
 
-    x0_of = denoiser_from_velocity(velocity)
-    if pinned is None:
-        return x0_of
+    def __post_init__(self):
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver {self.solver!r}: expected one of {sorted(SOLVERS)}.")
+        object.__setattr__(self, "sigmas", check_sigmas(self.sigmas))
 
-    def x0_prediction(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        reset = known if clean_pins else (1 - sigma) * known + sigma * noise
-        return torch.where(pinned, known, x0_of(torch.where(pinned, reset, x), sigma))
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
 
-    return x0_prediction
+    def reseeded(self, seed: int) -> Sampling:
+        return Sampling(self.sigmas, self.solver, seed)
 
 
 def denoise(
-    dit: WanDiT,
+    guider: Guider,
     patches: SpacetimePatches,
-    sigmas: torch.Tensor,
-    positive: torch.Tensor,
-    negative: torch.Tensor | None,
-    *,
-    cfg: float = 5.0,
-    seed: int = 0,
-    solver: str = "unipc",
-    low_noise_dit: WanDiT | None = None,
-    boundary: float = WAN22_T2V_BOUNDARY,
+    sampling: Sampling,
     step_callback: Callable[[], None] | None = None,
 ) -> SpacetimePatches:
-    """Run `solver` down `sigmas` from `patches` (noised to sigmas[0] with the seed's noise; pure noise when
-    sigmas[0] = 1) and return the denoised patches. positive/negative: text contexts B×S×E."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver {solver!r}: expected one of {sorted(SOLVERS)}.")
-    if cfg != 1.0 and negative is None:
-        raise ValueError(f"cfg={cfg} needs a negative conditioning; give one, or set cfg to 1.")
-    sigmas = check_sigmas(sigmas)
-    if negative is not None:  # one batched forward needs equal lengths
-        length = max(positive.shape[1], negative.shape[1])
-        positive, negative = _pad_to(positive, length), _pad_to(negative, length)
-    for model in (dit, low_noise_dit):
-        if (
-            model is not None
-            and model.config.in_channels * model.config.patch_volume != patches.tokens.shape[2]
-        ):
-            raise ValueError(
-                f"patches of width {patches.tokens.shape[2]} were cut for another model than {model.config.name}: "
-                "patchify the latent with the same DiT that denoises it."
-            )
-
+    """Run the solver down the sigmas from `patches` (noised to sigmas[0] with the seed's noise; pure noise
+    when sigmas[0] = 1) and return the denoised patches; `step_callback` is called after every step."""
+    guider.check_patches(patches)
     (t, h, w), (pt, ph, pw) = patches.grid, patches.patch_size
     channels = patches.tokens.shape[2] // (pt * ph * pw)
     shape = (
@@ -159,24 +75,20 @@ def denoise(
         h * ph,
         w * pw,
     )  # the LATENT's: noise as core draws it
-    noise, _ = patchify(initial_noise(shape, seed), patches.patch_size)
-    x = noise_scaling(sigmas[0], noise, patches.tokens.float())
-    pinned = None if patches.pinned is None else patches.pinned.unsqueeze(-1)
-    known = None if patches.known is None else patches.known.float()
+    noise, _ = patchify(initial_noise(shape, sampling.seed), patches.patch_size)
+    x = noise_scaling(sampling.sigmas[0], noise, patches.tokens.float())
 
     def tick(_state: dict) -> None:
         if step_callback is not None:
             step_callback()
 
-    for model, segment in _experts(sigmas, dit, low_noise_dit, boundary):
+    for model, segment in guider.experts(sampling.sigmas):
         with host.on_compute_device(model) as device:
-            on = partial(_to, device=device)
-            x0_prediction = pinned_x0_prediction(
-                model, patches.grid, on(positive), on(negative), cfg, on(pinned), on(known), on(noise)
-            )
-            x = SOLVERS[solver](x0_prediction, x.to(device), segment.to(device), callback=tick)
-    if pinned is not None:
-        x = torch.where(pinned.to(x.device), known.to(x.device), x)
+            x0_prediction = guider.denoiser(model, patches, noise, device)
+            x = SOLVERS[sampling.solver](x0_prediction, x.to(device), segment.to(device), callback=tick)
+    if patches.pinned is not None:
+        pinned = patches.pinned.unsqueeze(-1).to(x.device)
+        x = torch.where(pinned, patches.known.float().to(x.device), x)
     return SpacetimePatches(
         tokens=x.to(host.intermediate_device()),
         grid=patches.grid,

@@ -1,17 +1,27 @@
-"""Classifier-free guidance (Ho & Salimans 2022) around a velocity model.
+"""Guidance: the one object that knows the models and how to call them (ComfyUI's `CFGGuider`), and
+classifier-free guidance (Ho & Salimans 2022) around a velocity model.
 
 Guidance is linear, so guiding the velocity guides the x0 prediction identically:
 `denoiser_from_velocity(classifier_free_guidance(model, cond, uncond, cfg))` is the guided denoiser.
 
-Axes: B batch, L text tokens, D text width.
+Axes: B batch, L tokens (text tokens in contexts), D width, P token width.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
+import torch.nn.functional as F
+
+from ..dit import SpacetimePatches, WanDiT
+from .solvers import denoiser_from_velocity
+
+# Wan 2.2 A14B text-to-video switches from the high-noise to the low-noise expert at timestep 875.
+WAN22_T2V_BOUNDARY = 0.875
 
 ConditionedVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -66,3 +76,126 @@ def _per_item(context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         f"a context of batch {context.shape[0]} cannot condition a latent batch of {x.shape[0]}: "
         "give one context, or one per latent."
     )
+
+
+def conditioning_context(conditioning, batch: int, name: str) -> torch.Tensor:
+    """ComfyUI CONDITIONING ([[embeddings 1×S×E, {...}]]) -> text context B×S×E."""
+    if (
+        not isinstance(conditioning, list)
+        or not conditioning
+        or not isinstance(conditioning[0], list | tuple)
+    ):
+        raise ValueError(
+            f"{name}: expected a CONDITIONING (a list of [embeddings, options]), got {type(conditioning).__name__}."
+        )
+    if len(conditioning) > 1:
+        raise ValueError(
+            f"{name}: this CONDITIONING holds {len(conditioning)} entries (e.g. from Conditioning Combine or area "
+            "conditioning); the DiT Denoiser takes one prompt. Use one Text Encode output, or Conditioning Concat."
+        )
+    embeddings = conditioning[0][0]
+    if embeddings.ndim != 3 or embeddings.shape[0] not in (1, batch):
+        raise ValueError(
+            f"{name}: embeddings of shape {tuple(embeddings.shape)}; expected 1×S×E or {batch}×S×E text embeddings."
+        )
+    return embeddings.expand(batch, -1, -1)
+
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens B×L×P, sigma) -> x0
+
+
+@dataclass(frozen=True)
+class Guider:
+    """The models and how to call them (ComfyUI's `CFGGuider`): the DiT under classifier-free guidance with
+    the prompt's context (`positive`, B×S×E) and the negative one, and for Wan 2.2 A14B the low-noise expert
+    that takes over below `boundary`. Validated once, here; offloading, LoRA and step caching change this
+    object and nothing else."""
+
+    dit: WanDiT
+    positive: torch.Tensor
+    negative: torch.Tensor | None = None
+    cfg: float = 5.0
+    low_noise_dit: WanDiT | None = None
+    boundary: float = WAN22_T2V_BOUNDARY
+
+    def __post_init__(self):
+        if not (isinstance(self.cfg, (int, float)) and math.isfinite(self.cfg)):
+            raise ValueError(f"cfg={self.cfg!r} must be a finite number (1 turns guidance off).")
+        if self.cfg != 1.0 and self.negative is None:
+            raise ValueError(f"cfg={self.cfg} needs a negative conditioning; give one, or set cfg to 1.")
+        if not 0.0 <= self.boundary <= 1.0:
+            raise ValueError(
+                f"boundary={self.boundary}: expected a noise level in 0..1 (Wan 2.2 A14B: 0.875)."
+            )
+        _check_context("positive", self.positive)
+        if self.negative is not None:  # one batched forward needs equal lengths
+            _check_context("negative", self.negative)
+            length = max(self.positive.shape[1], self.negative.shape[1])
+            object.__setattr__(self, "positive", _pad_to(self.positive, length))
+            object.__setattr__(self, "negative", _pad_to(self.negative, length))
+
+    @classmethod
+    def from_conditioning(
+        cls, dit: WanDiT, positive, negative, cfg: float, batch: int = 1, **experts
+    ) -> Guider:
+        """From ComfyUI CONDITIONING (the negative is not read when cfg is 1); `experts`: low_noise_dit,
+        boundary."""
+        negative_context = None if cfg == 1.0 else conditioning_context(negative, batch, "negative")
+        return cls(dit, conditioning_context(positive, batch, "positive"), negative_context, cfg, **experts)
+
+    @property
+    def models(self) -> list[WanDiT]:
+        return [model for model in (self.dit, self.low_noise_dit) if model is not None]
+
+    def check_patches(self, patches: SpacetimePatches) -> None:
+        """Patches must be cut for these models (the same channels and patch size)."""
+        for model in self.models:
+            if model.config.in_channels * model.config.patch_volume != patches.tokens.shape[2]:
+                raise ValueError(
+                    f"patches of width {patches.tokens.shape[2]} were cut for another model than "
+                    f"{model.config.name}: patchify the latent with the same DiT that denoises it."
+                )
+
+    def experts(self, sigmas: torch.Tensor) -> list[tuple[WanDiT, torch.Tensor]]:
+        """[(model, sigmas of its segment)]: steps starting at sigma >= boundary go to the high-noise expert."""
+        if self.low_noise_dit is None:
+            return [(self.dit, sigmas)]
+        switch = int((sigmas[:-1] >= self.boundary).sum())
+        segments = [(self.dit, sigmas[: switch + 1]), (self.low_noise_dit, sigmas[switch:])]
+        return [(model, segment) for model, segment in segments if len(segment) > 1]
+
+    def denoiser(self, model: WanDiT, patches: SpacetimePatches, noise: torch.Tensor, device) -> Denoiser:
+        """The guided denoiser (tokens B×L×P, sigma) -> x0 of `model` on `device`, holding the patches' pinned
+        tokens to their known values: before each call they are reset, noised to sigma with the run's own
+        `noise` or, for models trained that way (config.clean_pins), left clean at timestep 0."""
+        forward = partial(model.forward_tokens, grid=patches.grid)
+        guided = classifier_free_guidance(
+            lambda x, timestep, context: forward(x, timestep=timestep, context=context),
+            self.positive.to(device),
+            None if self.negative is None else self.negative.to(device),
+            self.cfg,
+        )
+        pinned = None if patches.pinned is None else patches.pinned.unsqueeze(-1).to(device)
+        clean_pins = pinned is not None and model.config.clean_pins
+
+        def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            timestep = (1000.0 * sigma.float()).expand(x.shape[0])
+            if clean_pins:  # known tokens stay clean, at timestep 0
+                timestep = torch.where(pinned[..., 0], 0.0, timestep[:, None])
+            return guided(x, timestep).float()
+
+        x0_of = denoiser_from_velocity(velocity)
+        if pinned is None:
+            return x0_of
+        known, noise = patches.known.float().to(device), noise.to(device)
+
+        def x0_prediction(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            reset = known if clean_pins else (1 - sigma) * known + sigma * noise
+            return torch.where(pinned, known, x0_of(torch.where(pinned, reset, x), sigma))
+
+        return x0_prediction
+
+
+def _pad_to(context: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad text embeddings to `length` tokens (the DiT pads to 512 with zeros anyway)."""
+    return F.pad(context, (0, 0, 0, length - context.shape[1]))

@@ -11,7 +11,8 @@ import torch
 
 from spacetime.dit import SpacetimePatches, WanDiT
 from spacetime.dit.patchify import patchify
-from spacetime.samplers.denoiser import conditioning_context, denoise
+from spacetime.samplers.denoiser import Sampling, denoise
+from spacetime.samplers.guidance import Guider, conditioning_context
 from spacetime.samplers.noise import initial_noise
 from spacetime.samplers.schedules import linear_schedule
 
@@ -61,7 +62,7 @@ def contexts(batch=1, length=7):
 def test_euler_run_equals_a_hand_written_loop_over_the_dit(dit):
     patches, (positive, negative) = empty_patches(dit), contexts()
     sigmas = linear_schedule(4, shift=3.0)
-    out = denoise(dit, patches, sigmas, positive, negative, cfg=4.0, seed=11, solver="euler")
+    out = denoise(Guider(dit, positive, negative, cfg=4.0), patches, Sampling(sigmas, "euler", seed=11))
 
     x, _ = patchify(initial_noise((1, 16, 2, 4, 6), 11), dit.config.patch_size)
     padded = torch.nn.functional.pad(positive, (0, 0, 0, 2))
@@ -79,19 +80,19 @@ def test_guidance_runs_one_batched_forward_and_cfg_1_skips_the_negative():
     model = tiny_dit()
     log = CallLog(model)
     patches, (positive, negative) = empty_patches(model, batch=2), contexts()
-    denoise(model, patches, linear_schedule(3), positive, negative, cfg=5.0, solver="euler")
+    denoise(Guider(model, positive, negative, cfg=5.0), patches, Sampling(linear_schedule(3), "euler"))
     assert [batch for batch, _ in log.calls] == [4, 4, 4]  # cond and uncond of 2 latents, one call a step
     log.calls.clear()
-    denoise(model, patches, linear_schedule(3), positive, None, cfg=1.0, solver="euler")
+    denoise(Guider(model, positive, None, cfg=1.0), patches, Sampling(linear_schedule(3), "euler"))
     assert [batch for batch, _ in log.calls] == [2, 2, 2]
 
 
 def test_seed_gives_the_same_result_and_batch_items_differ(dit):
     patches, (positive, negative) = empty_patches(dit, batch=2), contexts()
     sigmas = linear_schedule(3, shift=5.0)
-    first = denoise(dit, patches, sigmas, positive, negative, seed=7, solver="unipc").tokens
-    again = denoise(dit, patches, sigmas, positive, negative, seed=7, solver="unipc").tokens
-    other = denoise(dit, patches, sigmas, positive, negative, seed=8, solver="unipc").tokens
+    first = denoise(Guider(dit, positive, negative), patches, Sampling(sigmas, "unipc", seed=7)).tokens
+    again = denoise(Guider(dit, positive, negative), patches, Sampling(sigmas, "unipc", seed=7)).tokens
+    other = denoise(Guider(dit, positive, negative), patches, Sampling(sigmas, "unipc", seed=8)).tokens
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     assert (first - other).abs().mean() > 0.1
     assert (first[0] - first[1]).abs().mean() > 0.1
@@ -107,8 +108,8 @@ def test_pinned_tokens_come_back_exactly_and_steer_the_rest(clean):
     pinned[:, :6] = True  # the first latent frame (grid 2×2×3)
     pinned_patches = replace(patches, pinned=pinned, known=known)
     sigmas = linear_schedule(3, shift=2.0)
-    out = denoise(model, pinned_patches, sigmas, positive, negative, seed=1, solver="dpmpp_2m")
-    free = denoise(model, patches, sigmas, positive, negative, seed=1, solver="dpmpp_2m")
+    out = denoise(Guider(model, positive, negative), pinned_patches, Sampling(sigmas, "dpmpp_2m", seed=1))
+    free = denoise(Guider(model, positive, negative), patches, Sampling(sigmas, "dpmpp_2m", seed=1))
     torch.testing.assert_close(out.tokens[pinned], known[pinned], rtol=0, atol=0)
     assert (
         out.tokens[~pinned] - free.tokens[~pinned]
@@ -127,7 +128,11 @@ def test_a14b_switches_to_the_low_noise_expert_at_the_boundary():
     high_log, low_log = CallLog(high), CallLog(low)
     patches, (positive, negative) = empty_patches(high), contexts()
     sigmas = linear_schedule(8, shift=5.0)
-    denoise(high, patches, sigmas, positive, negative, solver="euler", low_noise_dit=low, boundary=0.875)
+    denoise(
+        Guider(high, positive, negative, low_noise_dit=low, boundary=0.875),
+        patches,
+        Sampling(sigmas, "euler"),
+    )
     high_sigmas = [float(t[0]) / 1000 for _, t in high_log.calls]
     low_sigmas = [float(t[0]) / 1000 for _, t in low_log.calls]
     assert high_sigmas and low_sigmas and len(high_sigmas) + len(low_sigmas) == 8
@@ -139,13 +144,10 @@ def test_steps_tick_and_cancel_stops_within_a_step(dit):
     patches, (positive, negative) = empty_patches(dit), contexts()
     ticks = []
     denoise(
-        dit,
+        Guider(dit, positive, negative),
         patches,
-        linear_schedule(5),
-        positive,
-        negative,
-        solver="heun",
-        step_callback=lambda: ticks.append(1),
+        Sampling(linear_schedule(5), "heun"),
+        lambda: ticks.append(1),
     )
     assert len(ticks) == 5
 
@@ -159,13 +161,7 @@ def test_steps_tick_and_cancel_stops_within_a_step(dit):
 
     with pytest.raises(Cancelled):
         denoise(
-            dit,
-            patches,
-            linear_schedule(5),
-            positive,
-            negative,
-            solver="unipc",
-            step_callback=cancel_after_two,
+            Guider(dit, positive, negative), patches, Sampling(linear_schedule(5), "unipc"), cancel_after_two
         )
     assert len(ticks) == 7
 
@@ -173,11 +169,11 @@ def test_steps_tick_and_cancel_stops_within_a_step(dit):
 def test_bad_inputs_are_refused_clearly(dit):
     patches, (positive, negative) = empty_patches(dit), contexts()
     with pytest.raises(ValueError, match="solver 'ddim'"):
-        denoise(dit, patches, linear_schedule(3), positive, negative, solver="ddim")
+        denoise(Guider(dit, positive, negative), patches, Sampling(linear_schedule(3), "ddim"))
     with pytest.raises(ValueError, match="descending"):
-        denoise(dit, patches, torch.tensor([0.5, 0.7, 0.0]), positive, negative)
+        denoise(Guider(dit, positive, negative), patches, Sampling(torch.tensor([0.5, 0.7, 0.0])))
     with pytest.raises(ValueError, match="negative"):
-        denoise(dit, patches, linear_schedule(3), positive, None, cfg=3.0)
+        denoise(Guider(dit, positive, None, cfg=3.0), patches, Sampling(linear_schedule(3)))
     with pytest.raises(ValueError, match="entries"):
         conditioning_context([[positive, {}], [positive, {}]], 1, "positive")
     with pytest.raises(ValueError, match="1×S×E or 2×S×E"):

@@ -12,24 +12,29 @@ import numpy as np
 import pytest
 import torch
 
+from spacetime import editing as edits
 from spacetime import host
+from spacetime.editing import WINDOWS_KEY
 from spacetime.nodes import NODE_CLASS_MAPPINGS
 from spacetime.nodes.video_combine import _frames
 from spacetime.pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES, load_tiny_world
-from spacetime.samplers import frames as edits
-from spacetime.samplers.long_video import WINDOWS_KEY
 from spacetime.training.evaluate import psnr, seam_ratios
 from spacetime.training.world import caption, render, sample_scene
 
 STRIDE, SIZE = 4, (3, 2, 2)  # latent channels, height, width of 16x16 frames
 
 
-def fake_encode(frames: torch.Tensor) -> torch.Tensor:
+def fake_encode_clip(frames: torch.Tensor) -> torch.Tensor:
     """Frames F×16×16×3 (F = 4k+1) -> 1×3×(k+1)×2×2: frame 0 alone, then groups of 4, 8x8 mean pooled."""
     assert (len(frames) - 1) % STRIDE == 0
     groups = [frames[:1]] + [frames[i : i + STRIDE] for i in range(1, len(frames), STRIDE)]
     pooled = [g.mean(0).permute(2, 0, 1).reshape(3, 2, 8, 2, 8).mean((2, 4)) for g in groups]
     return torch.stack(pooled, dim=1)[None]
+
+
+def fake_encode(clips: list[torch.Tensor]) -> list[torch.Tensor]:
+    """An edit's clips, each encoded by fake_encode_clip (the library encodes an edit's clips in one call)."""
+    return [fake_encode_clip(frames) for frames in clips]
 
 
 def clip(count: int, seed: int = 0) -> torch.Tensor:
@@ -44,7 +49,7 @@ def test_image_to_video_pins_each_image_as_the_first_latent_frame_of_its_own_vid
     images = clip(2)
     edit = edits.image_to_video(fake_encode, STRIDE, SIZE, images, 9)
     assert edit.latent.shape == (2, 3, 3, 2, 2)
-    assert torch.equal(edit.latent[1, :, :1], fake_encode(images[1:2])[0])
+    assert torch.equal(edit.latent[1, :, :1], fake_encode_clip(images[1:2])[0])
     assert edit.latent[:, :, 1:].abs().sum() == 0
     assert edit.noise_mask[:, 0, :, 0, 0].tolist() == [[0, 1, 1], [0, 1, 1]]
     assert known_layout(edit.plan) == "K" + "." * 8 and edit.plan.batch == 2
@@ -57,7 +62,7 @@ def test_a_held_image_opens_two_latent_frames_and_its_copies_are_left_out():
     edit = edits.image_to_video(fake_encode, STRIDE, SIZE, images, 9, opening="held")
     # the image held for 5 frames fills latent frames 0 and 1; 2 latent frames (8 frames) follow
     assert edit.latent.shape == (2, 3, 4, 2, 2)
-    assert torch.equal(edit.latent[1, :, :2], fake_encode(images[1:2].expand(5, -1, -1, -1))[0])
+    assert torch.equal(edit.latent[1, :, :2], fake_encode_clip(images[1:2].expand(5, -1, -1, -1))[0])
     assert edit.latent[:, :, 2:].abs().sum() == 0
     assert edit.noise_mask[:, 0, :, 0, 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1]]
     assert known_layout(edit.plan) == "K" * 5 + "." * 8 and edit.plan.held == 4
@@ -76,7 +81,7 @@ def test_extend_forward_pins_the_tail_and_joins_the_rest_of_the_clip_before():
     source = clip(11)
     edit = edits.extend(fake_encode, STRIDE, SIZE, source, new_frames=7, overlap=6)  # -> overlap 5, 8 new
     assert known_layout(edit.plan) == "K" * 5 + "." * 8
-    assert torch.equal(edit.latent[:, :, :2], fake_encode(source[-5:]))
+    assert torch.equal(edit.latent[:, :, :2], fake_encode_clip(source[-5:]))
     assert edit.noise_mask[0, 0, :, 0, 0].tolist() == [0, 0, 1, 1]
     assert torch.equal(edit.plan.before, source[:6])
 
@@ -86,7 +91,7 @@ def test_extend_backward_encodes_the_head_after_a_still_lead_in():
     edit = edits.extend(fake_encode, STRIDE, SIZE, source, new_frames=3, overlap=5, backward=True)
     assert known_layout(edit.plan) == "." * 5 + "K" * 4  # 4k+1 new frames open the clip, 4 known close it
     lead_in = source[:1].expand(9, -1, -1, -1)  # the first frame held for 1 + 2 latent frames
-    expected = fake_encode(torch.cat([lead_in, source[:4]]))[:, :, 3:]
+    expected = fake_encode_clip(torch.cat([lead_in, source[:4]]))[:, :, 3:]
     assert torch.equal(edit.latent[:, :, -1:], expected)
     assert edit.noise_mask[0, 0, :, 0, 0].tolist() == [1, 1, 0]
     assert torch.equal(edit.plan.after, source[4:])
@@ -343,3 +348,60 @@ def test_editing_nodes_refuse_bad_input_clearly():
         node("SpacetimeExtendVideo").prepare(FakeVAE(), torch.rand(9, 16, 20, 3), "forward", 8, 5)
     with pytest.raises(ValueError, match="direction 'sideways'"):
         node("SpacetimeExtendVideo").prepare(FakeVAE(), torch.rand(9, 16, 16, 3), "sideways", 8, 5)
+
+
+class Bars:
+    """Stands in for host.progress_ticker: records each bar's total and the ticks it got."""
+
+    def __init__(self):
+        self.bars: list[list[int]] = []  # [total, ticks]
+
+    def ticker(self, total: int, description: str = "", node_id=None):
+        bar = [total, 0]
+        self.bars.append(bar)
+
+        def tick():
+            bar[1] += 1
+
+        return tick
+
+
+@tiny
+def test_every_editing_node_ends_its_progress_bars_exactly_at_their_total(tiny_world, monkeypatch):
+    """Regression: the nodes counted the encode's work themselves and got it wrong (extend backward did 4
+    units of work on a bar of 2; connect and loop 6 on a bar of 4); the library now sizes its own bars."""
+    dit, text_encoder, vae = tiny_world
+    bars = Bars()
+    monkeypatch.setattr(host, "progress_ticker", bars.ticker)
+    clip9, clip13 = torch.rand(9, 64, 64, 3), torch.rand(13, 64, 64, 3)
+    (full,) = node("SpacetimeScheduler").schedule("simple", 2, 3.0, 1.0)
+    positive, negative = node("SpacetimeTextEncode").encode(text_encoder, "a red circle moving left", "")
+    runs = {
+        "image to video": lambda: node("SpacetimeImageToVideo").prepare(vae, clip9[:2], 64, 64, 9, "crop"),
+        "image to video, held": lambda: node("SpacetimeImageToVideo").prepare(
+            vae, clip9[:2], 64, 64, 9, "crop", "held"
+        ),
+        "video to video": lambda: node("SpacetimeVideoToVideo").prepare(vae, clip13[:11], full, 0.5),
+        "extend forward": lambda: node("SpacetimeExtendVideo").prepare(vae, clip13, "forward", 8, 9),
+        "extend backward": lambda: node("SpacetimeExtendVideo").prepare(vae, clip13, "backward", 8, 5),
+        "connect": lambda: node("SpacetimeConnectVideos").prepare(vae, clip9, clip13, 8, 5),
+        "loop": lambda: node("SpacetimeLoopVideo").prepare(vae, clip13, 8, 5),
+        "long video": lambda: node("SpacetimeLongVideo").sample(
+            dit, vae, positive, negative, full, 64, 64, 41, 17, 8, 1.0, "euler", 5.0, 0
+        ),
+    }
+    expected_work = {  # latent frames encoded (or steps and decodes, for long video), counted by hand
+        "image to video": 2,  # one latent frame for each of the 2 images
+        "image to video, held": 4,  # each image held for 5 frames: 2 latent frames each
+        "video to video": 4,  # 11 frames padded to 13: 4 latent frames
+        "extend forward": 3,  # the last 9 frames
+        "extend backward": 4,  # the first 4 frames after a 9-frame still lead-in: 13 frames
+        "connect": 2 + 4,  # the first clip's last 5 frames; the second's first 4 after the lead-in
+        "loop": 2 + 4,
+        "long video": 2 * 3 + 2 * 5,  # 2 steps in each of 3 windows; the 2 decodes for the next openings
+    }
+    for name, run in runs.items():
+        bars.bars.clear()
+        run()
+        assert bars.bars and all(ticks == total for total, ticks in bars.bars), (name, bars.bars)
+        assert sum(total for total, _ in bars.bars) == expected_work[name], (name, bars.bars)

@@ -10,6 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from spacetime.editing import spread_joins
+from spacetime.editing.long_video import (
+    WINDOWS_KEY,
+    Codec,
+    Windows,
+    decode_long_video,
+    decode_steps,
+    long_video_latent,
+    match_mean,
+    window_count,
+    window_joins,
+    windows_entry,
+)
 from spacetime.nodes.vae import SpacetimeVAEDecode
 from spacetime.nodes.video_combine import _frames
 from spacetime.pipeline import (
@@ -21,20 +34,11 @@ from spacetime.pipeline import (
     long_video,
     sample_latent,
 )
-from spacetime.samplers.frames import spread_joins
-from spacetime.samplers.long_video import (
-    WINDOWS_KEY,
-    decode_long_video,
-    decode_steps,
-    long_video_latent,
-    match_mean,
-    window_count,
-    window_joins,
-    windows_entry,
-)
+from spacetime.samplers.denoiser import Sampling
+from spacetime.samplers.guidance import Guider
 from spacetime.samplers.schedules import schedule_by_name
 from spacetime.vae import video_to_frames
-from spacetime.video import combine_video
+from spacetime.video import Encoding, Provenance, combine_video
 from spacetime.video.combine import FrameStream
 
 from media import decode
@@ -91,9 +95,8 @@ def test_first_window_is_text_to_video_and_later_windows_add_only_new_frames(tin
         return vae.encode(video)
 
     latent, openings = long_video_latent(
-        dit, (1, 12, 9, 16, 16), sigmas, positive, negative, window=5, overlap=2, stride=4, encode=encode,
-        decode=decode, cfg=settings.cfg, seed=4, solver="euler",
-        window_callback=lambda index, count: calls.append((index, count)),
+        Guider(dit, positive, negative, settings.cfg), Sampling(sigmas, "euler", seed=4), (1, 12, 9, 16, 16),
+        Windows(5, 2, 4), Codec(encode, decode), window_callback=lambda index, count: calls.append((index, count)),
     )  # fmt: skip
     assert latent.shape == (1, 12, 9, 16, 16) and calls == [(0, 3), (1, 3), (2, 3)]
     # Each later window opens with the last 5 frames (1 + 4·(overlap − 1)) of the whole window before,
@@ -105,7 +108,11 @@ def test_first_window_is_text_to_video_and_later_windows_add_only_new_frames(tin
     assert torch.equal(openings, torch.cat([decoded[1][:, :, :2], vae.encode(encoded[1])], dim=2))
     assert [e.shape[2] for e in encoded] == [5, 5]
     assert torch.equal(encoded[0], vae.decode(latent[:, :, :5])[:, :, -5:])
-    alone = sample_latent(dit, torch.zeros(1, 12, 5, 16, 16), positive, negative, settings, sigmas=sigmas)
+    guider, sampling = (
+        Guider(dit, positive, negative, settings.cfg),
+        Sampling(sigmas, settings.solver, settings.seed),
+    )
+    alone = sample_latent(guider, torch.zeros(1, 12, 5, 16, 16), sampling)
     assert torch.allclose(latent[:, :, :5], alone, atol=1e-5)  # window 0: the plain 17-frame video
     assert latent[:, :, 5:].std() > 0.3  # later windows generated something, not zeros
 
@@ -130,8 +137,8 @@ def test_later_windows_have_no_stripes_and_no_tint(tiny_world):
     positive, negative = encode_prompt(text_encoder, "a red circle moving left on a blue background", "", 5.0)
     sigmas = schedule_by_name("simple")(8, shift=3.0)
     latent, openings = long_video_latent(
-        dit, (1, 12, 8, 16, 16), sigmas, positive, negative, window=5, overlap=2, stride=4,
-        encode=vae.encode, decode=vae.decode, seed=0,
+        Guider(dit, positive, negative), Sampling(sigmas, seed=0), (1, 12, 8, 16, 16), Windows(5, 2, 4),
+        Codec(vae.encode, vae.decode),
     )  # fmt: skip
     video = {"samples": latent, WINDOWS_KEY: windows_entry(8, 5, 2, 4, openings)}
     frames = torch.cat(list(decode_long_video(video, vae.decode_frames)))
@@ -202,8 +209,8 @@ def test_generate_decodes_each_window_once_and_writes_what_the_long_video_latent
     positive, negative = encode_prompt(text_encoder, prompt, "", settings.cfg)
     sigmas = schedule_by_name(settings.schedule)(settings.steps, shift=settings.shift)
     latent, openings = long_video_latent(
-        dit, (1, 12, 9, 16, 16), sigmas, positive, negative, window=5, overlap=2, stride=4,
-        encode=vae.encode, decode=vae.decode, cfg=settings.cfg, seed=3, solver=settings.solver,
+        Guider(dit, positive, negative, settings.cfg), Sampling(sigmas, settings.solver, seed=3),
+        (1, 12, 9, 16, 16), Windows(5, 2, 4), Codec(vae.encode, vae.decode),
     )  # fmt: skip
     named = {"samples": latent, WINDOWS_KEY: windows_entry(9, 5, 2, 4, openings)}
     expected = torch.cat(list(decode_long_video(named, vae.decode_frames)))
@@ -228,12 +235,16 @@ def test_generate_decodes_each_window_once_and_writes_what_the_long_video_latent
 
 def test_combine_writes_a_stream_as_it_arrives_and_checks_its_length(output_dir: Path):
     chunks = [torch.rand(n, 16, 16, 3, generator=torch.Generator().manual_seed(n)) for n in (1, 4, 4)]
-    saved = combine_video(FrameStream(9, 16, 16, iter(chunks)), 16.0, output_dir, watermark=False)
+    saved = combine_video(
+        FrameStream(9, 16, 16, iter(chunks)), 16.0, output_dir, provenance=Provenance(watermark=False)
+    )
     assert decode(saved.path).frames.shape == (9, 16, 16, 3)
     with pytest.raises(ValueError, match="promised 10 frames and gave only 9"):
         combine_video(FrameStream(10, 16, 16, iter(chunks)), 16.0, output_dir)
     with pytest.raises(ValueError, match="ping-pong and loop_count need the frames kept"):
-        combine_video(FrameStream(9, 16, 16, iter(chunks)), 16.0, output_dir, pingpong=True)
+        combine_video(
+            FrameStream(9, 16, 16, iter(chunks)), 16.0, output_dir, encoding=Encoding(pingpong=True)
+        )
 
 
 @tiny

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacetime.dit.patchify import SpacetimePatches, patchify, unpatchify
-from spacetime.vae.latent_formats import WAN21, WAN22
+from spacetime.latent_formats import WAN21, WAN22
 
 
 @settings(max_examples=60, deadline=None)

@@ -21,7 +21,7 @@ from spacetime.provenance import watermark
 from spacetime.provenance.frames import read_frames
 from spacetime.provenance.watermark import THRESHOLD, detect, embed, mark_levels, segment_signs
 from spacetime.training.world import render, sample_scene
-from spacetime.video import combine_video
+from spacetime.video import Encoding, Provenance, combine_video
 from spacetime.video.patterns import moving_pattern
 
 from media import mp4_metadata_keys, psnr, to_uint8
@@ -38,9 +38,17 @@ def clip() -> torch.Tensor:
     return world_clip(3)
 
 
-def written(frames: torch.Tensor, folder: Path, fmt: str = "video/h264-mp4", **options) -> torch.Tensor:
+def written(frames: torch.Tensor, folder: Path, fmt: str = "video/h264-mp4", **encoding) -> torch.Tensor:
     """Frames after a round trip through a file the pack writes (unmarked: the mark is added by the test)."""
-    saved = combine_video(frames, 16.0, folder, "clip", fmt, watermark=False, **options)
+    saved = combine_video(
+        frames,
+        16.0,
+        folder,
+        "clip",
+        fmt,
+        encoding=Encoding(**encoding),
+        provenance=Provenance(watermark=False),
+    )
     return read_frames(saved.path)
 
 
@@ -149,8 +157,16 @@ def test_alpha_is_left_alone():
 def test_combine_marks_by_default_in_written_order(tmp_path: Path):
     """With ping-pong the file's frames are marked in the order written, so the file itself is found."""
     clip = world_clip(9, frames=17)
-    marked = combine_video(clip, 16.0, tmp_path, "on", "video/h264-mp4", pingpong=True)
-    plain = combine_video(clip, 16.0, tmp_path, "off", "video/h264-mp4", pingpong=True, watermark=False)
+    marked = combine_video(clip, 16.0, tmp_path, "on", "video/h264-mp4", encoding=Encoding(pingpong=True))
+    plain = combine_video(
+        clip,
+        16.0,
+        tmp_path,
+        "off",
+        "video/h264-mp4",
+        encoding=Encoding(pingpong=True),
+        provenance=Provenance(watermark=False),
+    )
     assert detect(read_frames(marked.path)).detected
     assert not detect(read_frames(plain.path)).detected
 
@@ -174,8 +190,8 @@ def run_cli(*args: str, env_dir: Path) -> subprocess.CompletedProcess:
 
 
 def test_verify_command(clip, tmp_path: Path):
-    marked = combine_video(clip, 16.0, tmp_path, "marked", "video/h264-mp4", crf=28)
-    plain = combine_video(clip, 16.0, tmp_path, "plain", "image/gif", watermark=False)
+    marked = combine_video(clip, 16.0, tmp_path, "marked", "video/h264-mp4", encoding=Encoding(crf=28))
+    plain = combine_video(clip, 16.0, tmp_path, "plain", "image/gif", provenance=Provenance(watermark=False))
     found = run_cli("verify", str(marked.path), env_dir=tmp_path)
     assert found.returncode == 0, found.stderr
     assert "watermarked (score" in found.stdout and "Content Credentials: " in found.stdout
@@ -234,7 +250,12 @@ def test_sign_then_verify_round_trip(user_dir: Path, tmp_path: Path):
     clip = moving_pattern(9, 64, 64)
     metadata = {"workflow": json.dumps({"nodes": []})}
     saved = combine_video(
-        clip, 16.0, tmp_path, "signed", "video/h264-mp4", metadata=metadata, credentials=describe_graph(GRAPH)
+        clip,
+        16.0,
+        tmp_path,
+        "signed",
+        "video/h264-mp4",
+        provenance=Provenance(metadata=metadata, credentials=describe_graph(GRAPH)),
     )
     identity = user_dir / credentials.IDENTITY_FOLDER
     assert {p.name for p in identity.iterdir()} == {"ca.pem", "signer.pem", "signer.key"}
@@ -256,13 +277,27 @@ def test_sign_then_verify_round_trip(user_dir: Path, tmp_path: Path):
 
     # A second signing reuses the identity.
     before = (identity / "signer.pem").read_bytes()
-    combine_video(clip, 16.0, tmp_path, "again", "video/h264-mp4", credentials=describe_graph(GRAPH))
+    combine_video(
+        clip,
+        16.0,
+        tmp_path,
+        "again",
+        "video/h264-mp4",
+        provenance=Provenance(credentials=describe_graph(GRAPH)),
+    )
     assert (identity / "signer.pem").read_bytes() == before
 
 
 def test_tampering_invalidates_and_unsigned_files_have_none(user_dir: Path, tmp_path: Path):
     clip = moving_pattern(9, 64, 64)
-    saved = combine_video(clip, 16.0, tmp_path, "signed", "video/h264-mp4", credentials=describe_graph(GRAPH))
+    saved = combine_video(
+        clip,
+        16.0,
+        tmp_path,
+        "signed",
+        "video/h264-mp4",
+        provenance=Provenance(credentials=describe_graph(GRAPH)),
+    )
     data = bytearray(saved.path.read_bytes())
     data[data.find(b"mdat") + 100] ^= 0xFF
     tampered = tmp_path / "tampered.mp4"
@@ -298,12 +333,21 @@ def test_node_signs_with_the_prompt_text_when_asked(user_dir: Path, tmp_path: Pa
 def test_credentials_errors_name_the_fix(user_dir: Path, tmp_path: Path):
     clip = moving_pattern(3, 32, 32)
     with pytest.raises(ValueError, match=r"MP4 files only.*video/h264-mp4"):
-        combine_video(clip, 16.0, tmp_path, "gif", "image/gif", credentials=describe_graph(GRAPH))
+        combine_video(
+            clip, 16.0, tmp_path, "gif", "image/gif", provenance=Provenance(credentials=describe_graph(GRAPH))
+        )
     identity = user_dir / credentials.IDENTITY_FOLDER
     identity.mkdir(parents=True)
     (identity / "signer.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     with pytest.raises(ValueError, match=r"signer\.key does not"):
-        combine_video(clip, 16.0, tmp_path, "half", "video/h264-mp4", credentials=describe_graph(GRAPH))
+        combine_video(
+            clip,
+            16.0,
+            tmp_path,
+            "half",
+            "video/h264-mp4",
+            provenance=Provenance(credentials=describe_graph(GRAPH)),
+        )
     assert not list(tmp_path.glob("half*"))  # refused before anything was written
 
 

@@ -166,7 +166,7 @@ def test_one_tile_covering_the_frame_is_the_untiled_decode(vae_file):
 
 
 def test_tiles_cover_the_frame_and_blend_weights_normalise():
-    from spacetime.vae.wan21 import SpatialTiling
+    from spacetime.vae.tiling import SpatialTiling
 
     tiling = SpatialTiling(tile=8, overlap=2, stride=8)
     regions = tiling.regions(12, 20)

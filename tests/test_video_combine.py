@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from spacetime.video import FORMATS, combine_video
+from spacetime.video import FORMATS, Encoding, Provenance, combine_video
 from spacetime.video.combine import frame_order, frame_rate_fraction
 from spacetime.video.patterns import moving_pattern
 
@@ -52,7 +52,9 @@ def clip() -> torch.Tensor:
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_format_round_trip(name: str, clip: torch.Tensor, output_dir: Path):
     codec, pix_fmt, min_psnr = EXPECTED[name]
-    saved = combine_video(clip, 16.0, output_dir, "clips/test", name, metadata=METADATA, watermark=False)
+    saved = combine_video(
+        clip, 16.0, output_dir, "clips/test", name, provenance=Provenance(metadata=METADATA, watermark=False)
+    )
 
     assert saved.path.parent == output_dir.resolve() / "clips"
     assert saved.path.name == "test_00001_" + (
@@ -98,7 +100,7 @@ def test_h265_carries_the_hvc1_tag_apple_players_need(clip: torch.Tensor, output
 
 @pytest.mark.parametrize("name", ["video/h264-mp4", "video/h265-mp4", "video/vp9-webm", "video/ffv1-mkv"])
 def test_container_metadata_round_trips_as_separate_entries(name: str, clip: torch.Tensor, output_dir: Path):
-    saved = combine_video(clip, 16.0, output_dir, "meta", name, metadata=METADATA)
+    saved = combine_video(clip, 16.0, output_dir, "meta", name, provenance=Provenance(metadata=METADATA))
     metadata = {key.lower(): value for key, value in decode(saved.path).metadata.items()}
     assert json.loads(metadata["prompt"]) == json.loads(METADATA["prompt"])
     assert json.loads(metadata["workflow"]) == json.loads(METADATA["workflow"])
@@ -107,21 +109,27 @@ def test_container_metadata_round_trips_as_separate_entries(name: str, clip: tor
 @pytest.mark.parametrize("name", ["video/h264-mp4", "video/h265-mp4"])
 def test_mp4_metadata_sits_where_comfyui_reads_it(name: str, clip: torch.Tensor, output_dir: Path):
     """ComfyUI's frontend reads moov/udta/meta keys+ilst (mdta keys) from the first 64 MiB."""
-    data = combine_video(clip, 16.0, output_dir, "meta", name, metadata=METADATA).path.read_bytes()
+    data = combine_video(
+        clip, 16.0, output_dir, "meta", name, provenance=Provenance(metadata=METADATA)
+    ).path.read_bytes()
     assert {"mdtaprompt", "mdtaworkflow"} <= set(mp4_metadata_keys(data))
     top_level = [kind for kind, _, _ in mp4_boxes(data)]
     assert top_level.index("moov") < top_level.index("mdat")
 
 
 def test_webp_metadata_is_exif_as_comfyui_writes_it(clip: torch.Tensor, output_dir: Path):
-    saved = combine_video(clip, 16.0, output_dir, "meta", "image/webp", metadata=METADATA)
+    saved = combine_video(
+        clip, 16.0, output_dir, "meta", "image/webp", provenance=Provenance(metadata=METADATA)
+    )
     exif = Image.open(saved.path).getexif()
     assert exif[0x0110] == "prompt:" + METADATA["prompt"]
     assert exif[0x010F] == "workflow:" + METADATA["workflow"]
 
 
 def test_png_frames_each_carry_the_workflow(clip: torch.Tensor, output_dir: Path):
-    saved = combine_video(clip, 16.0, output_dir, "meta", "image/png-sequence", metadata=METADATA)
+    saved = combine_video(
+        clip, 16.0, output_dir, "meta", "image/png-sequence", provenance=Provenance(metadata=METADATA)
+    )
     frames = sorted(saved.path.iterdir())
     assert len(frames) == 9
     for frame in (frames[0], frames[-1]):
@@ -130,14 +138,16 @@ def test_png_frames_each_carry_the_workflow(clip: torch.Tensor, output_dir: Path
 
 
 def test_gif_keeps_the_metadata_in_its_comment(clip: torch.Tensor, output_dir: Path):
-    saved = combine_video(clip, 16.0, output_dir, "meta", "image/gif", metadata=METADATA)
+    saved = combine_video(
+        clip, 16.0, output_dir, "meta", "image/gif", provenance=Provenance(metadata=METADATA)
+    )
     comment = json.loads(Image.open(saved.path).info["comment"])
     assert comment == {key: json.loads(value) for key, value in METADATA.items()}
 
 
 @pytest.mark.parametrize("name", ["video/h264-mp4", "image/webp", "image/png-sequence"])
 def test_no_metadata_means_none_written(name: str, clip: torch.Tensor, output_dir: Path):
-    saved = combine_video(clip, 16.0, output_dir, "bare", name, metadata={})
+    saved = combine_video(clip, 16.0, output_dir, "bare", name, provenance=Provenance(metadata={}))
     path = saved.path if saved.path.is_file() else next(saved.path.iterdir())
     assert b"workflow" not in path.read_bytes()
 
@@ -198,14 +208,26 @@ def test_h265_short_clips_always_mux(count: int, output_dir: Path):
 
 def test_values_outside_0_1_are_clamped(output_dir: Path):
     clip = torch.stack([torch.full((16, 16, 3), -0.5), torch.full((16, 16, 3), 1.7)])
-    decoded = decode(combine_video(clip, 16.0, output_dir, "clamp", "video/ffv1-mkv", watermark=False).path)
+    decoded = decode(
+        combine_video(
+            clip, 16.0, output_dir, "clamp", "video/ffv1-mkv", provenance=Provenance(watermark=False)
+        ).path
+    )
     assert decoded.frames[0].max() == 0 and decoded.frames[1].min() == 255
 
 
 def test_pingpong_plays_back_without_repeating_the_ends(output_dir: Path):
     clip = torch.stack([torch.full((8, 8, 3), i / 10) for i in range(4)])
     decoded = decode(
-        combine_video(clip, 16.0, output_dir, "pp", "video/ffv1-mkv", pingpong=True, watermark=False).path
+        combine_video(
+            clip,
+            16.0,
+            output_dir,
+            "pp",
+            "video/ffv1-mkv",
+            encoding=Encoding(pingpong=True),
+            provenance=Provenance(watermark=False),
+        ).path
     )
     levels = decoded.frames[:, 0, 0, 0].tolist()
     assert levels == [round(255 * i / 10) for i in (0, 1, 2, 3, 2, 1)]
@@ -214,7 +236,15 @@ def test_pingpong_plays_back_without_repeating_the_ends(output_dir: Path):
 def test_loop_count_repeats_video_frames(output_dir: Path):
     clip = moving_pattern(3, 16, 16)
     decoded = decode(
-        combine_video(clip, 16.0, output_dir, "loop", "video/ffv1-mkv", loop_count=2, watermark=False).path
+        combine_video(
+            clip,
+            16.0,
+            output_dir,
+            "loop",
+            "video/ffv1-mkv",
+            encoding=Encoding(loop_count=2),
+            provenance=Provenance(watermark=False),
+        ).path
     )
     assert decoded.frames.shape[0] == 9
     np.testing.assert_array_equal(decoded.frames[6:], to_uint8(clip))
@@ -224,7 +254,7 @@ def test_loop_count_repeats_video_frames(output_dir: Path):
 @pytest.mark.parametrize("loop_count", [0, 3])
 def test_loop_count_is_the_animation_loop_field(name: str, loop_count: int, output_dir: Path):
     clip = moving_pattern(3, 16, 16)
-    saved = combine_video(clip, 16.0, output_dir, "loop", name, loop_count=loop_count)
+    saved = combine_video(clip, 16.0, output_dir, "loop", name, encoding=Encoding(loop_count=loop_count))
     image = Image.open(saved.path)
     assert image.n_frames == 3
     assert image.info["loop"] == loop_count
@@ -270,5 +300,14 @@ def test_bad_frames_are_refused_with_the_fix(images, message: str, output_dir: P
 )
 def test_bad_settings_are_refused_with_the_fix(kwargs: dict, message: str, output_dir: Path):
     arguments = {"frame_rate": 16.0, "format": "video/h264-mp4"} | kwargs
+    encoding = Encoding(
+        **{name: arguments.pop(name) for name in ("crf", "preset", "loop_count") if name in arguments}
+    )
     with pytest.raises(ValueError, match=message):
-        combine_video(moving_pattern(2, 16, 16), output_dir=output_dir, filename_prefix="bad", **arguments)
+        combine_video(
+            moving_pattern(2, 16, 16),
+            output_dir=output_dir,
+            filename_prefix="bad",
+            encoding=encoding,
+            **arguments,
+        )

@@ -10,9 +10,14 @@ from safetensors.torch import save_file
 
 from spacetime.dit.config import WanConfig
 from spacetime.dit.wan import WanDiT
+from spacetime.latent_formats import WAN21, WAN22
 
-T2V = WanConfig(dim=256, ffn_dim=512, num_layers=2, in_channels=16, out_channels=16, text_dim=96)
-TI2V = WanConfig(dim=256, ffn_dim=512, num_layers=2, in_channels=48, out_channels=48, text_dim=96)
+T2V = WanConfig(
+    dim=256, ffn_dim=512, num_layers=2, in_channels=16, out_channels=16, text_dim=96, latent_format=WAN21
+)
+TI2V = WanConfig(
+    dim=256, ffn_dim=512, num_layers=2, in_channels=48, out_channels=48, text_dim=96, latent_format=WAN22
+)
 
 
 def random_wan_state_dict(config: WanConfig, seed: int = 0) -> dict[str, torch.Tensor]:

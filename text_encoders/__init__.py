@@ -1,6 +1,7 @@
 """Tokenizers and text encoders (UMT5 first)."""
 
-from .loader import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
+from .loader import load_text_encoder
+from .text_encoder import WAN_NEGATIVE_PROMPT, TextEncoder
 from .tokenizer import SentencePieceTokenizer
 from .umt5 import UMT5_XXL, UMT5Config, UMT5Encoder
 

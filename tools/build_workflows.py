@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from spacetime.editing import DEFAULT_BLEND
 from spacetime.nodes import NODE_CLASS_MAPPINGS  # the pack, installed (pip install -e .)
-from spacetime.samplers.frames import DEFAULT_BLEND
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -425,7 +425,8 @@ def round_trip(videos: Sequence[np.ndarray], folder: str | Path | None = None) -
     import torch
 
     from ..pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES
-    from ..vae.loader import frames_to_video, load_vae, video_to_frames
+    from ..vae.loader import load_vae
+    from ..vae.video_vae import frames_to_video, video_to_frames
 
     path = Path(folder or TINY_WORLD_DIR) / TINY_WORLD_FILES["vae"]
     if not path.is_file():

@@ -1,7 +1,8 @@
 """Causal video VAEs (Wan 2.1 and 2.2), latent formats and frame conversions."""
 
-from .latent_formats import LATENT_FORMATS, WAN21, WAN22, LatentFormat
-from .loader import VideoVAE, frames_to_video, load_vae, video_to_frames
+from ..latent_formats import LATENT_FORMATS, WAN21, WAN22, LatentFormat
+from .loader import load_vae
+from .video_vae import VideoVAE, frames_to_video, video_to_frames
 from .wan21 import Wan21VAE, Wan21VAEConfig
 from .wan22 import Wan22VAE, Wan22VAEConfig
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 from torch import nn
 
-from .wan21 import (
+from .causal import (
     CausalBlock,
     CausalVideoVAE,
     Decoder3d,

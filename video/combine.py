@@ -176,24 +176,42 @@ def metadata_entries(prompt: dict | None, extra_pnginfo: dict | None) -> dict[st
     return entries
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """How the frames are encoded: quality (`crf`, lower is better), encoder speed (`preset`), extra plays of
+    an animated image or repeats of a video (`loop_count`), and forward-then-backward (`pingpong`)."""
+
+    crf: int = 19
+    preset: str = "medium"
+    loop_count: int = 0
+    pingpong: bool = False
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the file says of how it was made: ComfyUI's `metadata` (the workflow and prompt, as JSON), the
+    pack's invisible `watermark` (provenance/watermark.py), and C2PA Content Credentials (`credentials`,
+    provenance/credentials.py) signed into an MP4 as the last step."""
+
+    metadata: dict[str, str] | None = None
+    watermark: bool = True
+    credentials: Generation | None = None
+
+
 def combine_video(
     images: torch.Tensor | FrameStream,
     frame_rate: float,
     output_dir: Path,
     filename_prefix: str = "spacetime/video",
     format: str = "video/h264-mp4",
-    crf: int = 19,
-    preset: str = "medium",
-    loop_count: int = 0,
-    pingpong: bool = False,
-    metadata: dict[str, str] | None = None,
+    encoding: Encoding = Encoding(),
+    provenance: Provenance = Provenance(),
     node_id: str | None = None,
-    watermark: bool = True,
-    credentials: Generation | None = None,
 ) -> SavedVideo:
     """Write frames as a video in `output_dir` under ComfyUI's naming, atomically; return what was written.
-    `watermark` adds the pack's invisible watermark (provenance/watermark.py); `credentials` signs the
-    MP4 with C2PA Content Credentials saying so (provenance/credentials.py), as the last step."""
+    Every setting is checked before the first frame is encoded."""
+    crf, preset, loop_count, pingpong = encoding.crf, encoding.preset, encoding.loop_count, encoding.pingpong
+    metadata, watermark, credentials = provenance.metadata, provenance.watermark, provenance.credentials
     fmt = get_format(format)
     if credentials is not None and fmt.container != "mp4":
         raise ValueError(

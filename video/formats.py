@@ -53,7 +53,7 @@ class VideoFormat:
             params = "log-level=error"
             if frame_count < 3:
                 # x265 leaves the first packet's dts uninitialised when a clip is shorter than its
-                # B-frame lookahead (measured: 1 or 2 frames failed to mux about half the time).
+                # B-frame lookahead (shorter clips intermittently failed to mux).
                 params += ":bframes=0"
             return {"crf": str(crf), "preset": preset, "x265-params": params}
         if self.codec == "libvpx-vp9":
@@ -74,10 +74,10 @@ FORMATS: dict[str, VideoFormat] = {
         ),
         VideoFormat(
             "video/h265-mp4", "mp4", Writer.PYAV,
-            "H.265/HEVC in MP4 (hvc1 tag): about half the size of H.264 at the same quality; "
+            "H.265/HEVC in MP4 (hvc1 tag): smaller files than H.264 at the same quality; "
             "not every browser plays it.",
             container="mp4", codec="libx265", pix_fmt="yuv420p", max_crf=51, browser_plays=False,
-            min_side=64,  # x265 corrupts its heap on frames smaller than one 64x64 block (measured)
+            min_side=64,  # x265 corrupts its heap on frames smaller than one 64x64 block
         ),
         VideoFormat(
             "video/vp9-webm", "webm", Writer.PYAV,

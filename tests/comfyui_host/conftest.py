@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import save_file
 
-from spacetime.video import combine_video
+from spacetime.video import Provenance, combine_video
 from spacetime.video.patterns import moving_pattern
 
 from comfyui_host.comfy_workflow import ui_to_api
@@ -129,7 +129,11 @@ def comfyui(tmp_path_factory) -> ComfyUI:
     Image.fromarray(frame).save(base / "input" / "example.png")  # the shipped workflows' input files
     for seed, name in enumerate(INPUT_CLIPS):
         combine_video(
-            moving_pattern(INPUT_CLIP_FRAMES, 32, 32, seed=seed), 16.0, base / "input", name, watermark=False
+            moving_pattern(INPUT_CLIP_FRAMES, 32, 32, seed=seed),
+            16.0,
+            base / "input",
+            name,
+            provenance=Provenance(watermark=False),
         )
         (base / "input" / f"{name}_00001_.mp4").rename(base / "input" / f"{name}.mp4")
     models = base / "models" / "diffusion_models"

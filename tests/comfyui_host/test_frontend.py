@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spacetime.video import combine_video, metadata_entries
+from spacetime.video import Provenance, combine_video, metadata_entries
 from spacetime.video.patterns import moving_pattern
 
 from comfyui_host.conftest import load_workflow
@@ -51,7 +51,9 @@ def test_dropping_a_file_restores_its_workflow(name: str, page, tmp_path: Path):
     metadata = metadata_entries(
         {"3": {"class_type": "SpacetimeVideoCombine", "inputs": {}}}, {"workflow": workflow}
     )
-    saved = combine_video(moving_pattern(5, 64, 64), 16.0, tmp_path, "drop", name, metadata=metadata)
+    saved = combine_video(
+        moving_pattern(5, 64, 64), 16.0, tmp_path, "drop", name, provenance=Provenance(metadata=metadata)
+    )
     file = next(saved.path.iterdir()) if saved.path.is_dir() else saved.path
 
     page.evaluate("window.app.graph.clear()")

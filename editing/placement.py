@@ -1,5 +1,4 @@
-"""Frame conditioning: the editing operations as placements of known frames in a latent video, and the
-way a generated clip goes back together with the frames it came from.
+"""Frame conditioning: the editing operations as placements of known frames in a latent video.
 
 Every edit generates one clip whose latent holds known frames (pinned, core's `noise_mask` = 0) and new
 ones (denoised, mask 1):
@@ -14,11 +13,8 @@ A causal video VAE (Wan's) puts pixel frame 0 alone in latent frame 0 and every 
 frames in one latent frame. Known frames must fill whole latent frames: a head of 4m+1 frames is
 encoded as a video of its own; a tail that starts mid-clip (4m frames) is encoded after a still lead-in
 (its first frame held), which stands in for the unknown frames before it, and the lead-in is dropped.
-
-After decoding, `assemble` puts the clip together: the source frames come back exactly where they were
-known, the difference between them and their decoded copies (the VAE's loss) is carried into the
-neighbouring new frames with a linearly fading weight, so no step appears where the two meet, and the
-frames before and after the generated clip are joined on.
+Each edit encodes all its known clips in one call (`EncodeClips`), so one progress bar covers them.
+The ClipPlan it returns tells `assembly.assemble` how the decoded clip goes back together.
 
 Axes: F pixel frames, T latent frames, B batch.
 """
@@ -26,16 +22,20 @@ Axes: F pixel frames, T latent frames, B batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
+from ..host import Progress
+from ..vae import VideoVAE, frames_to_video
+
 FIT_RULES = ("crop", "pad", "stretch")
-DEFAULT_BLEND = 4  # new frames over which the jump where known and new frames meet is spread
 LEAD_IN_LATENT_FRAMES = 2  # still latent frames encoded before known frames that start mid-clip
-Encode = Callable[[torch.Tensor], torch.Tensor]  # frames F×H×W×3 in 0..1 -> raw latent 1×C×T×h×w
+# Clips of frames (each F×H×W×3 in 0..1, F = stride·k + 1) -> their raw latents (each 1×C×T×h×w), encoded
+# in one call so that one progress bar covers them all (clip_encoder).
+EncodeClips = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
 def rgb_frames(images: torch.Tensor, name: str) -> torch.Tensor:
@@ -136,21 +136,35 @@ class EditLatent:
     plan: ClipPlan
 
 
-def encode_head(encode: Encode, frames: torch.Tensor, stride: int) -> torch.Tensor:
-    """Frames that open a clip (stride·m + 1 of them) -> m + 1 latent frames."""
+def clip_encoder(vae: VideoVAE, progress: Progress) -> EncodeClips:
+    """The VAE's encoder for an edit's clips, with one progress bar over all of them (a tick per latent
+    frame encoded, so it ends exactly at its total)."""
+
+    def encode(clips: list[torch.Tensor]) -> list[torch.Tensor]:
+        tick = progress("VAE encode", sum(vae.latent_shape(*clip.shape[:3])[2] for clip in clips))
+        return [vae.encode(frames_to_video(clip), progress=tick) for clip in clips]
+
+    return encode
+
+
+def head_clip(frames: torch.Tensor, stride: int) -> torch.Tensor:
+    """Frames that open a clip (stride·m + 1 of them), encoded as they are -> m + 1 latent frames."""
     _check_count(frames, stride, 1, "a clip's opening frames")
-    return encode(frames)
+    return frames
 
 
-def encode_inside(encode: Encode, frames: torch.Tensor, stride: int) -> torch.Tensor:
-    """Frames that start mid-clip on a latent frame boundary (stride·m of them) -> m latent frames. They are
-    encoded after a still lead-in, their first frame held for 1 + 2·stride frames, which stands in for the
-    unknown frames before them; the lead-in's latent frames are dropped. (Decoded after generated frames,
-    Tiny World's copies of the known frames come back at 29.0 dB with this lead-in, 25.9 dB after a single
-    copy of the first frame: 4 backward extensions.)"""
+def inside_clip(frames: torch.Tensor, stride: int) -> torch.Tensor:
+    """Frames that start mid-clip on a latent frame boundary (stride·m of them), as they are encoded: after a
+    still lead-in, their first frame held for 1 + 2·stride frames, which stands in for the unknown frames
+    before them. `inside_latent` drops the lead-in's latent frames again."""
     _check_count(frames, stride, 0, "frames that start mid-clip")
     lead_in = frames[:1].expand(1 + LEAD_IN_LATENT_FRAMES * stride, -1, -1, -1)
-    return encode(torch.cat([lead_in, frames]))[:, :, 1 + LEAD_IN_LATENT_FRAMES :]
+    return torch.cat([lead_in, frames])
+
+
+def inside_latent(latent: torch.Tensor) -> torch.Tensor:
+    """The latent of `inside_clip`'s frames without the lead-in's: m latent frames."""
+    return latent[:, :, 1 + LEAD_IN_LATENT_FRAMES :]
 
 
 def _check_count(frames: torch.Tensor, stride: int, remainder: int, what: str) -> None:
@@ -159,32 +173,52 @@ def _check_count(frames: torch.Tensor, stride: int, remainder: int, what: str) -
 
 
 def edit_latent(
-    encode: Encode,
+    encode: EncodeClips,
     stride: int,
     latent_size: tuple[int, int, int],
     new: int,
     head: torch.Tensor | None = None,
     tail: torch.Tensor | None = None,
-    *,
-    before: torch.Tensor | None = None,
-    after: torch.Tensor | None = None,
-    drop_tail: int = 0,
     operation: str = "edit",
 ) -> EditLatent:
     """One generated clip: `head` (stride·m+1 known frames, or None), `new` latent frames to generate, then
-    `tail` (stride·m known frames, or None). latent_size: (channels, h, w) of a latent frame."""
+    `tail` (stride·m known frames, or None). latent_size: (channels, h, w) of a latent frame. What the plan
+    joins on around the clip is added with `joined`."""
     if new < 1:
         raise ValueError(f"{operation}: {new} new latent frames; at least 1 is needed.")
+    clips = [head_clip(head, stride)] if head is not None else []
+    if tail is not None:
+        clips.append(inside_clip(tail, stride))
+    latent, mask, known = _place(stride, latent_size, new, (head, tail), encode(clips))
+    given = [frames for frames in (head, tail) if frames is not None]
+    sources = torch.cat(given).float()[None] if given else None
+    return EditLatent(latent, mask, ClipPlan(known, sources, 1, operation=operation))
+
+
+def joined(edit: EditLatent, **surroundings) -> EditLatent:
+    """The edit with what its plan joins on around the generated clip (ClipPlan's before, after, drop_tail)."""
+    return replace(edit, plan=replace(edit.plan, **surroundings))
+
+
+def _place(
+    stride: int,
+    latent_size: tuple[int, int, int],
+    new: int,
+    given: tuple[torch.Tensor | None, torch.Tensor | None],
+    latents: list[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The latent (known latent frames around `new` zero ones), its noise mask and which frames are known,
+    from the given (head, tail) frames and their encoded clips (`latents`, in that order)."""
+    head, tail = given
     parts, known = [], []
     channels, height, width = latent_size
     if head is not None:
-        latent = encode_head(encode, head, stride)
-        parts.append(latent)
+        parts.append(latents[0])
         known += [True] * len(head)
     parts.append(torch.zeros(1, channels, new, height, width))
     known += [False] * (new * stride if head is not None else 1 + (new - 1) * stride)
     if tail is not None:
-        parts.append(encode_inside(encode, tail, stride))
+        parts.append(inside_latent(latents[-1]))
         known += [True] * len(tail)
     latent = torch.cat([part.float().cpu() for part in parts], dim=2)
     mask = torch.ones(1, 1, latent.shape[2], height, width)
@@ -192,17 +226,14 @@ def edit_latent(
         mask[:, :, : parts[0].shape[2]] = 0.0
     if tail is not None:
         mask[:, :, latent.shape[2] - parts[-1].shape[2] :] = 0.0
-    given = [frames for frames in (head, tail) if frames is not None]
-    sources = torch.cat(given).float()[None] if given else None
-    plan = ClipPlan(torch.tensor(known), sources, 1, before, after, drop_tail, operation)
-    return EditLatent(latent, mask, plan)
+    return latent, mask, torch.tensor(known)
 
 
 OPENINGS = ("image", "held")  # how an image opens its video (image_to_video)
 
 
 def image_to_video(
-    encode: Encode,
+    encode: EncodeClips,
     stride: int,
     latent_size: tuple[int, int, int],
     images: torch.Tensor,
@@ -213,8 +244,7 @@ def image_to_video(
     opening "image": the image alone is the first latent frame (as Wan's own image to video). "held": the
     image held still for 1 + stride frames fills the first two latent frames, as a Long Video window opens
     with frames it continues, and its stride copies are left out of the result: the DiT starts from a still
-    image and makes one more latent frame. (Tiny World, 6 generated clips: the step from the image to the
-    first new frame is at most 1.5x the clip's median in 6 of 6 held, 3 of 6 alone.)"""
+    image and makes one more latent frame, which smooths the step from the image to the first new frame."""
     if frames < 1 + stride or (frames - 1) % stride:
         raise ValueError(
             f"frames={frames}: image to video needs {stride}k+1 frames with k >= 1 ({1 + stride}, "
@@ -223,25 +253,16 @@ def image_to_video(
     if opening not in OPENINGS:
         raise ValueError(f"opening {opening!r}: expected one of {', '.join(OPENINGS)}.")
     held = stride if opening == "held" else 0
-    edits = [
-        edit_latent(
-            encode,
-            stride,
-            latent_size,
-            (frames - 1) // stride,
-            head=image[None].expand(1 + held, -1, -1, -1),
-            operation="image to video",
-        )
-        for image in images
+    heads = [image[None].expand(1 + held, -1, -1, -1) for image in images]
+    latents = encode([head_clip(head, stride) for head in heads])
+    new = (frames - 1) // stride
+    placed = [
+        _place(stride, latent_size, new, (head, None), [latent])
+        for head, latent in zip(heads, latents, strict=True)
     ]
-    plan = ClipPlan(
-        edits[0].plan.known,
-        torch.cat([e.plan.sources for e in edits]),
-        len(edits),
-        operation="image to video",
-        held=held,
-    )
-    return EditLatent(torch.cat([e.latent for e in edits]), torch.cat([e.noise_mask for e in edits]), plan)
+    latent, mask, known = zip(*placed, strict=True)
+    plan = ClipPlan(known[0], torch.stack(heads).float(), len(heads), operation="image to video", held=held)
+    return EditLatent(torch.cat(latent), torch.cat(mask), plan)
 
 
 def head_overlap(requested: int, available: int, stride: int, what: str) -> int:
@@ -275,7 +296,7 @@ def new_latent_frames(frames: int, stride: int, opens_clip: bool) -> int:
 
 
 def extend(
-    encode: Encode,
+    encode: EncodeClips,
     stride: int,
     latent_size: tuple[int, int, int],
     clip: torch.Tensor,
@@ -287,19 +308,19 @@ def extend(
     generating from its last (first) `overlap` frames; the plan joins the rest of the clip on."""
     if not backward:
         used = head_overlap(overlap, len(clip), stride, "the clip")
-        return edit_latent(
-            encode, stride, latent_size, new_latent_frames(new_frames, stride, False),
-            head=clip[len(clip) - used :], before=clip[: len(clip) - used], operation="extend forward",
-        )  # fmt: skip
+        new = new_latent_frames(new_frames, stride, False)
+        edit = edit_latent(
+            encode, stride, latent_size, new, head=clip[len(clip) - used :], operation="extend forward"
+        )
+        return joined(edit, before=clip[: len(clip) - used])
     used = tail_overlap(overlap, len(clip), stride, "the clip")
-    return edit_latent(
-        encode, stride, latent_size, new_latent_frames(new_frames, stride, True),
-        tail=clip[:used], after=clip[used:], operation="extend backward",
-    )  # fmt: skip
+    new = new_latent_frames(new_frames, stride, True)
+    edit = edit_latent(encode, stride, latent_size, new, tail=clip[:used], operation="extend backward")
+    return joined(edit, after=clip[used:])
 
 
 def connect(
-    encode: Encode,
+    encode: EncodeClips,
     stride: int,
     latent_size: tuple[int, int, int],
     first: torch.Tensor,
@@ -322,128 +343,12 @@ def connect(
             f"a loop of a {len(first)}-frame clip with an overlap of {overlap} would reuse frames at both ends: "
             f"give a clip of at least {head + tail} frames or lower the overlap."
         )
-    return edit_latent(
-        encode, stride, latent_size, new_latent_frames(bridge_frames, stride, False),
-        head=first[len(first) - head :], tail=second[:tail], before=first[: len(first) - head],
-        after=None if loop else second[tail:], drop_tail=tail if loop else 0,
-        operation="loop" if loop else "connect",
-    )  # fmt: skip
-
-
-def assemble(
-    plan: ClipPlan, decoded: torch.Tensor, blend: int = DEFAULT_BLEND
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decoded frames of the generated clip(s) (B·F×H×W×3) -> (the joined result, only the new frames).
-
-    Known frames come back exactly as they were given. Where a known frame meets a new one, the step
-    between them is the generated motion (the next step of the new frames) plus a jump: the VAE's loss at
-    the known frame, the decoder's step between its latent frames, and whatever the model did not carry
-    over. The jump is spread evenly over the join and the `blend` steps after it (an offset falling
-    linearly to 0 over `blend` new frames), so no single step carries it."""
-    batch, count, known = plan.batch, plan.frames, plan.known
-    size = None if plan.sources is None else tuple(plan.sources.shape[2:4])
-    if (
-        decoded.ndim != 4
-        or decoded.shape[0] != batch * count
-        or size not in (None, tuple(decoded.shape[1:3]))
-    ):
-        expected = f"{batch * count} frames" + ("" if size is None else f" of {size[1]}x{size[0]}")
-        raise ValueError(
-            f"frames of shape {tuple(decoded.shape)} are not this plan's decoded clip ({plan.describe()}; "
-            f"expected {expected}): connect the VAE Decode of the latent that came with this plan."
-        )
-    if blend < 0:
-        raise ValueError(f"blend={blend}: expected 0 or more frames.")
-    generated = decoded.float().reshape(batch, count, *decoded.shape[1:]).clone()
-    if plan.sources is not None:
-        sources = plan.sources.to(generated)
-        slot = torch.cumsum(known.long(), 0) - 1  # frame -> its index among the known frames
-        joined = generated.clone()
-        joined[:, known] = sources
-        for first, step in _joins(known):  # first new frame after a known one, walking away from it
-            run = _new_run(known, first, step)[: max(blend, 2)]
-            joined[:, run] = spread_jump(sources[:, slot[first - step]], generated[:, run], blend)
-        generated = joined.clamp(0.0, 1.0)
-    new = generated[:, ~known].flatten(0, 1)
-    kept = generated[:, plan.kept].flatten(0, 1)
-    parts = [part for part in (plan.before, kept, plan.after) if part is not None and len(part)]
-    return torch.cat([part.float() for part in parts]), new
-
-
-def spread_jump(previous: torch.Tensor, run: torch.Tensor, blend: int) -> torch.Tensor:
-    """New frames `run` (B×N×…, in order walking away from a join) after `previous` (B×…, the frame on the
-    other side) -> the run with the jump at the join spread over `blend` frames. The jump is the step into
-    the run beyond the run's own next step; frame i of the run (i < blend) gives back (blend - i)/(blend + 1)
-    of it, so the join and the `blend` steps after it each carry 1/(blend + 1)."""
-    after = run[:, 1] - run[:, 0] if run.shape[1] > 1 else 0.0
-    jump = run[:, 0] - previous - after
-    count = min(blend, run.shape[1])
-    weights = 1.0 - torch.arange(1, count + 1, dtype=run.dtype) / (blend + 1)
-    spread = run.clone()
-    spread[:, :count] -= weights.view(1, -1, *[1] * (run.ndim - 2)) * jump.unsqueeze(1)
-    return spread
-
-
-def spread_joins(
-    chunks: Iterable[torch.Tensor], joins: Iterable[int], blend: int = DEFAULT_BLEND
-) -> Iterator[torch.Tensor]:
-    """A stream of frame chunks (each N×H×W×3 in 0..1) -> the same frames with the jump at each join j (the
-    step from frame j-1 to frame j) spread as `assemble` spreads it; each join holds back at most
-    max(blend, 2) frames."""
-    starts = set(joins)
-    need = max(blend, 2)
-    held: list[torch.Tensor] = []  # frames read but not yet given out; held[0] is frame `index`
-    index, previous = 0, None
-
-    def ready(final: bool) -> list[torch.Tensor]:
-        nonlocal index, previous, held
-        out = []
-        while held:
-            if index in starts and previous is not None:
-                following = [j for j in starts if j > index]
-                room = min(need, min(following) - index) if following else need
-                if len(held) < room and not final:
-                    break
-                run = torch.stack(held[:room]).float()
-                done = spread_jump(previous.float()[None], run[None], blend)[0].clamp(0.0, 1.0)
-                done = done.to(held[0].dtype)
-                out.extend(done)
-                held, index = held[room:], index + room
-            else:
-                out.append(held.pop(0))
-                index += 1
-            previous = out[-1]
-        return out
-
-    for chunk in chunks:
-        held.extend(chunk)
-        out = ready(final=False)
-        if out:
-            yield torch.stack(out)
-    out = ready(final=True)
-    if out:
-        yield torch.stack(out)
-
-
-def _joins(known: torch.Tensor) -> list[tuple[int, int]]:
-    """(first new frame, direction away from the known frame) at every place a known frame meets a new one."""
-    flags = known.tolist()
-    return [
-        (frame, step)
-        for frame in range(len(flags))
-        if not flags[frame]
-        for step in (1, -1)
-        if 0 <= frame - step < len(flags) and flags[frame - step]
-    ]
-
-
-def _new_run(known: torch.Tensor, first: int, step: int) -> list[int]:
-    """The new frames from `first` onwards in direction `step`, up to the next known frame or the end."""
-    run, frame = [], first
-    while 0 <= frame < len(known) and not bool(known[frame]):
-        run.append(frame)
-        frame += step
-    return run
+    new = new_latent_frames(bridge_frames, stride, False)
+    operation = "loop" if loop else "connect"
+    edit = edit_latent(encode, stride, latent_size, new, first[len(first) - head :], second[:tail], operation)
+    if loop:  # the bridge's last frames are the clip's first: left out, the result plays on into its start
+        return joined(edit, before=first[: len(first) - head], drop_tail=tail)
+    return joined(edit, before=first[: len(first) - head], after=second[tail:])
 
 
 def strength_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
@@ -464,10 +369,11 @@ def pad_to_stride(frames: torch.Tensor, stride: int) -> tuple[torch.Tensor, int]
     return torch.cat([frames, frames[-1:].expand(extra, -1, -1, -1)]) if extra else frames, extra
 
 
-def video_to_video(encode: Encode, stride: int, frames: torch.Tensor) -> EditLatent:
+def video_to_video(encode: EncodeClips, stride: int, frames: torch.Tensor) -> EditLatent:
     """The source video's latent, to be redrawn from a noise level (see `strength_sigmas`); frames are padded
     to stride·k+1 by repeating the last one, and the plan drops those again."""
     padded, extra = pad_to_stride(frames, stride)
-    latent = encode(padded).float().cpu()
+    (latent,) = encode([padded])
+    latent = latent.float().cpu()
     plan = ClipPlan(torch.zeros(len(padded), dtype=torch.bool), drop_tail=extra, operation="video to video")
     return EditLatent(latent, None, plan)

@@ -1,0 +1,351 @@
+"""Long videos by chained extension: the first window is generated from the prompt; each next one opens
+with the last frames of the window before, decoded and encoded again as the opening of a clip, and adds
+new frames. Memory is that of one window, whatever the length: the DiT never sees more than `window`
+latent frames, the VAE never more than one window, and the latent video itself is small.
+
+Why decode and encode again: a causal video VAE's first latent frame holds one frame alone and every later
+one a group of `stride` frames, so every clip a model is trained on opens with a single-frame latent;
+given the previous window's last latent frames as they are (groups) at a window's start, the model fills
+the window with stripes one DiT patch wide. The opening is the last 1 + stride·(overlap − 1) frames, which
+fill `overlap` latent frames as a clip opens.
+
+The result is one latent video (each window's new latent frames on the end of the last) and the openings.
+It is decoded window by window (decode_long_video): each window's new frames after its own opening, whose
+frames are left out, as the DiT made them to follow (decoded after the latent frames of the window before
+instead, the first new frames come out tinted). `LongVideo.frames` decodes each window once, for the next
+window's opening and for its own frames; the Long Video node's graph decodes twice, in the node for the
+openings (`LongVideo.latent`) and in Video Combine for the frames.
+
+Colour drift: chained windows can drift in tone (each continues from the last, errors add up). After each
+window, the per-channel mean of its new latent frames is moved towards the first window's: not at all at
+the join (the model continues the frames it was given, so a jump there would be a seam), rising linearly
+over the window towards `correction`. The jump at each join (between the last frame of one window and the
+first new frame of the next) is spread over the frames after it (assembly.spread_joins).
+
+Axes: B batch, C latent channels, T latent frames, F pixel frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from ..dit import SpacetimePatches
+from ..host import Progress
+from ..samplers.denoiser import Sampling, denoise
+from ..samplers.guidance import Guider
+from ..vae import VideoVAE, video_to_frames
+from ..video.combine import FrameStream
+from .assembly import DEFAULT_BLEND, spread_joins
+
+Encode = Callable[[torch.Tensor], torch.Tensor]  # video B×3×F×H×W in -1..1 -> raw latent B×C×T×h×w
+Decode = Callable[[torch.Tensor], torch.Tensor]  # raw latent B×C×T×h×w -> video B×3×F×H×W in -1..1
+FrameChunks = Callable[[torch.Tensor], Iterator[torch.Tensor]]  # raw latent 1×C×T×h×w -> IMAGE chunks
+WINDOWS_KEY = "spacetime_windows"  # in a LATENT: windows_entry(...), how Long Video made it
+
+
+def check_windows(frames: int, window: int, overlap: int) -> None:
+    if window < 2 or not 1 <= overlap < window:
+        raise ValueError(
+            f"window={window}, overlap={overlap} latent frames: expected a window of at least 2 and an overlap "
+            "of at least 1 and less than the window (e.g. window 5, overlap 2 for Tiny World; 21 and 4 for Wan)."
+        )
+    if frames < 1:
+        raise ValueError(f"{frames} latent frames: expected at least 1.")
+
+
+def window_count(frames: int, window: int, overlap: int) -> int:
+    """Windows needed for `frames` latent frames."""
+    check_windows(frames, window, overlap)
+    return 1 if frames <= window else 1 + -(-(frames - window) // (window - overlap))
+
+
+def window_joins(frames: int, window: int, overlap: int) -> list[int]:
+    """Latent frames at which each window after the first begins its new frames (the joins)."""
+    count = window_count(frames, window, overlap)
+    return [window + index * (window - overlap) for index in range(count - 1)]
+
+
+def join_frames(frames: int, window: int, overlap: int, stride: int) -> list[int]:
+    """The video frames at which each window after the first begins its new frames."""
+    return [1 + (join - 1) * stride for join in window_joins(frames, window, overlap)]
+
+
+def latent_windows(window_frames: int, overlap_frames: int, stride: int) -> tuple[int, int]:
+    """A window of `window_frames` video frames (4k+1) continuing from `overlap_frames` (a multiple of 4,
+    rounded down) -> (window, overlap) in latent frames."""
+    return (window_frames - 1) // stride + 1, overlap_frames // stride
+
+
+def opening_frames(overlap: int, stride: int) -> int:
+    """Video frames an opening of `overlap` latent frames holds: 1, then `stride` for each further one."""
+    return 1 + stride * (overlap - 1)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How a long video is cut: `window` latent frames made at once, each window after the first continuing
+    from `overlap` of them; the VAE's temporal `stride`; and the colour-drift `correction` (0 off, 1 full)."""
+
+    window: int
+    overlap: int
+    stride: int
+    correction: float = 1.0
+
+    def __post_init__(self):
+        check_windows(1, self.window, self.overlap)
+        if not 0.0 <= self.correction <= 1.0:
+            raise ValueError(f"correction={self.correction}: expected 0 (off) .. 1 (full).")
+
+    @classmethod
+    def from_frames(cls, window_frames: int, overlap_frames: int, stride: int, correction: float = 1.0):
+        """Windows given in video frames (a window of 4k+1, an overlap rounded down to a multiple of 4)."""
+        return cls(*latent_windows(window_frames, overlap_frames, stride), stride, correction)
+
+    def count(self, frames: int) -> int:
+        return window_count(frames, self.window, self.overlap)
+
+    def join_frames(self, frames: int) -> list[int]:
+        return join_frames(frames, self.window, self.overlap, self.stride)
+
+    @property
+    def opening_frames(self) -> int:
+        return opening_frames(self.overlap, self.stride)
+
+
+def windows_entry(frames: int, window: int, overlap: int, stride: int, openings: torch.Tensor) -> dict:
+    """What a LATENT carries under WINDOWS_KEY for its decode: the windows (in latent frames, and the VAE's
+    temporal stride), their openings (raw, B×C×(count − 1)·overlap×h×w) and the latent length they belong to
+    (a node that trims or joins latents keeps the key but changes the length: the windows no longer apply)."""
+    return {
+        "latent_frames": frames,
+        "window": window,
+        "overlap": overlap,
+        "stride": stride,
+        "openings": openings,
+    }
+
+
+def latent_windows_entry(latent: dict) -> dict | None:
+    """The windows a LATENT names, if they still belong to its samples; else None."""
+    entry = latent.get(WINDOWS_KEY)
+    samples = latent["samples"]
+    if not isinstance(entry, dict) or entry.get("latent_frames") != samples.shape[2]:
+        return None
+    count = window_count(samples.shape[2], entry["window"], entry["overlap"])
+    expected = (*samples.shape[:2], (count - 1) * entry["overlap"], *samples.shape[3:])
+    return entry if tuple(entry["openings"].shape) == expected else None  # else resized or batched anew
+
+
+def decode_long_video(
+    latent: dict, decode_frames: FrameChunks, blend: int = DEFAULT_BLEND
+) -> Iterator[torch.Tensor]:
+    """A LATENT's IMAGE frames (chunks F×H×W×3 in 0..1), one batch item after the other, decoded as they are
+    asked for by `decode_frames` (the VAE's, one latent frame at a time). A Long Video latent goes window by
+    window: each later window's new latent frames after its opening, whose frames are left out, and the
+    jump at each join spread over the `blend` frames after it. Any other latent is decoded as it is."""
+    samples, entry = latent["samples"], latent_windows_entry(latent)
+    for item in range(samples.shape[0]):
+        video = samples[item : item + 1]
+        if entry is None:
+            yield from decode_frames(video)
+            continue
+        at = join_frames(video.shape[2], entry["window"], entry["overlap"], entry["stride"])
+        openings = entry["openings"][item : item + 1]
+        windows = _window_frames(video, openings, entry["window"], entry["overlap"], decode_frames)
+        yield from spread_joins(windows, at, blend)
+
+
+def _window_frames(
+    video: torch.Tensor, openings: torch.Tensor, window: int, overlap: int, decode_frames: FrameChunks
+) -> Iterator[torch.Tensor]:
+    """One Long Video's frames, window by window (see decode_long_video)."""
+    yield from decode_frames(video[:, :, :window])
+    for index, start in enumerate(window_joins(video.shape[2], window, overlap)):
+        opening = openings[:, :, index * overlap : (index + 1) * overlap]
+        new = video[:, :, start : start + window - overlap]
+        for position, frames in enumerate(decode_frames(torch.cat([opening.to(new), new], dim=2))):
+            if position >= overlap:  # not the opening's frames (its latent frames: 1 frame, then stride each)
+                yield frames
+
+
+def decode_steps(latent: dict) -> int:
+    """Latent frames `decode_long_video` passes through (a progress bar's total)."""
+    samples, entry = latent["samples"], latent_windows_entry(latent)
+    extra = 0 if entry is None else entry["openings"].shape[2]
+    return samples.shape[0] * (samples.shape[2] + extra)
+
+
+def match_mean(new: torch.Tensor, reference: torch.Tensor, amount: float | torch.Tensor) -> torch.Tensor:
+    """Move the per-channel mean of `new` (B×C×T×H×W) `amount` of the way towards `reference`'s; `amount`
+    may be one value or one per frame (T)."""
+    amount = torch.as_tensor(amount, dtype=new.dtype).reshape(1, 1, -1, 1, 1)
+    dims = (2, 3, 4)
+    shift = reference.mean(dims, keepdim=True) - new.mean(dims, keepdim=True)
+    return new + amount * shift
+
+
+def window_opening(video: torch.Tensor, overlap: int, stride: int, encode: Encode) -> torch.Tensor:
+    """The next window's opening (`overlap` raw latent frames): the last 1 + stride·(overlap − 1) frames of a
+    window's decoded `video` (B×3×F×H×W), encoded as a clip's start."""
+    return encode(video[:, :, video.shape[2] - opening_frames(overlap, stride) :]).float().cpu()
+
+
+@dataclass(frozen=True)
+class Codec:
+    """The VAE's encode and decode as a long video uses them (with whatever progress and tiling the caller
+    wants)."""
+
+    encode: Encode
+    decode: Decode
+
+
+@dataclass
+class LongVideoWindow:
+    """One window as long_video_windows makes it."""
+
+    opening: torch.Tensor | None  # the raw latent frames it opens with; None for the first window
+    new: torch.Tensor  # its new raw latent frames, colour-corrected (B×C×T×H×W)
+    decode: Decode = field(repr=False)
+    _video: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def latent(self) -> torch.Tensor:
+        return self.new if self.opening is None else torch.cat([self.opening.to(self.new), self.new], dim=2)
+
+    def video(self) -> torch.Tensor:
+        """The whole window decoded (its opening too), once: the next window's opening is cut from it, and
+        `LongVideo.frames` writes the window's new frames from the same decode."""
+        if self._video is None:
+            self._video = self.decode(self.latent)
+        return self._video
+
+    def release(self) -> None:
+        self._video = None
+
+
+def long_video_windows(
+    guider: Guider,
+    sampling: Sampling,
+    shape: tuple[int, ...],
+    windows: Windows,
+    codec: Codec,
+    step_callback: Callable[[], None] | None = None,
+    window_callback: Callable[[int, int], None] | None = None,
+) -> Iterator[LongVideoWindow]:
+    """The windows of a raw latent video of `shape` (B×C×T×H×W, T as long as wanted), each as it is made;
+    window k uses the sampling's seed + k. Each window after the first opens with the last frames of the one
+    before, decoded (LongVideoWindow.video, which the caller may use too: it is decoded once) and encoded
+    again. `window_callback(k, count)` is called as each window starts."""
+    batch, channels, frames, height, width = shape
+    window, overlap = windows.window, windows.overlap
+    count = windows.count(frames)
+    fmt, patch = guider.dit.latent_format, guider.dit.config.patch_size
+    made = 0  # latent frames made so far
+    reference = previous = None  # the first window's new frames; the window before
+    for index in range(count):
+        if window_callback is not None:
+            window_callback(index, count)
+        opening = None
+        if previous is not None:
+            opening = window_opening(previous.video(), overlap, windows.stride, codec.encode)
+            previous.release()  # the caller took its frames before asking for this window
+        opened = 0 if opening is None else opening.shape[2]
+        new = min(window - opened, frames - made)
+        latent = torch.zeros(batch, channels, opened + new, height, width)
+        mask = None
+        if opening is not None:
+            latent[:, :, :opened] = opening
+            mask = torch.ones(batch, 1, latent.shape[2], height, width)
+            mask[:, :, :opened] = 0.0
+        patches = SpacetimePatches.from_latent(latent, patch, fmt, mask)
+        patches = denoise(guider, patches, sampling.reseeded(sampling.seed + index), step_callback)
+        generated = patches.to_latent().float().cpu()[:, :, opened:]
+        if reference is None:
+            reference = generated
+        else:
+            ramp = torch.arange(generated.shape[2]) / generated.shape[2]  # 0 at the join
+            generated = match_mean(generated, reference, windows.correction * ramp)
+        made += generated.shape[2]
+        previous = LongVideoWindow(opening, generated, codec.decode)
+        yield previous
+
+
+def long_video_latent(
+    guider: Guider,
+    sampling: Sampling,
+    shape: tuple[int, ...],
+    windows: Windows,
+    codec: Codec,
+    step_callback: Callable[[], None] | None = None,
+    window_callback: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A raw latent of `shape` made by long_video_windows (same arguments), and the openings of the windows
+    after the first (B×C×(count − 1)·overlap×H×W): decode_long_video needs both."""
+    batch, channels, _, height, width = shape
+    news, openings = [], []
+    for made in long_video_windows(guider, sampling, shape, windows, codec, step_callback, window_callback):
+        news.append(made.new)
+        if made.opening is not None:
+            openings.append(made.opening)
+    empty = torch.zeros(batch, channels, 0, height, width)
+    return torch.cat(news, dim=2), torch.cat(openings, dim=2) if openings else empty
+
+
+@dataclass(frozen=True)
+class LongVideo:
+    """A video longer than one window, as the Long Video node (`latent`) and `generate` (`frames`) make it:
+    `frames` (4k+1) of height×width by `guider` and `sampling` in `windows`, through `vae`."""
+
+    guider: Guider
+    sampling: Sampling
+    vae: VideoVAE
+    size: tuple[int, int, int]  # frames, height, width
+    windows: Windows
+
+    def __post_init__(self):
+        frames, height, width = self.size
+        self.vae.latent_shape(frames, height, width)
+        self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)
+        shape = self.shape
+        self.guider.dit.check_latent(torch.zeros(1, shape[1], self.windows.window, shape[3], shape[4]))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.vae.latent_shape(*self.size)
+
+    @property
+    def count(self) -> int:
+        return self.windows.count(self.shape[2])
+
+    def latent(self, progress: Progress) -> dict:
+        """The LATENT (raw samples, and the windows and their openings under WINDOWS_KEY for the decode). The
+        progress bar counts each window's steps and each decode for the next window's opening."""
+        count, windows = self.count, self.windows
+        tick = progress("Long video", self.sampling.steps * count + (count - 1) * windows.window)
+        codec = Codec(self.vae.encode, lambda latent: self.vae.decode(latent, tick))
+        latent, openings = long_video_latent(self.guider, self.sampling, self.shape, windows, codec, tick)
+        entry = windows_entry(self.shape[2], windows.window, windows.overlap, windows.stride, openings)
+        return {"samples": latent, WINDOWS_KEY: entry}
+
+    def frames(self, progress: Progress, tile: int = 0, overlap: int = 0) -> FrameStream:
+        """The video's frames as they are made, for combine_video: each window is decoded once (in spatial
+        tiles of `tile` pixels overlapping by `overlap`, when set), for the next window's opening and for its
+        own new frames; memory stays that of one window whatever the length, and the frames are those the
+        LATENT of `latent` decodes to (decode_long_video)."""
+        shape, count, windows, vae = self.shape, self.count, self.windows, self.vae
+        decoded = shape[2] + (count - 1) * windows.overlap  # latent frames through the decoder
+        tick = progress(f"Long video, {count} windows", self.sampling.steps * count + decoded)
+        codec = Codec(vae.encode, lambda latent: vae.decode(latent, tick, tile=tile, overlap=overlap))
+        made_windows = long_video_windows(self.guider, self.sampling, shape, windows, codec, tick)
+
+        def new_frames():  # the opening's frames are left out; a window's video is held until the next is made
+            for made in made_windows:
+                start = 0 if made.opening is None else windows.opening_frames
+                for first in range(start, made.video().shape[2], windows.stride):
+                    yield video_to_frames(made.video()[:, :, first : first + windows.stride])
+
+        frames = spread_joins(new_frames(), windows.join_frames(shape[2]))
+        return FrameStream(self.size[0], self.size[1], self.size[2], frames)

@@ -1,0 +1,146 @@
+"""The VideoVAE object the nodes use: a causal video VAE with its latent format, which encodes video,
+decodes latents (whole, to a sink, or frame by frame, optionally in spatial tiles) and knows its latent
+shapes; and the conversions between ComfyUI's IMAGE frames and the VAE's video tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..latent_formats import LatentFormat
+from .causal import CausalVideoVAE
+from .tiling import SpatialTiling
+
+
+@dataclass
+class VideoVAE:
+    """A causal video VAE (Wan 2.1 or 2.2) with its latent format: raw latents in, raw latents out."""
+
+    model: CausalVideoVAE
+    latent_format: LatentFormat
+    dtype: torch.dtype
+
+    @property
+    def temporal_stride(self) -> int:
+        return self.model.config.temporal_stride
+
+    @property
+    def spatial_stride(self) -> int:
+        return self.model.config.spatial_stride
+
+    @property
+    def latent_channels(self) -> int:
+        return self.model.config.z_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.conv2.weight.device
+
+    def check_size(self, frames: int, height: int, width: int) -> None:
+        """Frames must be 4k+1 and sizes multiples of the spatial stride; the error names the nearest valid values."""
+        t, s = self.temporal_stride, self.spatial_stride
+        if frames < 1 or (frames - 1) % t:
+            below = 1 + max(0, (frames - 1) // t) * t
+            raise ValueError(
+                f"frames={frames} must be {t}k+1 (1, 5, 9, ..., 81, ...): use {below} or {below + t}."
+            )
+        for name, value in (("height", height), ("width", width)):
+            if value < s or value % s:
+                below = value // s * s
+                options = f"{below} or {below + s}" if below >= s else f"{s}"
+                raise ValueError(
+                    f"{name}={value} must be a multiple of {s} (the VAE's stride): use {options}."
+                )
+
+    def latent_shape(self, frames: int, height: int, width: int, batch: int = 1) -> tuple[int, ...]:
+        self.check_size(frames, height, width)
+        s = self.spatial_stride
+        return (
+            batch,
+            self.latent_channels,
+            (frames - 1) // self.temporal_stride + 1,
+            height // s,
+            width // s,
+        )
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor, progress: Callable[[], None] | None = None) -> torch.Tensor:
+        """Video B×3×T×H×W in -1..1 (T = 4k+1) -> raw latent B×C×T'×H'×W' (float32)."""
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"video of shape {tuple(video.shape)}: expected B×3×T×H×W (RGB).")
+        self.check_size(*video.shape[2:])
+        latent = self.model.encode(video.to(self.device, self.dtype), progress)
+        return latent.float()
+
+    def check_latent(self, latent: torch.Tensor) -> None:
+        """What a decode needs of a raw latent (its channels, finite values), checked before any of it is
+        decoded or written."""
+        self.latent_format.check_channels(latent)
+        if not torch.isfinite(latent).all():
+            raise ValueError(
+                "latent holds NaN or infinite values; the sampler or the model overflowed (try fp32 or bf16 "
+                "instead of fp16). Nothing can be decoded from it."
+            )
+
+    def _checked(self, latent: torch.Tensor, tile: int, overlap: int) -> SpatialTiling | None:
+        self.check_latent(latent)
+        if not tile:
+            return None
+        s = self.spatial_stride
+        if tile % s or overlap % s or not 0 <= overlap < tile:
+            raise ValueError(
+                f"tile={tile}, overlap={overlap}: both must be multiples of {s} pixels with overlap < tile "
+                f"(e.g. tile=512, overlap=64)."
+            )
+        return SpatialTiling(tile // s, overlap // s, s)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        latent: torch.Tensor,
+        progress: Callable[[], None] | None = None,
+        sink=None,
+        tile: int = 0,
+        overlap: int = 0,
+    ) -> torch.Tensor | None:
+        """Raw latent B×C×T'×H'×W' -> video B×3×(4T'-3)×H×W in -1..1 (float32), one latent frame at a
+        time; with `sink(frames)`, the decoded frames are handed over chunk by chunk instead. `tile`
+        and `overlap` (pixels, multiples of the spatial stride) decode in blended spatial tiles."""
+        tiles = self._checked(latent, tile, overlap)
+        chunk_sink = None if sink is None else (lambda frames: sink(frames.float()))
+        video = self.model.decode(latent.to(self.device, self.dtype), progress, chunk_sink, tiles)
+        return None if video is None else video.float()
+
+    def decode_frames(
+        self,
+        latent: torch.Tensor,
+        progress: Callable[[], None] | None = None,
+        tile: int = 0,
+        overlap: int = 0,
+    ) -> Iterator[torch.Tensor]:
+        """Decode as `decode` does, handing over IMAGE frames (F×H×W×3 in 0..1) one latent frame's worth at
+        a time, as the consumer (a video encoder) asks for them: it holds a few frames, never the video.
+        The latent is checked now, before anything is decoded or written."""
+        tiles = self._checked(latent, tile, overlap)
+        return self._frames(latent, progress, tiles)
+
+    @torch.no_grad()  # around each step of the generator, not between them
+    def _frames(self, latent: torch.Tensor, progress, tiles) -> Iterator[torch.Tensor]:
+        for item in latent.split(1):
+            for frames in self.model.decode_chunks(item.to(self.device, self.dtype), progress, tiles):
+                yield video_to_frames(frames.float())
+
+    def frames_for(self, latent_frames: int) -> int:
+        return 1 + (latent_frames - 1) * self.temporal_stride
+
+
+def frames_to_video(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE frames T×H×W×3 in 0..1 -> one video 1×3×T×H×W in -1..1."""
+    return images.permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0
+
+
+def video_to_frames(video: torch.Tensor) -> torch.Tensor:
+    """Video B×3×T×H×W in -1..1 -> IMAGE frames (B·T)×H×W×3 in 0..1."""
+    return ((video.clamp(-1.0, 1.0) + 1.0) / 2.0).permute(0, 2, 3, 4, 1).flatten(0, 1)
