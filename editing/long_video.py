@@ -102,6 +102,12 @@ class Windows:
     @classmethod
     def from_frames(cls, window_frames: int, overlap_frames: int, stride: int, correction: float = 1.0):
         """Windows given in video frames (a window of 4k+1, an overlap rounded down to a multiple of 4)."""
+        if window_frames < 1 or (window_frames - 1) % stride:
+            below = 1 + max(0, (window_frames - 1) // stride) * stride
+            raise ValueError(
+                f"window_frames={window_frames} must be {stride}k+1 (the length the model was trained at, e.g. "
+                f"81 for Wan, 17 for Tiny World): use {below} or {below + stride}."
+            )
         return cls(*latent_windows(window_frames, overlap_frames, stride), stride, correction)
 
     def count(self, frames: int) -> int:

@@ -9,7 +9,6 @@ import torch
 
 from .. import editing as edits
 from .. import host
-from ..editing import DEFAULT_BLEND, LongVideo, Windows, assemble
 from ..samplers.denoiser import Sampling
 from ..samplers.guidance import WAN22_T2V_BOUNDARY, Guider
 from ..samplers.noise import MAX_SEED
@@ -238,12 +237,12 @@ class SpacetimeJoinEditedClip:
             "required": {
                 "plan": (PLAN, {"tooltip": "From the editing node that made the latent."}),
                 "images": ("IMAGE", {"tooltip": "VAE Decode's frames of the denoised latent."}),
-                "blend": ("INT", {"default": DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the jump at the join is spread (the VAE's loss at the known frame, and any step beyond the generated motion). 0: none."}),
+                "blend": ("INT", {"default": edits.DEFAULT_BLEND, "min": 0, "max": 64, "tooltip": "New frames next to a known frame over which the jump at the join is spread (the VAE's loss at the known frame, and any step beyond the generated motion). 0: none."}),
             }
         }  # fmt: skip
 
     def join(self, plan, images, blend):
-        video, new = assemble(plan, images, blend)
+        video, new = edits.assemble(plan, images, blend)
         device = host.intermediate_device()
         return video.to(device), new.to(device)
 
@@ -299,7 +298,7 @@ class SpacetimeLongVideo:
         guider = Guider.from_conditioning(
             dit, positive, negative, cfg, low_noise_dit=low_noise_dit, boundary=boundary
         )
-        windows = Windows.from_frames(window_frames, overlap_frames, vae.temporal_stride, correction)
-        made = LongVideo(guider, Sampling(sigmas, solver, seed), vae, (frames, height, width), windows)
+        windows = edits.Windows.from_frames(window_frames, overlap_frames, vae.temporal_stride, correction)
+        made = edits.LongVideo(guider, Sampling(sigmas, solver, seed), vae, (frames, height, width), windows)
         latent = made.latent(host.progress_bars(unique_id))
         return ({**latent, "samples": latent["samples"].to(host.intermediate_device())},)

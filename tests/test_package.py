@@ -80,6 +80,53 @@ def test_imports_inside_the_pack_are_relative():
     assert offenders == []
 
 
+def _relative_imports(path: Path) -> list[str]:
+    """The pack's own modules `path` imports, as dotted names from the pack's root."""
+    package = path.relative_to(PACK_ROOT).parent.parts
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            found.append(".".join([*base, *(node.module or "").split(".")]).strip("."))
+    return found
+
+
+def test_the_dit_imports_nothing_from_the_vae():
+    """The model declares its latent format (from the checkpoint, in its config); it never asks the VAE."""
+    offenders = [
+        f"{path.name}: {name}"
+        for path in (PACK_ROOT / "dit").glob("*.py")
+        for name in _relative_imports(path)
+        if name.split(".")[0] == "vae"
+    ]
+    assert offenders == []
+
+
+def test_library_files_and_signatures_stay_small():
+    """No file over 600 lines; no library function with more than 8 parameters (a node's entry point,
+    whose parameters are its inputs, aside)."""
+    long_files, wide = [], []
+    for path in _package_sources():
+        source = path.read_text()
+        if source.count("\n") > 600:
+            long_files.append(path.name)
+        tree = ast.parse(source)
+        entry_points = {
+            statement.value.value
+            for cls in ast.walk(tree)
+            if isinstance(cls, ast.ClassDef)
+            for statement in cls.body
+            if isinstance(statement, ast.Assign) and getattr(statement.targets[0], "id", None) == "FUNCTION"
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name not in entry_points:
+                arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                count = len([a for a in arguments if a.arg not in ("self", "cls")])
+                if count > 8:
+                    wide.append(f"{path.relative_to(PACK_ROOT)}: {node.name} ({count})")
+    assert long_files == [] and wide == []
+
+
 def test_every_subpackage_is_installed():
     config = tomllib.loads((PACK_ROOT / "pyproject.toml").read_text())
     declared = set(config["tool"]["setuptools"]["packages"])
