@@ -120,9 +120,9 @@ def sample_latent(
     """Denoise a raw latent (zeros: text to video) down the sampling's sigmas, holding what core's
     `noise_mask` keeps; the Patchifier, DiT Denoiser and Unpatchify nodes in one call."""
     dit = guider.dit
-    if dit.config.in_channels != latent.shape[1]:
+    if dit.config.out_channels != latent.shape[1]:
         raise ValueError(
-            f"{dit.config.name} takes {dit.config.in_channels}-channel latents but the VAE makes "
+            f"{dit.config.name} takes {dit.config.out_channels}-channel latents but the VAE makes "
             f"{latent.shape[1]}: use the VAE that belongs to the model."
         )
     patches = SpacetimePatches.from_latent(latent, dit.config.patch_size, dit.latent_format, noise_mask)

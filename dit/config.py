@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from ..checkpoint import CheckpointError, describe
 from ..latent_formats import WAN21, WAN22, LatentFormat, identity_format
 
+MASK_CHANNELS = 4  # the concat condition's mask: one channel per frame of a latent frame's group of 4
+
 
 @dataclass(frozen=True)
 class WanConfig:
@@ -30,11 +32,29 @@ class WanConfig:
     clean_pins: bool = False
     # The latents it denoises: how raw VAE latents map to its space (None: as they are).
     latent_format: LatentFormat | None = None
+    # Image to video with concat conditioning (Wan 2.1 I2V / FLF2V, Wan 2.2 I2V A14B): in_channels holds the
+    # noisy latent, a 4-channel mask of the known frames and the known frames' latent; those models take
+    # the known frames through that condition only, not pinned in the noisy latent.
+    # Wan 2.1's also read CLIP image features (`image_dim` wide) through a second key/value pair in every
+    # cross-attention; FLF2V adds a positional embedding over the tokens of two images (`image_tokens`).
+    image_dim: int = 0
+    image_tokens: int = 0
     name: str = "Wan-architecture DiT"
 
     def __post_init__(self):
         if self.latent_format is None:
             object.__setattr__(self, "latent_format", identity_format(self.out_channels))
+        if self.in_channels not in (self.out_channels, 2 * self.out_channels + MASK_CHANNELS):
+            raise ValueError(
+                f"WanConfig.in_channels={self.in_channels} fits neither text to video ({self.out_channels}, "
+                f"the latent's channels) nor image to video ({2 * self.out_channels + MASK_CHANNELS}: latent, "
+                f"{MASK_CHANNELS}-channel mask, known frames' latent)"
+            )
+        if self.image_dim < 0 or self.image_tokens < 0 or (self.image_tokens and not self.image_dim):
+            raise ValueError(
+                f"image_dim={self.image_dim}, image_tokens={self.image_tokens}: expected image_dim >= 0, and "
+                "image tokens only with image features"
+            )
         if self.latent_format.channels != self.out_channels:
             raise ValueError(
                 f"latent format {self.latent_format.name} has {self.latent_format.channels} channels; "
@@ -53,6 +73,11 @@ class WanConfig:
             raise ValueError(f"freq_dim={self.freq_dim} must be even (cos and sin halves)")
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise ValueError(f"patch_size must be three positive ints (t, h, w), got {self.patch_size}")
+
+    @property
+    def concat_condition(self) -> bool:
+        """Takes the known frames as a concat condition (mask and latent) beside the noisy latent."""
+        return self.in_channels != self.out_channels
 
     @property
     def num_heads(self) -> int:
@@ -74,6 +99,17 @@ PRESETS: dict[str, WanConfig] = {
         dim=3072, ffn_dim=14336, num_layers=30, in_channels=48, out_channels=48, clean_pins=True,
         latent_format=WAN22,
     ),
+    "Wan 2.1 I2V 14B": WanConfig(
+        dim=5120, ffn_dim=13824, num_layers=40, in_channels=36, out_channels=16, latent_format=WAN21,
+        image_dim=1280,
+    ),
+    "Wan 2.1 FLF2V 14B": WanConfig(
+        dim=5120, ffn_dim=13824, num_layers=40, in_channels=36, out_channels=16, latent_format=WAN21,
+        image_dim=1280, image_tokens=2 * 257,
+    ),
+    "Wan 2.2 I2V A14B expert": WanConfig(
+        dim=5120, ffn_dim=13824, num_layers=40, in_channels=36, out_channels=16, latent_format=WAN21
+    ),
 }  # fmt: skip
 
 
@@ -88,11 +124,13 @@ class Family:
 
 
 # Wan's families, told apart by the input channels of the patch embedding as ComfyUI's model detection
-# does: the Wan 2.1 VAE's 16 channels (Wan 2.1 T2V, Wan 2.2 T2V A14B) or the Wan 2.2 VAE's 48 (TI2V 5B,
-# trained with a clean first frame). A model outside these (Tiny World) says what it needs in its metadata.
+# does: the Wan 2.1 VAE's 16 channels (Wan 2.1 T2V, Wan 2.2 T2V A14B), the Wan 2.2 VAE's 48 (TI2V 5B,
+# trained with a clean first frame), or 16 + 4 + 16 for image to video with concat conditioning (Wan 2.1
+# I2V and FLF2V, Wan 2.2 I2V A14B). A model outside these (Tiny World) says what it needs in its metadata.
 WAN_FAMILIES = {
     16: Family("Wan text to video", WAN21, clean_pins=False),
     48: Family("Wan 2.2 TI2V", WAN22, clean_pins=True),
+    36: Family("Wan image to video", WAN21, clean_pins=False),
 }
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -112,11 +150,6 @@ def config_from_shapes(
             "The DiT loader expects a Wan 2.1 / 2.2 diffusion model (the files ComfyUI keeps in "
             "models/diffusion_models, e.g. wan2.1_t2v_1.3B_fp16.safetensors)."
         )
-    if any(key.startswith("img_emb.") for key in shapes) or "blocks.0.cross_attn.k_img.weight" in shapes:
-        raise CheckpointError(
-            f"{source} is a Wan image-to-video model with CLIP image cross-attention (Wan 2.1 I2V / FLF2V), "
-            "which this loader does not support yet. Use a T2V or the Wan 2.2 TI2V 5B model."
-        )
     try:
         dim, in_channels, *patch = shapes["patch_embedding.weight"]
         head_out = shapes["head.head.weight"][0]
@@ -129,6 +162,7 @@ def config_from_shapes(
             f"{source} is an incomplete Wan diffusion model (missing or odd {error})."
         ) from None
     patch_size = tuple(patch)
+    image_dim, image_tokens = _image_fields(shapes, source)
     family = WAN_FAMILIES.get(in_channels)
     fields = dict(
         dim=dim,
@@ -142,7 +176,26 @@ def config_from_shapes(
         cross_attn_norm="blocks.0.norm3.weight" in shapes,
         clean_pins=family is not None and family.clean_pins,
         latent_format=family.latent_format if family is not None else None,
+        image_dim=image_dim,
+        image_tokens=image_tokens,
     )
     config = WanConfig(**(fields | (overrides or {})))
     name = next((name for name, preset in PRESETS.items() if preset == config), None)
     return config if name is None else replace(config, name=name)
+
+
+def _image_fields(shapes: dict[str, tuple[int, ...]], source: str) -> tuple[int, int]:
+    """(image_dim, image_tokens): the CLIP feature width of Wan 2.1 I2V / FLF2V's image projection
+    (`img_emb`) and the token count of FLF2V's positional embedding (0, 0 for other models)."""
+    has_projection = "img_emb.proj.1.weight" in shapes
+    if has_projection != ("blocks.0.cross_attn.k_img.weight" in shapes):
+        raise CheckpointError(
+            f"{source} has {'an image projection (img_emb) but no' if has_projection else 'image keys (k_img) but no'} "
+            f"{'image key/value pair in its cross-attention (k_img, v_img)' if has_projection else 'image projection (img_emb)'}: "
+            "a Wan 2.1 I2V / FLF2V file holds both. The file is damaged or mixed from two models."
+        )
+    if not has_projection:
+        return 0, 0
+    image_dim = shapes["img_emb.proj.1.weight"][1]
+    position = shapes.get("img_emb.emb_pos")
+    return image_dim, 0 if position is None else position[1]

@@ -77,6 +77,57 @@ class Attention(nn.Module):
         return self.o(rearrange(attention(q, k, v), "b l n k -> b l (n k)"))
 
 
+class ImageCrossAttention(Attention):
+    """Cross-attention to the text and, with a second key/value pair, to the CLIP image tokens (Wan 2.1
+    I2V / FLF2V): the two attentions share the query and are summed before the output projection."""
+
+    def __init__(self, config: WanConfig):
+        super().__init__(config)
+        dim = config.dim
+        self.k_img, self.v_img = CastLinear(dim, dim), CastLinear(dim, dim)
+        self.norm_k_img = RMSNorm(dim, config.eps)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, image: torch.Tensor | None = None):
+        """x: B×L×D, context: B×S×D text, image: B×I×D image tokens -> B×L×D."""
+        if image is None:
+            raise ValueError("this Wan image-to-video model needs CLIP image features (clip_vision_output).")
+        heads = self.num_heads
+        q = rearrange(self.norm_q(self.q(x)), "b l (n k) -> b l n k", n=heads)
+        k = rearrange(self.norm_k(self.k(context)), "b s (n k) -> b s n k", n=heads)
+        v = rearrange(self.v(context), "b s (n k) -> b s n k", n=heads)
+        k_img = rearrange(self.norm_k_img(self.k_img(image)), "b i (n k) -> b i n k", n=heads)
+        v_img = rearrange(self.v_img(image), "b i (n k) -> b i n k", n=heads)
+        out = attention(q, k, v) + attention(q, k_img, v_img)
+        return self.o(rearrange(out, "b l n k -> b l (n k)"))
+
+
+class ImageProjection(nn.Module):
+    """CLIP image features (B×I×C, C = image_dim) -> image tokens B×I×D for the cross-attention (Wan's
+    MLPProj): LayerNorm, Linear, GELU, Linear, LayerNorm; FLF2V first adds a positional embedding over the
+    tokens of both images."""
+
+    def __init__(self, config: WanConfig):
+        super().__init__()
+        width, dim = config.image_dim, config.dim
+        self.proj = nn.Sequential(
+            FloatLayerNorm(width, 1e-5, elementwise_affine=True), CastLinear(width, width), nn.GELU(),
+            CastLinear(width, dim), FloatLayerNorm(dim, 1e-5, elementwise_affine=True),
+        )  # fmt: skip
+        if config.image_tokens:
+            self.emb_pos = nn.Parameter(torch.empty(1, config.image_tokens, width))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "emb_pos"):
+            tokens = self.emb_pos.shape[1]
+            if features.shape[1] != tokens:
+                raise ValueError(
+                    f"image features of {features.shape[1]} tokens: this first-last-frame model (FLF2V) takes "
+                    f"{tokens}, the features of its first and last images side by side."
+                )
+            features = features + self.emb_pos.to(features.dtype)
+        return self.proj(features)
+
+
 class WanBlock(nn.Module):
     def __init__(self, config: WanConfig):
         super().__init__()
@@ -87,7 +138,7 @@ class WanBlock(nn.Module):
         self.norm3 = (
             FloatLayerNorm(dim, eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
         )
-        self.cross_attn = Attention(config)
+        self.cross_attn = ImageCrossAttention(config) if config.image_dim else Attention(config)
         self.norm2 = FloatLayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(
             CastLinear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), CastLinear(config.ffn_dim, dim)
@@ -95,14 +146,24 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.empty(1, 6, dim))
 
     def forward(
-        self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, rope: torch.Tensor
+        self,
+        x: torch.Tensor,
+        e0: torch.Tensor,
+        context: torch.Tensor,
+        rope: torch.Tensor,
+        image: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: B×L×D float32, e0: B×(L or 1)×6×D float32, context: B×S×D -> B×L×D float32."""
+        """x: B×L×D float32, e0: B×(L or 1)×6×D float32, context: B×S×D, image: B×I×D image tokens (Wan
+        2.1 I2V / FLF2V) -> B×L×D float32."""
         dtype = context.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).unbind(2)
         y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope=rope)
         x = x + y.float() * gate_sa
-        x = x + self.cross_attn(self.norm3(x).to(dtype), context).float()
+        cross_input = self.norm3(x).to(dtype)
+        if isinstance(self.cross_attn, ImageCrossAttention):
+            x = x + self.cross_attn(cross_input, context, image).float()
+        else:
+            x = x + self.cross_attn(cross_input, context).float()
         y = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff).to(dtype))
         return x + y.float() * gate_ff
 
@@ -136,23 +197,38 @@ class WanDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), CastLinear(dim, 6 * dim))
         self.blocks = nn.ModuleList(WanBlock(config) for _ in range(config.num_layers))
         self.head = Head(config)
+        if config.image_dim:
+            self.img_emb = ImageProjection(config)
 
     @property
     def latent_format(self) -> LatentFormat:
         """How raw VAE latents map to this model's space (its config's, decided by the loader)."""
         return self.config.latent_format
 
-    def forward(self, latent: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """latent B×C×T×H×W (normalised), timestep B or B×L in 0..1000, context B×S×E -> velocity B×C×T×H×W."""
-        self.check_latent(latent)
+    def forward(
+        self,
+        latent: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """latent B×C×T×H×W (normalised; for image to video, the noisy latent with the concat condition
+        after it), timestep B or B×L in 0..1000, context B×S×E, image B×I×image_dim CLIP features (Wan 2.1
+        I2V / FLF2V) -> velocity B×C'×T×H×W (C' = out_channels)."""
+        self.check_latent(latent, self.config.in_channels)
         tokens, grid = patchify(latent, self.config.patch_size)
-        velocity = self.forward_tokens(tokens, grid, timestep, context)
+        velocity = self.forward_tokens(tokens, grid, timestep, context, image)
         return unpatchify(velocity, grid, self.config.patch_size).to(latent.dtype)
 
     def forward_tokens(
-        self, tokens: torch.Tensor, grid: tuple[int, int, int], timestep: torch.Tensor, context: torch.Tensor
+        self,
+        tokens: torch.Tensor,
+        grid: tuple[int, int, int],
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        image: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """tokens B×L×P in patchify's layout -> velocity tokens B×L×P in the same layout (float32)."""
+        """tokens B×L×P in patchify's layout -> velocity tokens B×L×P' in the same layout (float32)."""
         config, dtype = self.config, self.compute_dtype
         timestep = self._check_inputs(tokens, grid, timestep, context)
 
@@ -160,17 +236,20 @@ class WanDiT(nn.Module):
         e = self.time_embedding(timestep_embedding(timestep, config.freq_dim))  # B×(L|1)×D, float32
         e0 = self.time_projection(e).unflatten(-1, (6, config.dim))  # B×(L|1)×6×D
         context = self.text_embedding(self._pad_text(context).to(dtype))  # B×S×D
+        image = self._image_tokens(image, tokens.shape[0])  # B×I×D or None
         rope = rope_frequencies(grid, config.head_dim, x.device)  # L×K/2 complex
 
         for block in self.blocks:
-            x = block(x, e0, context, rope)
+            x = block(x, e0, context, rope, image)
 
         out = self.head(x, e)  # B×L×(pt ph pw c), Wan's head order
         pt, ph, pw = config.patch_size
         return rearrange(out, "b l (pt ph pw c) -> b l (c pt ph pw)", pt=pt, ph=ph, pw=pw)
 
-    def check_latent(self, latent: torch.Tensor) -> None:
-        expected = self.config.in_channels
+    def check_latent(self, latent: torch.Tensor, channels: int | None = None) -> None:
+        """A latent this model denoises (B×out_channels×T×H×W, as a LATENT carries it); `channels`: another
+        count to expect (forward's input, with the concat condition)."""
+        expected = channels or self.config.out_channels
         if latent.ndim != 5 or latent.shape[1] != expected:
             hint = {16: " (a Wan 2.1 VAE latent)", 48: " (a Wan 2.2 VAE latent)"}.get(
                 latent.shape[1] if latent.ndim == 5 else 0, ""
@@ -204,6 +283,25 @@ class WanDiT(nn.Module):
         raise ValueError(
             f"timestep of shape {tuple(timestep.shape)}: expected ({batch},) or ({batch}, {length})."
         )
+
+    def _image_tokens(self, image: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """CLIP features B×I×image_dim -> image tokens B×I×D in the compute dtype (None without)."""
+        config = self.config
+        if image is None:
+            if config.image_dim:
+                raise ValueError(
+                    f"{config.name} reads CLIP image features beside the text: encode the image with the "
+                    "CLIP vision encoder (clip_vision_h) and pass its output."
+                )
+            return None
+        if not config.image_dim:
+            raise ValueError(f"{config.name} takes no CLIP image features (it has no image cross-attention).")
+        if image.ndim != 3 or image.shape[0] not in (1, batch) or image.shape[2] != config.image_dim:
+            raise ValueError(
+                f"image features of shape {tuple(image.shape)}: expected 1×I×{config.image_dim} or "
+                f"{batch}×I×{config.image_dim} (a CLIP ViT-H/14 encoder's penultimate hidden states)."
+            )
+        return self.img_emb(image.float()).to(self.compute_dtype).expand(batch, -1, -1)
 
     def _pad_text(self, context: torch.Tensor) -> torch.Tensor:
         """Zero-pad the text to the model's length (Wan: 512 tokens): the model attends to the (embedded)

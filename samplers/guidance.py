@@ -150,7 +150,7 @@ class Guider:
     def check_patches(self, patches: SpacetimePatches) -> None:
         """Patches must be cut for these models (the same channels and patch size)."""
         for model in self.models:
-            if model.config.in_channels * model.config.patch_volume != patches.tokens.shape[2]:
+            if model.config.out_channels * model.config.patch_volume != patches.tokens.shape[2]:
                 raise ValueError(
                     f"patches of width {patches.tokens.shape[2]} were cut for another model than "
                     f"{model.config.name}: patchify the latent with the same DiT that denoises it."

@@ -14,9 +14,10 @@ from safetensors.torch import save_file
 from spacetime.checkpoint import CheckpointError
 from spacetime.dit import PRESETS, WanDiT, load_dit
 from spacetime.dit.config import config_from_shapes
+from spacetime.latent_formats import WAN21
 
 from numerics import relative_error
-from wan_reference import T2V, random_wan_state_dict, write
+from wan_reference import FLF2V, I2V, I2V_22, T2V, random_wan_state_dict, write
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +177,23 @@ def test_missing_and_unexpected_keys_are_named(state, tmp_path: Path):
         load_dit(write(broken, tmp_path / "wan.safetensors"))
 
 
-def test_image_to_video_checkpoints_are_refused_clearly(state, tmp_path: Path):
-    with_image = dict(state) | {"img_emb.proj.1.weight": torch.zeros(4, 4)}
-    with pytest.raises(CheckpointError, match="image-to-video model with CLIP image cross-attention"):
-        load_dit(write(with_image, tmp_path / "wan_i2v.safetensors"))
+def test_image_to_video_checkpoints_are_read_from_their_tensors(tmp_path: Path):
+    """36 input channels: Wan's image-to-video family (Wan 2.1 VAE latents, known frames taken through the
+    concat condition); img_emb gives the CLIP feature width, emb_pos FLF2V's image tokens."""
+    for config in (I2V_22, I2V, FLF2V):
+        model = load_dit(write(random_wan_state_dict(config), tmp_path / "i2v.safetensors"))
+        assert model.config.concat_condition and model.latent_format is WAN21 and not model.config.clean_pins
+        assert (model.config.image_dim, model.config.image_tokens) == (config.image_dim, config.image_tokens)
+    assert not load_dit(
+        write(random_wan_state_dict(T2V), tmp_path / "t2v.safetensors")
+    ).config.concat_condition
+
+
+def test_a_half_image_to_video_checkpoint_is_refused_clearly(tmp_path: Path):
+    state = random_wan_state_dict(I2V)
+    without_keys = {k: v for k, v in state.items() if ".k_img." not in k}
+    with pytest.raises(CheckpointError, match=r"an image projection \(img_emb\) but no image key/value pair"):
+        load_dit(write(without_keys, tmp_path / "wan_i2v.safetensors"))
 
 
 def test_latent_of_the_wrong_vae_is_refused(state, tmp_path: Path):

@@ -11,7 +11,7 @@ import torch
 from spacetime.dit import load_dit
 
 from numerics import relative_error, scaled_fp8
-from wan_reference import T2V, TI2V, diffusers_reference, random_wan_state_dict, write
+from wan_reference import FLF2V, I2V, I2V_22, T2V, TI2V, diffusers_reference, random_wan_state_dict, write
 
 pytest.importorskip("diffusers", reason="parity tests need the test extra: pip install -e '.[test]'")
 TOLERANCE = 1e-5
@@ -84,3 +84,54 @@ def test_scaled_fp8_matches_reference_on_dequantised_weights(tmp_path: Path):
     assert not [name for name, _ in wide.named_buffers() if name.endswith("scale_weight")]
     with torch.no_grad():
         assert relative_error(wide(latent, timestep, context), reference) <= TOLERANCE
+
+
+def image_features(config, batch=2, tokens=5, seed=4):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, config.image_tokens or tokens, config.image_dim, generator=generator)
+
+
+@pytest.mark.parametrize("config", [I2V_22, I2V, FLF2V], ids=["wan22_i2v", "wan21_i2v", "wan21_flf2v"])
+def test_image_to_video_models_match_diffusers(config, tmp_path: Path):
+    """Wan's image-to-video transformers: 36 input channels (noisy latent, mask, known frames' latent);
+    Wan 2.1's with the CLIP features through img_emb and a second key/value pair in every cross-attention;
+    FLF2V's with a positional embedding over both images' tokens (our features are the two images' side by
+    side, B×2·257×C, as ComfyUI passes them; diffusers takes them as 2B×257×C)."""
+    state = random_wan_state_dict(config, seed=5)
+    model = load_dit(write(state, tmp_path / "wan_i2v.safetensors"))
+    assert model.config.in_channels == 36 and model.config.out_channels == 16
+    assert (model.config.image_dim, model.config.image_tokens) == (config.image_dim, config.image_tokens)
+    latent, context = inputs(config)
+    timestep = torch.tensor([999.0, 250.0])
+    features = image_features(config) if config.image_dim else None
+    with torch.no_grad():
+        ours = model(latent, timestep, context[:, :7], features)
+        reference_model = diffusers_reference(config, state)
+        images = None
+        if features is not None:
+            images = features.reshape(-1, 5, config.image_dim) if config.image_tokens else features
+        reference = reference_model(latent, timestep, context, images, return_dict=False)[0]
+    assert ours.shape == (2, 16, *latent.shape[2:])
+    assert relative_error(ours, reference) <= TOLERANCE
+    if features is not None:  # the image is read: other features, another velocity
+        with torch.no_grad():
+            other = model(latent, timestep, context[:, :7], image_features(config, seed=9))
+        assert relative_error(other, ours) > 1e-3
+
+
+def test_image_to_video_models_refuse_missing_or_unexpected_image_features(tmp_path: Path):
+    i2v = load_dit(write(random_wan_state_dict(I2V), tmp_path / "i2v.safetensors"))
+    t2v = load_dit(write(random_wan_state_dict(T2V), tmp_path / "t2v.safetensors"))
+    flf = load_dit(write(random_wan_state_dict(FLF2V), tmp_path / "flf.safetensors"))
+    latent, context = inputs(I2V)
+    timestep = torch.tensor([999.0, 250.0])
+    with pytest.raises(ValueError, match="reads CLIP image features"):
+        i2v(latent, timestep, context)
+    with pytest.raises(ValueError, match="takes no CLIP image features"):
+        t2v(inputs(T2V)[0], timestep, context, image_features(I2V))
+    with pytest.raises(ValueError, match=r"expected 1×I×80 or 2×I×80"):
+        i2v(latent, timestep, context, torch.zeros(2, 5, 64))
+    with pytest.raises(ValueError, match="takes 10, the features of its first and last images"):
+        flf(latent, timestep, context, image_features(I2V, tokens=5))
+    with pytest.raises(ValueError, match="expects B×36×T×H×W"):
+        i2v(inputs(T2V)[0], timestep, context, image_features(I2V))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,6 +19,11 @@ T2V = WanConfig(
 TI2V = WanConfig(
     dim=256, ffn_dim=512, num_layers=2, in_channels=48, out_channels=48, text_dim=96, latent_format=WAN22
 )
+# Image to video with concat conditioning (16 noisy + 4 mask + 16 known-frame channels): Wan 2.2 I2V A14B's
+# experts; with CLIP image cross-attention, Wan 2.1 I2V; with FLF2V's positional embedding over two images.
+I2V_22 = replace(T2V, in_channels=36)
+I2V = replace(I2V_22, image_dim=80)
+FLF2V = replace(I2V, image_tokens=2 * 5)
 
 
 def random_wan_state_dict(config: WanConfig, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -32,7 +38,10 @@ def random_wan_state_dict(config: WanConfig, seed: int = 0) -> dict[str, torch.T
         )
         scale = 0.5 if key.endswith("modulation") else (1.0 / fan_in**0.5 if len(shape) >= 2 else 0.1)
         tensor = torch.randn(shape, generator=generator) * scale
-        if key.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight")):
+        if key.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight", "norm_k_img.weight")) or key in (
+            "img_emb.proj.0.weight",
+            "img_emb.proj.4.weight",
+        ):
             tensor = 1.0 + 0.1 * tensor
         state[key] = tensor.contiguous()
     return state
@@ -60,7 +69,12 @@ def diffusers_reference(config: WanConfig, state: dict[str, torch.Tensor]):
         cross_attn_norm=config.cross_attn_norm,
         qk_norm="rms_norm_across_heads",
         eps=config.eps,
+        image_dim=config.image_dim or None,
+        added_kv_proj_dim=config.dim if config.image_dim else None,
+        pos_embed_seq_len=config.image_tokens or None,
     )
     converted = convert_wan_transformer_to_diffusers({k: v.clone() for k, v in state.items()})
+    if "img_emb.emb_pos" in converted:  # FLF2V's positional embedding: the single-file converter leaves it
+        converted["condition_embedder.image_embedder.pos_embed"] = converted.pop("img_emb.emb_pos")
     model.load_state_dict(converted, strict=True)
     return model.eval()
