@@ -12,10 +12,10 @@ import torch
 
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
-from .editing.long_video import LongVideo, Windows
+from .editing.long_video import LongVideo, Windows, check_model
 from .host import Progress
 from .samplers.denoiser import Sampling, denoise
-from .samplers.guidance import WAN22_T2V_BOUNDARY, Guider
+from .samplers.guidance import Guider
 from .samplers.schedules import schedule_by_name
 from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .vae import VideoVAE, load_vae, video_to_frames
@@ -43,7 +43,7 @@ class Settings:
     seed: int = 0
     solver: str = "unipc"
     schedule: str = "simple"
-    boundary: float = WAN22_T2V_BOUNDARY
+    boundary: float | None = None  # Wan 2.2 A14B's expert switch (None: the model's own)
     tile: int = 0
     overlap: int = 0
     window: int = 81  # longer videos are made in windows of this many frames (the length trained at)
@@ -161,6 +161,7 @@ def long_video(
     written as it is made: a FrameStream for combine_video, in the memory of one window."""
     s = settings
     windows = Windows.from_frames(s.window, s.window_overlap, vae.temporal_stride, s.correction)
+    check_model(dit)
     guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
     made = LongVideo(guider, settings_sampling(s), vae, (s.frames, s.height, s.width), windows)
     return made.frames(progress or host.progress_bars(), s.tile, s.overlap)

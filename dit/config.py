@@ -11,6 +11,8 @@ from ..checkpoint import CheckpointError, describe
 from ..latent_formats import WAN21, WAN22, LatentFormat, identity_format
 
 MASK_CHANNELS = 4  # the concat condition's mask: one channel per frame of a latent frame's group of 4
+# Wan 2.2 A14B switches from the high-noise to the low-noise expert below these noise levels (its configs).
+WAN22_T2V_BOUNDARY, WAN22_I2V_BOUNDARY = 0.875, 0.9
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class WanConfig:
     # cross-attention; FLF2V adds a positional embedding over the tokens of two images (`image_tokens`).
     image_dim: int = 0
     image_tokens: int = 0
+    # Wan 2.2 A14B: the noise level below which the low-noise expert takes over (0.875 for text to video,
+    # 0.9 for image to video), when this model is the high-noise expert.
+    expert_boundary: float = WAN22_T2V_BOUNDARY
     name: str = "Wan-architecture DiT"
 
     def __post_init__(self):
@@ -101,14 +106,15 @@ PRESETS: dict[str, WanConfig] = {
     ),
     "Wan 2.1 I2V 14B": WanConfig(
         dim=5120, ffn_dim=13824, num_layers=40, in_channels=36, out_channels=16, latent_format=WAN21,
-        image_dim=1280,
+        image_dim=1280, expert_boundary=WAN22_I2V_BOUNDARY,
     ),
     "Wan 2.1 FLF2V 14B": WanConfig(
         dim=5120, ffn_dim=13824, num_layers=40, in_channels=36, out_channels=16, latent_format=WAN21,
-        image_dim=1280, image_tokens=2 * 257,
+        image_dim=1280, image_tokens=2 * 257, expert_boundary=WAN22_I2V_BOUNDARY,
     ),
     "Wan 2.2 I2V A14B expert": WanConfig(
-        dim=5120, ffn_dim=13824, num_layers=40, in_channels=36, out_channels=16, latent_format=WAN21
+        dim=5120, ffn_dim=13824, num_layers=40, in_channels=36, out_channels=16, latent_format=WAN21,
+        expert_boundary=WAN22_I2V_BOUNDARY,
     ),
 }  # fmt: skip
 
@@ -121,6 +127,7 @@ class Family:
     name: str
     latent_format: LatentFormat
     clean_pins: bool
+    expert_boundary: float = WAN22_T2V_BOUNDARY
 
 
 # Wan's families, told apart by the input channels of the patch embedding as ComfyUI's model detection
@@ -130,7 +137,7 @@ class Family:
 WAN_FAMILIES = {
     16: Family("Wan text to video", WAN21, clean_pins=False),
     48: Family("Wan 2.2 TI2V", WAN22, clean_pins=True),
-    36: Family("Wan image to video", WAN21, clean_pins=False),
+    36: Family("Wan image to video", WAN21, clean_pins=False, expert_boundary=WAN22_I2V_BOUNDARY),
 }
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -176,6 +183,7 @@ def config_from_shapes(
         cross_attn_norm="blocks.0.norm3.weight" in shapes,
         clean_pins=family is not None and family.clean_pins,
         latent_format=family.latent_format if family is not None else None,
+        expert_boundary=family.expert_boundary if family is not None else WAN22_T2V_BOUNDARY,
         image_dim=image_dim,
         image_tokens=image_tokens,
     )

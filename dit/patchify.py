@@ -95,6 +95,12 @@ class SpacetimePatches:
         pinned = pinned_tokens(noise_mask, tuple(raw.shape), patch_size)
         return cls(tokens, grid, patch_size, latent_format, pinned=pinned, known=tokens.clone())
 
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int, int]:
+        """The shape of the latent these patches were cut from (B×C×T×H×W)."""
+        (t, h, w), (pt, ph, pw) = self.grid, self.patch_size
+        return (self.tokens.shape[0], self.tokens.shape[2] // (pt * ph * pw), t * pt, h * ph, w * pw)
+
     def to_latent(self) -> torch.Tensor:
         """The raw VAE latent these tokens stand for."""
         return self.latent_format.denormalize(unpatchify(self.tokens, self.grid, self.patch_size))

@@ -300,6 +300,17 @@ def long_video_latent(
     return torch.cat(news, dim=2), torch.cat(openings, dim=2) if openings else empty
 
 
+def check_model(dit) -> None:
+    """Long Video pins each window's opening in the latent: models that take known frames so only."""
+    config = dit.config
+    if config.concat_condition:
+        raise ValueError(
+            f"Long Video does not run image-to-video models yet ({config.name} takes its known frames through "
+            "an image condition, and each window's opening is pinned): use a text-to-video model or Wan 2.2 "
+            "TI2V 5B."
+        )
+
+
 @dataclass(frozen=True)
 class LongVideo:
     """A video longer than one window, as the Long Video node (`latent`) and `generate` (`frames`) make it:
@@ -312,6 +323,7 @@ class LongVideo:
     windows: Windows
 
     def __post_init__(self):
+        check_model(self.guider.dit)
         frames, height, width = self.size
         self.vae.latent_shape(frames, height, width)
         self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)

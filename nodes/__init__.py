@@ -1,5 +1,6 @@
 """Node classes: each declares its inputs and calls one library function."""
 
+from .conditioning import SpacetimeImageCondition
 from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
 from .editing import (
     SpacetimeConnectVideos,
@@ -10,6 +11,7 @@ from .editing import (
     SpacetimeLoopVideo,
     SpacetimeVideoToVideo,
 )
+from .image_encoder import SpacetimeImageEncode, SpacetimeImageEncoderLoader
 from .prompting import SpacetimePromptGuard, SpacetimeShotPrompt
 from .provenance import SpacetimeDetectWatermark
 from .sampling import SpacetimeDiTDenoiser, SpacetimeScheduler
@@ -25,6 +27,8 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeUnpatchify": SpacetimeUnpatchify,
     "SpacetimeTextEncoderLoader": SpacetimeTextEncoderLoader,
     "SpacetimeTextEncode": SpacetimeTextEncode,
+    "SpacetimeImageEncoderLoader": SpacetimeImageEncoderLoader,
+    "SpacetimeImageEncode": SpacetimeImageEncode,
     "SpacetimeVAELoader": SpacetimeVAELoader,
     "SpacetimeEmptyLatentVideo": SpacetimeEmptyLatentVideo,
     "SpacetimeVAEEncode": SpacetimeVAEEncode,
@@ -37,6 +41,7 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeExtendVideo": SpacetimeExtendVideo,
     "SpacetimeConnectVideos": SpacetimeConnectVideos,
     "SpacetimeLoopVideo": SpacetimeLoopVideo,
+    "SpacetimeImageCondition": SpacetimeImageCondition,
     "SpacetimeJoinEditedClip": SpacetimeJoinEditedClip,
     "SpacetimeLongVideo": SpacetimeLongVideo,
     "SpacetimeShotPrompt": SpacetimeShotPrompt,
@@ -51,6 +56,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeUnpatchify": "Unpatchify (Spacetime)",
     "SpacetimeTextEncoderLoader": "Text Encoder Loader (Spacetime)",
     "SpacetimeTextEncode": "Text Encode (Spacetime)",
+    "SpacetimeImageEncoderLoader": "Image Encoder Loader (Spacetime)",
+    "SpacetimeImageEncode": "Image Encode (Spacetime)",
     "SpacetimeVAELoader": "VAE Loader (Spacetime)",
     "SpacetimeEmptyLatentVideo": "Empty Latent Video (Spacetime)",
     "SpacetimeVAEEncode": "VAE Encode (Spacetime)",
@@ -63,6 +70,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeExtendVideo": "Extend Video (Spacetime)",
     "SpacetimeConnectVideos": "Connect Videos (Spacetime)",
     "SpacetimeLoopVideo": "Loop Video (Spacetime)",
+    "SpacetimeImageCondition": "Image Condition (Spacetime)",
     "SpacetimeJoinEditedClip": "Join Edited Clip (Spacetime)",
     "SpacetimeLongVideo": "Long Video (Spacetime)",
     "SpacetimeShotPrompt": "Shot Prompt (Spacetime)",

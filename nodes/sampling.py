@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import host
 from ..samplers.denoiser import Sampling, denoise
-from ..samplers.guidance import WAN22_T2V_BOUNDARY, Guider
+from ..samplers.guidance import Guider
 from ..samplers.noise import MAX_SEED
 from ..samplers.schedules import SCHEDULES
 from ..samplers.solvers import SOLVERS
@@ -140,12 +140,11 @@ class SpacetimeDiTDenoiser:
                 "boundary": (
                     "FLOAT",
                     {
-                        "default": WAN22_T2V_BOUNDARY,
+                        "default": 0.0,
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.005,
-                        "tooltip": "The noise level where the low-noise expert takes over (Wan 2.2 A14B: 0.875 for "
-                        "text to video, 0.9 for image to video). Unused without a low-noise DiT.",
+                        "tooltip": "The noise level below which the low-noise expert takes over; 0: the model's own (Wan 2.2 A14B: 0.875 for text to video, 0.9 for image to video). Change it only to move the switch. Unused without a low-noise DiT.",
                     },
                 ),
             },
@@ -163,7 +162,7 @@ class SpacetimeDiTDenoiser:
         cfg,
         seed,
         low_noise_dit=None,
-        boundary=WAN22_T2V_BOUNDARY,
+        boundary=0.0,
         unique_id=None,
     ):
         guider = Guider.from_conditioning(
@@ -173,7 +172,7 @@ class SpacetimeDiTDenoiser:
             cfg,
             patches.tokens.shape[0],
             low_noise_dit=low_noise_dit,
-            boundary=boundary,
+            boundary=boundary or None,
         )
         sampling = Sampling(sigmas, solver, seed)
         tick = host.progress_ticker(sampling.steps, "Denoising", node_id=unique_id)

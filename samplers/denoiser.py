@@ -66,16 +66,9 @@ def denoise(
     """Run the solver down the sigmas from `patches` (noised to sigmas[0] with the seed's noise; pure noise
     when sigmas[0] = 1) and return the denoised patches; `step_callback` is called after every step."""
     guider.check_patches(patches)
-    (t, h, w), (pt, ph, pw) = patches.grid, patches.patch_size
-    channels = patches.tokens.shape[2] // (pt * ph * pw)
-    shape = (
-        patches.tokens.shape[0],
-        channels,
-        t * pt,
-        h * ph,
-        w * pw,
-    )  # the LATENT's: noise as core draws it
-    noise, _ = patchify(initial_noise(shape, sampling.seed), patches.patch_size)
+    noise, _ = patchify(
+        initial_noise(patches.latent_shape, sampling.seed), patches.patch_size
+    )  # as core draws it
     x = noise_scaling(sampling.sigmas[0], noise, patches.tokens.float())
 
     def tick(_state: dict) -> None:
@@ -86,9 +79,9 @@ def denoise(
         with host.on_compute_device(model) as device:
             x0_prediction = guider.denoiser(model, patches, noise, device)
             x = SOLVERS[sampling.solver](x0_prediction, x.to(device), segment.to(device), callback=tick)
-    if patches.pinned is not None:
-        pinned = patches.pinned.unsqueeze(-1).to(x.device)
-        x = torch.where(pinned, patches.known.float().to(x.device), x)
+    pinned = guider.pins(patches)
+    if pinned is not None:
+        x = torch.where(pinned.to(x.device), patches.known.float().to(x.device), x)
     return SpacetimePatches(
         tokens=x.to(host.intermediate_device()),
         grid=patches.grid,

@@ -18,10 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..dit import SpacetimePatches, WanDiT
+from .image_condition import ImageCondition
 from .solvers import denoiser_from_velocity
-
-# Wan 2.2 A14B text-to-video switches from the high-noise to the low-noise expert at timestep 875.
-WAN22_T2V_BOUNDARY = 0.875
 
 ConditionedVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -107,22 +105,28 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens B×L�
 @dataclass(frozen=True)
 class Guider:
     """The models and how to call them (ComfyUI's `CFGGuider`): the DiT under classifier-free guidance with
-    the prompt's context (`positive`, B×S×E) and the negative one, and for Wan 2.2 A14B the low-noise expert
-    that takes over below `boundary`. Validated once, here; offloading, LoRA and step caching change this
-    object and nothing else."""
+    the prompt's context (`positive`, B×S×E) and the negative one, for Wan 2.2 A14B the low-noise expert
+    that takes over below `boundary` (None: the high-noise model's own), and for Wan's image-to-video models
+    the `image` condition. Validated once, here; offloading, LoRA and step caching change this object and
+    nothing else."""
 
     dit: WanDiT
     positive: torch.Tensor
     negative: torch.Tensor | None = None
     cfg: float = 5.0
     low_noise_dit: WanDiT | None = None
-    boundary: float = WAN22_T2V_BOUNDARY
+    boundary: float | None = None
+    image: ImageCondition | None = None
 
     def __post_init__(self):
         if not (isinstance(self.cfg, (int, float)) and math.isfinite(self.cfg)):
             raise ValueError(f"cfg={self.cfg!r} must be a finite number (1 turns guidance off).")
         if self.cfg != 1.0 and self.negative is None:
             raise ValueError(f"cfg={self.cfg} needs a negative conditioning; give one, or set cfg to 1.")
+        if self.boundary is None:
+            object.__setattr__(self, "boundary", self.dit.config.expert_boundary)
+        for model in self.models:
+            (self.image or ImageCondition()).check(model)
         if not 0.0 <= self.boundary <= 1.0:
             raise ValueError(
                 f"boundary={self.boundary}: expected a noise level in 0..1 (Wan 2.2 A14B: 0.875)."
@@ -138,10 +142,13 @@ class Guider:
     def from_conditioning(
         cls, dit: WanDiT, positive, negative, cfg: float, batch: int = 1, **experts
     ) -> Guider:
-        """From ComfyUI CONDITIONING (the negative is not read when cfg is 1); `experts`: low_noise_dit,
-        boundary."""
+        """From ComfyUI CONDITIONING (the negative is not read when cfg is 1), with the image condition the
+        positive carries under core's keys (Image Condition's, or core's WanImageToVideo's); `experts`:
+        low_noise_dit, boundary."""
         negative_context = None if cfg == 1.0 else conditioning_context(negative, batch, "negative")
-        return cls(dit, conditioning_context(positive, batch, "positive"), negative_context, cfg, **experts)
+        context = conditioning_context(positive, batch, "positive")
+        image = ImageCondition.from_options(positive[0][1] if len(positive[0]) > 1 else {})
+        return cls(dit, context, negative_context, cfg, image=image, **experts)
 
     @property
     def models(self) -> list[WanDiT]:
@@ -164,18 +171,27 @@ class Guider:
         segments = [(self.dit, sigmas[: switch + 1]), (self.low_noise_dit, sigmas[switch:])]
         return [(model, segment) for model, segment in segments if len(segment) > 1]
 
+    def pins(self, patches: SpacetimePatches) -> torch.Tensor | None:
+        """Which tokens are held to their known values (B×L×1), if any: image-to-video models take known
+        frames through their image condition instead."""
+        if patches.pinned is None or self.dit.config.concat_condition:
+            return None
+        return patches.pinned.unsqueeze(-1)
+
     def denoiser(self, model: WanDiT, patches: SpacetimePatches, noise: torch.Tensor, device) -> Denoiser:
-        """The guided denoiser (tokens B×L×P, sigma) -> x0 of `model` on `device`, holding the patches' pinned
-        tokens to their known values: before each call they are reset, noised to sigma with the run's own
-        `noise` or, for models trained that way (config.clean_pins), left clean at timestep 0."""
-        forward = partial(model.forward_tokens, grid=patches.grid)
+        """The guided denoiser (tokens B×L×P, sigma) -> x0 of `model` on `device`, holding the pinned tokens
+        to their known values: before each call they are reset, noised to sigma with the run's own `noise`
+        or, for models trained that way (config.clean_pins), left clean at timestep 0. An image-to-video
+        model gets its image condition beside the tokens instead."""
+        forward = self._conditioned(model, patches, device)
         guided = classifier_free_guidance(
-            lambda x, timestep, context: forward(x, timestep=timestep, context=context),
+            lambda x, timestep, context: forward(x, timestep, context),
             self.positive.to(device),
             None if self.negative is None else self.negative.to(device),
             self.cfg,
         )
-        pinned = None if patches.pinned is None else patches.pinned.unsqueeze(-1).to(device)
+        pinned = self.pins(patches)
+        pinned = None if pinned is None else pinned.to(device)
         clean_pins = pinned is not None and model.config.clean_pins
 
         def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -194,6 +210,30 @@ class Guider:
             return torch.where(pinned, known, x0_of(torch.where(pinned, reset, x), sigma))
 
         return x0_prediction
+
+    def _conditioned(self, model: WanDiT, patches: SpacetimePatches, device):
+        """`model`'s forward over tokens (x, timestep, context) -> velocity, with the image condition's
+        tokens after x's and its CLIP features, repeated to the batch of x (guidance doubles it)."""
+        forward = partial(model.forward_tokens, grid=patches.grid)
+        condition = features = None
+        if model.config.concat_condition:
+            condition = self.image.tokens(model, patches.latent_shape).to(device)
+        if model.config.image_dim:
+            features = self.image.features.to(device)
+
+        def call(x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+            if condition is not None:
+                x = torch.cat([x, _repeat_to(condition, x.shape[0])], dim=-1)
+            if features is None:
+                return forward(x, timestep=timestep, context=context)
+            return forward(x, timestep=timestep, context=context, image=_repeat_to(features, x.shape[0]))
+
+        return call
+
+
+def _repeat_to(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """x (B'×…) repeated to `batch` items (B' divides it: one per item, or one for all)."""
+    return x if x.shape[0] == batch else x.repeat(batch // x.shape[0], *[1] * (x.ndim - 1))
 
 
 def _pad_to(context: torch.Tensor, length: int) -> torch.Tensor:

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from clip_reference import TINY as TINY_CLIP
+from clip_reference import checkpoint_state
+from clip_reference import reference_model as clip_model
+from clip_reference import write_file as write_clip
 from umt5_reference import reference_model, write_comfy_file
 from wan_reference import T2V, random_wan_state_dict, write
 from wan_vae_reference import TINY_21, random_vae_state_dict
@@ -18,10 +22,21 @@ TINY_T2V = replace(T2V, dim=128, ffn_dim=256, text_dim=64)  # one head of 128, a
 DIT_FILE = "wan2.1_t2v_1.3B_fp16.safetensors"
 TEXT_ENCODER_FILE = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 VAE_FILE = "wan_2.1_vae.safetensors"
+# The image-to-video workflows' files: Wan 2.2 I2V A14B's experts, Wan 2.1 FLF2V (reading the tiny CLIP
+# encoder's features: 5 tokens an image, two images) and the CLIP vision encoder.
+TINY_I2V = replace(TINY_T2V, in_channels=36)
+TINY_FLF2V = replace(TINY_I2V, image_dim=TINY_CLIP["hidden_size"], image_tokens=2 * 5)
+I2V_FILES = {
+    "wan2.2_i2v_high_noise_14B_fp16.safetensors": TINY_I2V,
+    "wan2.2_i2v_low_noise_14B_fp16.safetensors": TINY_I2V,
+    "wan2.1_flf2v_720p_14B_fp16.safetensors": TINY_FLF2V,
+}
+CLIP_VISION_FILE = "clip_vision_h.safetensors"
 
 
 def write_tiny_models(models: Path) -> dict[str, Path]:
-    """models/diffusion_models, models/text_encoders and models/vae, each holding one tiny file."""
+    """models/diffusion_models, models/text_encoders, models/vae and models/clip_vision, with the tiny files
+    the shipped workflows name."""
     paths = {
         "dit": models / "diffusion_models" / DIT_FILE,
         "text_encoder": models / "text_encoders" / TEXT_ENCODER_FILE,
@@ -32,4 +47,10 @@ def write_tiny_models(models: Path) -> dict[str, Path]:
     write(random_wan_state_dict(TINY_T2V), paths["dit"])
     write_comfy_file(reference_model(), paths["text_encoder"])
     save_file(random_vae_state_dict(TINY_21), str(paths["vae"]))
+    for seed, (name, config) in enumerate(I2V_FILES.items(), start=1):
+        write(random_wan_state_dict(config, seed), models / "diffusion_models" / name)
+    (models / "clip_vision").mkdir(exist_ok=True)
+    paths["clip_vision"] = write_clip(
+        checkpoint_state(clip_model()), models / "clip_vision" / CLIP_VISION_FILE
+    )
     return paths

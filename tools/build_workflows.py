@@ -433,16 +433,146 @@ def single_image(tiny: bool) -> Workflow:
     return w
 
 
+I2V_FILES = """Put these files in ComfyUI's `models` folders (Comfy-Org's *Wan_2.2_ComfyUI_Repackaged* and *Wan_2.1_ComfyUI_repackaged* names):
+
+| file | folder |
+|---|---|
+| {dits} | `models/diffusion_models` |
+| `umt5_xxl_fp8_e4m3fn_scaled.safetensors` (or `umt5_xxl_fp16`) | `models/text_encoders` |
+| `wan_2.1_vae.safetensors` | `models/vae` |{extra}
+
+This model takes the known frames as its own image condition (*Image Condition*: the clip with grey where a frame is unknown, encoded, and a mask of the known frames), as it was trained."""
+
+
+def conditioned_denoise(
+    w: Workflow, x: int, y: int, experts, text, vae, prepare, prompt: str, s: dict, image_encoder=None
+):
+    """Text Encode, Image Condition, Patchifier, Scheduler, DiT Denoiser (with its low-noise expert, if
+    any), Unpatchify -> the LATENT output pair."""
+    dit, low = experts
+    encode = w.add("SpacetimeTextEncode", (x, y), (400, 200), [prompt, s["negative"]], text_encoder=text)
+    links = {"image_encoder": image_encoder} if image_encoder else {}
+    condition = w.add(
+        "SpacetimeImageCondition",
+        (x, y + 240),
+        (320, 150),
+        ["first and last" if image_encoder and s.get("flf") else "first"],
+        positive=(encode, "positive"),
+        negative=(encode, "negative"),
+        vae=vae,
+        plan=(prepare, "plan"),
+        **links,
+    )
+    patches = w.add("SpacetimePatchifier", (x, y + 430), (260, 50), dit=dit, latent=(prepare, "latent"))
+    scheduler = w.add("SpacetimeScheduler", (x, y + 520), (300, 130), ["simple", s["steps"], s["shift"], 1.0])
+    experts_links = {"low_noise_dit": low} if low else {}
+    sampler = w.add(
+        "SpacetimeDiTDenoiser",
+        (x + 440, y),
+        (320, 260),
+        ["unipc", s["cfg"], 0, "fixed", 0.0],
+        dit=dit,
+        positive=(condition, "positive"),
+        negative=(condition, "negative"),
+        patches=(patches, "patches"),
+        sigmas=(scheduler, "sigmas"),
+        **experts_links,
+    )
+    unpatch = w.add("SpacetimeUnpatchify", (x + 440, y + 300), (260, 30), patches=(sampler, "patches"))
+    return unpatch, "latent"
+
+
+def wan_loaders(w: Workflow, dits: list[str], clip_vision: bool):
+    """Text encoder, VAE, the DiT (and a second expert) and the image encoder loaders."""
+    text = w.add(
+        "SpacetimeTextEncoderLoader",
+        (40, 80),
+        (340, 110),
+        ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "default", "auto"],
+    )
+    vae = w.add("SpacetimeVAELoader", (40, 230), (340, 82), ["wan_2.1_vae.safetensors", "fp32"])
+    loaders = [
+        w.add("SpacetimeDiTLoader", (40, 350 + 150 * i), (340, 110), [name, "default", "auto"])
+        for i, name in enumerate(dits)
+    ]
+    experts = ((loaders[0], "dit"), (loaders[1], "dit") if len(loaders) > 1 else None)
+    encoder = None
+    if clip_vision:
+        node = w.add(
+            "SpacetimeImageEncoderLoader",
+            (40, 650),
+            (340, 110),
+            ["clip_vision_h.safetensors", "default", "auto"],
+        )
+        encoder = (node, "image_encoder")
+    return experts, (text, "text_encoder"), (vae, "vae"), encoder
+
+
+def image_to_video_wan22_i2v(tiny: bool) -> Workflow:
+    """Wan 2.2 I2V A14B: its two experts, the high-noise one above noise level 0.9 (the Denoiser's boundary
+    0 takes the model's own)."""
+    w = Workflow("image_to_video_wan22_i2v")
+    s = {"size": (832, 480), "frames": 81, "steps": 30, "shift": 5.0, "cfg": 3.5, "negative": WAN_NEGATIVE}
+    dits = ["wan2.2_i2v_high_noise_14B_fp16.safetensors", "wan2.2_i2v_low_noise_14B_fp16.safetensors"]
+    experts, text, vae, _ = wan_loaders(w, dits, clip_vision=False)
+    image = (w.add("LoadImage", (420, 80), (320, 320), ["example.png", "image"]), "IMAGE")
+    width, height = s["size"]
+    prepare = w.add(
+        "SpacetimeImageToVideo",
+        (800, 80),
+        (320, 180),
+        [width, height, s["frames"], "crop", "image"],
+        vae=vae,
+        image=image,
+    )
+    prompt = "The scene comes alive: a slow push-in, leaves stir in a light breeze, soft natural light."
+    latent = conditioned_denoise(w, 800, 320, experts, text, vae, prepare, prompt, s)
+    finish(w, 1600, vae, latent, (prepare, "plan"), "Spacetime/image_to_video")
+    files = I2V_FILES.format(dits=", ".join(f"`{name}`" for name in dits), extra="")
+    body = (
+        "Wan 2.2's image-to-video model animates *Load Image*'s picture (`example.png` in ComfyUI's `input` folder, "
+        "or yours): the high-noise expert lays out the motion, the low-noise expert takes over below noise level 0.9."
+    )
+    w.note(f"## Image to video with Wan 2.2 I2V A14B\n\n{body}\n\n{files}", (40, -420), (820, 460))
+    return w  # fmt: skip
+
+
+def connect_videos_flf2v(tiny: bool) -> Workflow:
+    """Wan 2.1 FLF2V 14B: the bridge conditioned on the first and last known frames, with their CLIP
+    features."""
+    w = Workflow("connect_videos_flf2v")
+    s = {"size": (1280, 720), "steps": 30, "shift": 5.0, "cfg": 5.0, "negative": WAN_NEGATIVE, "flf": True}
+    dits = ["wan2.1_flf2v_720p_14B_fp16.safetensors"]
+    experts, text, vae, encoder = wan_loaders(w, dits, clip_vision=True)
+    first, second = load_clip(w, 420, 80, "clip_a.mp4"), load_clip(w, 420, 560, "clip_b.mp4")
+    prepare = w.add(
+        "SpacetimeConnectVideos", (800, 80), (320, 160), [32, 17], vae=vae, first=first, second=second
+    )
+    prompt = "A smooth continuous shot linking the two scenes."
+    latent = conditioned_denoise(w, 800, 300, experts, text, vae, prepare, prompt, s, image_encoder=encoder)
+    finish(w, 1600, vae, latent, (prepare, "plan"), "Spacetime/connect", bridge="Spacetime/bridge")
+    extra = "\n| `clip_vision_h.safetensors` | `models/clip_vision` |"
+    files = I2V_FILES.format(dits=f"`{dits[0]}`", extra=extra)
+    body = (
+        "Wan 2.1's first-last-frame model generates the bridge from the end of `clip_a.mp4` to the start of "
+        "`clip_b.mp4` (in ComfyUI's `input` folder, or yours; both the same size), reading the CLIP features "
+        "of the bridge's first and last known frames."
+    )
+    w.note(f"## Connect two videos with Wan 2.1 FLF2V\n\n{body}\n\n{files}", (40, -420), (820, 460))
+    return w  # fmt: skip
+
+
 BUILDERS = [image_to_video, video_to_video, extend, connect, loop, long_video, single_image]
+WAN_ONLY = [image_to_video_wan22_i2v, connect_videos_flf2v]  # image-to-video models: no Tiny World variant
 
 
 def main() -> int:
-    for build in BUILDERS:
-        for tiny in (False, True):
-            workflow = build(tiny).json()
-            path = ROOT / "workflows" / f"{workflow['id']}.json"
-            path.write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")
-            print(path.relative_to(ROOT))
+    builds = [(build, tiny) for build in BUILDERS for tiny in (False, True)] + [(b, False) for b in WAN_ONLY]
+    for build, tiny in builds:
+        workflow = build(tiny).json()
+        path = ROOT / "workflows" / f"{workflow['id']}.json"
+        path.write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")
+        print(path.relative_to(ROOT))
     return 0
 
 

@@ -1,0 +1,62 @@
+"""An edit's clip as the image condition of Wan's image-to-video models, built Wan's own way: the clip
+with its known frames in place and grey (0.5) elsewhere, encoded as one video, and a mask of the known
+frames in groups of a latent frame's frames (the first latent frame's group is frame 0, four times), as
+Wan's I2V / FLF2V references and core's WanImageToVideo / WanFirstLastFrameToVideo build them.
+
+Axes: B batch, F pixel frames, T latent frames, M a latent frame's frames (the VAE's temporal stride),
+H W height and width.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .placement import ClipPlan, EncodeClips
+
+UNKNOWN = 0.5  # the grey an unknown frame is encoded as (0 in the VAE's -1..1)
+
+
+def condition_clips(plan: ClipPlan) -> list[torch.Tensor]:
+    """Each clip of the plan's batch (F×H×W×3 in 0..1): its known frames, grey where unknown."""
+    if plan.sources is None:
+        raise ValueError(
+            f"this plan ({plan.describe()}) holds no known frames: video to video redraws a whole clip and "
+            "gives an image-to-video model nothing to condition on. Use a text-to-video model for it."
+        )
+    height, width = plan.sources.shape[2:4]
+    clips = []
+    for item in range(plan.batch):
+        clip = torch.full((plan.frames, height, width, 3), UNKNOWN)
+        clip[plan.known] = plan.sources[item].float()
+        clips.append(clip)
+    return clips
+
+
+def known_mask(plan: ClipPlan, stride: int, size: tuple[int, int]) -> torch.Tensor:
+    """B×M×T×H×W, 1 where a frame is known: channel m of latent frame t is frame 1 + stride·(t − 1) + m (the
+    first latent frame holds frame 0 alone: all its channels are frame 0's), at the latent's size."""
+    frames = plan.frames
+    if (frames - 1) % stride:
+        raise ValueError(f"a clip of {frames} frames does not fill whole latent frames ({stride}k+1 frames).")
+    index = torch.cat([torch.zeros(stride, dtype=torch.long), torch.arange(1, frames)]).view(-1, stride)
+    mask = plan.known[index].float().T  # M×T
+    return mask[None, :, :, None, None].expand(plan.batch, -1, -1, *size).contiguous()
+
+
+def image_condition(plan: ClipPlan, encode: EncodeClips, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plan's clip as an image-to-video model's condition: (raw latent B×C×T×H×W of condition_clips,
+    known_mask at its size)."""
+    latent = torch.cat([latent.float().cpu() for latent in encode(condition_clips(plan))])
+    return latent, known_mask(plan, stride, tuple(latent.shape[3:]))
+
+
+def first_and_last(start, end):
+    """CLIP image features of a first and a last image side by side (FLF2V takes both; core's
+    WanFirstLastFrameToVideo joins them the same way): a copy of `start` with the two images' tokens."""
+    joined = copy.copy(start)
+    joined.penultimate_hidden_states = torch.cat(
+        [start.penultimate_hidden_states, end.penultimate_hidden_states], dim=-2
+    )
+    return joined
