@@ -32,6 +32,12 @@ I2V_FILES = {
     "wan2.1_flf2v_720p_14B_fp16.safetensors": TINY_FLF2V,
 }
 CLIP_VISION_FILE = "clip_vision_h.safetensors"
+# For core's own model loader, which builds Wan with UMT5-XXL's 4096-wide text embedding whatever the file
+# holds: an image-to-video DiT and a text encoder of that width (tiny otherwise).
+WIDE_TEXT_I2V_FILE, WIDE_TEXT_ENCODER_FILE = (
+    "spacetime_tiny_i2v_wide_text.safetensors",
+    "spacetime_tiny_umt5_wide.safetensors",
+)
 
 
 def write_tiny_models(models: Path) -> dict[str, Path]:
@@ -49,6 +55,11 @@ def write_tiny_models(models: Path) -> dict[str, Path]:
     save_file(random_vae_state_dict(TINY_21), str(paths["vae"]))
     for seed, (name, config) in enumerate(I2V_FILES.items(), start=1):
         write(random_wan_state_dict(config, seed), models / "diffusion_models" / name)
+    write(
+        random_wan_state_dict(replace(TINY_I2V, text_dim=4096)),
+        models / "diffusion_models" / WIDE_TEXT_I2V_FILE,
+    )
+    write_comfy_file(reference_model(d_model=4096), models / "text_encoders" / WIDE_TEXT_ENCODER_FILE)
     (models / "clip_vision").mkdir(exist_ok=True)
     paths["clip_vision"] = write_clip(
         checkpoint_state(clip_model()), models / "clip_vision" / CLIP_VISION_FILE

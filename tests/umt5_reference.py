@@ -83,12 +83,12 @@ def tiny_spiece_model() -> bytes:
     return model.getvalue()
 
 
-def reference_model(vocab_size: int = 448, seed: int = 0):
+def reference_model(vocab_size: int = 448, seed: int = 0, d_model: int = 64):
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
     config = UMT5Config(
-        vocab_size=vocab_size, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_heads=4,
+        vocab_size=vocab_size, d_model=d_model, d_kv=16, d_ff=96, num_layers=2, num_heads=4,
         relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.0,
         feed_forward_proj="gated-gelu",
     )  # fmt: skip

@@ -65,11 +65,21 @@ class ComfyUI:
     def queue_workflow(self, workflow: dict) -> str:
         """Queue a UI-format workflow as the frontend would; return its prompt id."""
         prompt = ui_to_api(workflow, self.request("/object_info"))
-        extra_data = {"extra_pnginfo": {"workflow": workflow}}
+        return self.queue_prompt(prompt, {"extra_pnginfo": {"workflow": workflow}})
+
+    def queue_prompt(self, prompt: dict, extra_data: dict | None = None) -> str:
+        """Queue an API-format prompt ({node id: {class_type, inputs}}); return its prompt id."""
         queued = self.request(
-            "/prompt", {"prompt": prompt, "client_id": "spacetime-tests", "extra_data": extra_data}
+            "/prompt", {"prompt": prompt, "client_id": "spacetime-tests", "extra_data": extra_data or {}}
         )
         return queued["prompt_id"]
+
+    def run_prompt(self, prompt: dict) -> dict:
+        """Queue an API-format prompt, wait for it, and insist that it succeeded."""
+        entry = self.wait_for(self.queue_prompt(prompt))
+        status = entry["status"]
+        assert status["status_str"] == "success", json.dumps(status["messages"], indent=1)[-4000:]
+        return entry
 
     def wait_for(self, prompt_id: str) -> dict:
         """The history entry of a finished prompt (succeeded, failed or interrupted)."""
