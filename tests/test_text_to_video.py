@@ -16,7 +16,7 @@ from spacetime.vae import load_vae
 
 from media import decode
 from test_cli import run
-from tiny_models import write_tiny_models
+from tiny_models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE, write_tiny_models
 
 SETTINGS = Settings(width=32, height=32, frames=5, steps=3, cfg=4.0, shift=3.0, seed=42, solver="unipc")
 PROMPT, NEGATIVE = "a red circle moving left", "blurry"
@@ -31,18 +31,18 @@ def models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def library_frames(models) -> torch.Tensor:
-    dit = load_dit(next((models / "diffusion_models").iterdir()))
-    text_encoder = load_text_encoder(next((models / "text_encoders").iterdir()))
-    vae = load_vae(next((models / "vae").iterdir()))
+    dit = load_dit(models / "diffusion_models" / DIT_FILE)
+    text_encoder = load_text_encoder(models / "text_encoders" / TEXT_ENCODER_FILE)
+    vae = load_vae(models / "vae" / VAE_FILE)
     return text_to_video(dit, text_encoder, vae, PROMPT, NEGATIVE, SETTINGS)
 
 
 def test_library_makes_frames_that_depend_on_prompt_and_seed(models, library_frames):
     assert library_frames.shape == (5, 32, 32, 3)
     assert library_frames.min() >= 0 and library_frames.max() <= 1 and library_frames.std() > 0.01
-    dit = load_dit(next((models / "diffusion_models").iterdir()))
-    text_encoder = load_text_encoder(next((models / "text_encoders").iterdir()))
-    vae = load_vae(next((models / "vae").iterdir()))
+    dit = load_dit(models / "diffusion_models" / DIT_FILE)
+    text_encoder = load_text_encoder(models / "text_encoders" / TEXT_ENCODER_FILE)
+    vae = load_vae(models / "vae" / VAE_FILE)
     other_seed = text_to_video(
         dit, text_encoder, vae, PROMPT, NEGATIVE, Settings(**{**vars(SETTINGS), "seed": 43})
     )
@@ -108,9 +108,9 @@ def test_generate_with_some_model_files_says_what_else_it_needs(models, tmp_path
 def test_long_video_with_the_wan_2_1_formats_decodes_alike_through_both_nodes(models):
     """Long Video on Wan 2.1's file formats (16 latent channels, 8x8 pixels a cell, no clean-frame
     timesteps: its openings are held by noising them to each step's level), two windows."""
-    dit = load_dit(next((models / "diffusion_models").iterdir()))
-    text_encoder = load_text_encoder(next((models / "text_encoders").iterdir()))
-    vae = load_vae(next((models / "vae").iterdir()))
+    dit = load_dit(models / "diffusion_models" / DIT_FILE)
+    text_encoder = load_text_encoder(models / "text_encoders" / TEXT_ENCODER_FILE)
+    vae = load_vae(models / "vae" / VAE_FILE)
     assert not dit.config.clean_pins and vae.latent_channels == 16
     positive, negative = NODES["SpacetimeTextEncode"]().encode(text_encoder, PROMPT, NEGATIVE)
     (sigmas,) = NODES["SpacetimeScheduler"]().schedule("simple", 2, 3.0, 1.0)
