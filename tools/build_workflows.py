@@ -562,8 +562,33 @@ def connect_videos_flf2v(tiny: bool) -> Workflow:
     return w  # fmt: skip
 
 
+def loop_video_flf2v(tiny: bool) -> Workflow:
+    """Wan 2.1 FLF2V 14B: the bridge from the clip's end back to its start, conditioned on both."""
+    w = Workflow("loop_video_flf2v")
+    s = {"size": (1280, 720), "steps": 30, "shift": 5.0, "cfg": 5.0, "negative": WAN_NEGATIVE, "flf": True}
+    dits = ["wan2.1_flf2v_720p_14B_fp16.safetensors"]
+    experts, text, vae, encoder = wan_loaders(w, dits, clip_vision=True)
+    clip = load_clip(w, 420, 80, "clip.mp4")
+    prepare = w.add("SpacetimeLoopVideo", (800, 80), (320, 130), [32, 17], vae=vae, video=clip)
+    prompt = "Ocean waves rolling onto a sandy beach at sunset, static camera."
+    latent = conditioned_denoise(w, 800, 260, experts, text, vae, prepare, prompt, s, image_encoder=encoder)
+    finish(w, 1600, vae, latent, (prepare, "plan"), "Spacetime/loop", loop_count=3)
+    extra = "\n| `clip_vision_h.safetensors` | `models/clip_vision` |"
+    files = I2V_FILES.format(dits=f"`{dits[0]}`", extra=extra)
+    body = (
+        "Wan 2.1's first-last-frame model makes `clip.mp4` (in ComfyUI's `input` folder, or yours) loop: the bridge "
+        "leads from its last frames back to its first, reading the CLIP features of both ends. The file repeats it 4 times."
+    )
+    w.note(f"## Seamless loop with Wan 2.1 FLF2V\n\n{body}\n\n{files}", (40, -420), (820, 460))
+    return w  # fmt: skip
+
+
 BUILDERS = [image_to_video, video_to_video, extend, connect, loop, long_video, single_image]
-WAN_ONLY = [image_to_video_wan22_i2v, connect_videos_flf2v]  # image-to-video models: no Tiny World variant
+WAN_ONLY = [
+    image_to_video_wan22_i2v,
+    connect_videos_flf2v,
+    loop_video_flf2v,
+]  # image-to-video models: no Tiny World variant
 
 
 def main() -> int:
