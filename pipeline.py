@@ -12,7 +12,7 @@ import torch
 
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
-from .editing.long_video import LongVideo, Windows, check_model
+from .editing.long_video import LongVideo, Windows
 from .host import Progress
 from .samplers.denoiser import Sampling, denoise
 from .samplers.guidance import Guider
@@ -161,7 +161,6 @@ def long_video(
     written as it is made: a FrameStream for combine_video, in the memory of one window."""
     s = settings
     windows = Windows.from_frames(s.window, s.window_overlap, vae.temporal_stride, s.correction)
-    check_model(dit)
     guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
     made = LongVideo(guider, settings_sampling(s), vae, (s.frames, s.height, s.width), windows)
     return made.frames(progress or host.progress_bars(), s.tile, s.overlap)

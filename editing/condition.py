@@ -13,6 +13,7 @@ import copy
 
 import torch
 
+from ..samplers.image_condition import ImageCondition
 from .placement import ClipPlan, EncodeClips
 
 UNKNOWN = 0.5  # the grey an unknown frame is encoded as (0 in the VAE's -1..1)
@@ -34,22 +35,35 @@ def condition_clips(plan: ClipPlan) -> list[torch.Tensor]:
     return clips
 
 
-def known_mask(plan: ClipPlan, stride: int, size: tuple[int, int]) -> torch.Tensor:
-    """B×M×T×H×W, 1 where a frame is known: channel m of latent frame t is frame 1 + stride·(t − 1) + m (the
-    first latent frame holds frame 0 alone: all its channels are frame 0's), at the latent's size."""
-    frames = plan.frames
+def known_mask(known: torch.Tensor, stride: int, size: tuple[int, int], batch: int = 1) -> torch.Tensor:
+    """Which of a clip's frames are known (F bools) -> B×M×T×H×W, 1 where known: channel m of latent frame
+    t is frame 1 + stride·(t − 1) + m (the first latent frame holds frame 0 alone: all its channels are
+    frame 0's), at the latent's size."""
+    frames = len(known)
     if (frames - 1) % stride:
         raise ValueError(f"a clip of {frames} frames does not fill whole latent frames ({stride}k+1 frames).")
     index = torch.cat([torch.zeros(stride, dtype=torch.long), torch.arange(1, frames)]).view(-1, stride)
-    mask = plan.known[index].float().T  # M×T
-    return mask[None, :, :, None, None].expand(plan.batch, -1, -1, *size).contiguous()
+    mask = known[index].float().T  # M×T
+    return mask[None, :, :, None, None].expand(batch, -1, -1, *size).contiguous()
 
 
 def image_condition(plan: ClipPlan, encode: EncodeClips, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The plan's clip as an image-to-video model's condition: (raw latent B×C×T×H×W of condition_clips,
     known_mask at its size)."""
     latent = torch.cat([latent.float().cpu() for latent in encode(condition_clips(plan))])
-    return latent, known_mask(plan, stride, tuple(latent.shape[3:]))
+    return latent, known_mask(plan.known, stride, tuple(latent.shape[3:]), plan.batch)
+
+
+def opening_condition(known: torch.Tensor, latent_frames: int, stride: int, encode) -> ImageCondition:
+    """An image-to-video model's condition for a clip of `latent_frames` that opens with the frames `known`
+    (a video B×3×P×H×W in -1..1), grey after them: the clip encoded (`encode`: video -> raw latent) and the
+    mask of those frames."""
+    frames = 1 + stride * (latent_frames - 1)
+    video = known.new_zeros(*known.shape[:2], frames, *known.shape[3:])  # 0: grey in -1..1
+    video[:, :, : known.shape[2]] = known
+    flags = torch.arange(frames) < known.shape[2]
+    latent = encode(video).float().cpu()
+    return ImageCondition(latent, known_mask(flags, stride, tuple(latent.shape[3:]), known.shape[0]))
 
 
 def first_and_last(start, end):

@@ -28,7 +28,7 @@ Axes: B batch, C latent channels, T latent frames, F pixel frames.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -39,6 +39,7 @@ from ..samplers.guidance import Guider
 from ..vae import VideoVAE, video_to_frames
 from ..video.combine import FrameStream
 from .assembly import DEFAULT_BLEND, spread_joins
+from .condition import opening_condition
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # video B×3×F×H×W in -1..1 -> raw latent B×C×T×h×w
 Decode = Callable[[torch.Tensor], torch.Tensor]  # raw latent B×C×T×h×w -> video B×3×F×H×W in -1..1
@@ -240,11 +241,14 @@ def long_video_windows(
     codec: Codec,
     step_callback: Callable[[], None] | None = None,
     window_callback: Callable[[int, int], None] | None = None,
+    start: torch.Tensor | None = None,
 ) -> Iterator[LongVideoWindow]:
     """The windows of a raw latent video of `shape` (B×C×T×H×W, T as long as wanted), each as it is made;
     window k uses the sampling's seed + k. Each window after the first opens with the last frames of the one
     before, decoded (LongVideoWindow.video, which the caller may use too: it is decoded once) and encoded
-    again. `window_callback(k, count)` is called as each window starts."""
+    again; the first opens with `start` (a video B×3×1×H×W in -1..1), if given, as its first frame. Known
+    frames are pinned, or given through the image condition of an image-to-video model. `window_callback(k,
+    count)` is called as each window starts."""
     batch, channels, frames, height, width = shape
     window, overlap = windows.window, windows.overlap
     count = windows.count(frames)
@@ -254,20 +258,27 @@ def long_video_windows(
     for index in range(count):
         if window_callback is not None:
             window_callback(index, count)
-        opening = None
+        opening = known = head = None  # the opening's latent; the window's known frames; their latent
         if previous is not None:
-            opening = window_opening(previous.video(), overlap, windows.stride, codec.encode)
+            known = previous.video()[:, :, -windows.opening_frames :]
+            opening = head = window_opening(previous.video(), overlap, windows.stride, codec.encode)
             previous.release()  # the caller took its frames before asking for this window
+        elif start is not None:
+            known, head = start, codec.encode(start).float().cpu()  # the first frame, kept in the video
         opened = 0 if opening is None else opening.shape[2]
         new = min(window - opened, frames - made)
         latent = torch.zeros(batch, channels, opened + new, height, width)
         mask = None
-        if opening is not None:
-            latent[:, :, :opened] = opening
+        if head is not None:
+            latent[:, :, : head.shape[2]] = head
             mask = torch.ones(batch, 1, latent.shape[2], height, width)
-            mask[:, :, :opened] = 0.0
+            mask[:, :, : head.shape[2]] = 0.0
+        window_guider = guider
+        if guider.dit.config.concat_condition:  # known frames through the condition, not pinned
+            condition = opening_condition(known, latent.shape[2], windows.stride, codec.encode)
+            window_guider = replace(guider, image=condition)
         patches = SpacetimePatches.from_latent(latent, patch, fmt, mask)
-        patches = denoise(guider, patches, sampling.reseeded(sampling.seed + index), step_callback)
+        patches = denoise(window_guider, patches, sampling.reseeded(sampling.seed + index), step_callback)
         generated = patches.to_latent().float().cpu()[:, :, opened:]
         if reference is None:
             reference = generated
@@ -287,12 +298,16 @@ def long_video_latent(
     codec: Codec,
     step_callback: Callable[[], None] | None = None,
     window_callback: Callable[[int, int], None] | None = None,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A raw latent of `shape` made by long_video_windows (same arguments), and the openings of the windows
     after the first (B×C×(count − 1)·overlap×H×W): decode_long_video needs both."""
     batch, channels, _, height, width = shape
     news, openings = [], []
-    for made in long_video_windows(guider, sampling, shape, windows, codec, step_callback, window_callback):
+    made_windows = long_video_windows(
+        guider, sampling, shape, windows, codec, step_callback, window_callback, start
+    )
+    for made in made_windows:
         news.append(made.new)
         if made.opening is not None:
             openings.append(made.opening)
@@ -300,30 +315,37 @@ def long_video_latent(
     return torch.cat(news, dim=2), torch.cat(openings, dim=2) if openings else empty
 
 
-def check_model(dit) -> None:
-    """Long Video pins each window's opening in the latent: models that take known frames so only."""
+def check_model(dit, start: bool) -> None:
+    """What Long Video runs: any model that takes known frames pinned, and image-to-video models that read
+    no CLIP features (Wan 2.2 I2V A14B), from a `start` image."""
     config = dit.config
-    if config.concat_condition:
+    if config.image_dim:
         raise ValueError(
-            f"Long Video does not run image-to-video models yet ({config.name} takes its known frames through "
-            "an image condition, and each window's opening is pinned): use a text-to-video model or Wan 2.2 "
-            "TI2V 5B."
+            f"Long Video does not run Wan 2.1 I2V / FLF2V yet ({config.name} reads the CLIP features of each "
+            "window's first frame): use Wan 2.2 I2V A14B, a text-to-video model or Wan 2.2 TI2V 5B."
+        )
+    if config.concat_condition and not start:
+        raise ValueError(
+            f"{config.name} is an image-to-video model: its long video starts from an image. Connect Long "
+            "Video's image input (Load Image, or an image generator's output)."
         )
 
 
 @dataclass(frozen=True)
 class LongVideo:
     """A video longer than one window, as the Long Video node (`latent`) and `generate` (`frames`) make it:
-    `frames` (4k+1) of height×width by `guider` and `sampling` in `windows`, through `vae`."""
+    `frames` (4k+1) of height×width by `guider` and `sampling` in `windows`, through `vae`, from the `start`
+    image if given."""
 
     guider: Guider
     sampling: Sampling
     vae: VideoVAE
     size: tuple[int, int, int]  # frames, height, width
     windows: Windows
+    start: torch.Tensor | None = None  # the first frame, a video B×3×1×H×W in -1..1
 
     def __post_init__(self):
-        check_model(self.guider.dit)
+        check_model(self.guider.dit, self.start is not None)
         frames, height, width = self.size
         self.vae.latent_shape(frames, height, width)
         self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)
@@ -344,7 +366,9 @@ class LongVideo:
         count, windows = self.count, self.windows
         tick = progress("Long video", self.sampling.steps * count + (count - 1) * windows.window)
         codec = Codec(self.vae.encode, lambda latent: self.vae.decode(latent, tick))
-        latent, openings = long_video_latent(self.guider, self.sampling, self.shape, windows, codec, tick)
+        latent, openings = long_video_latent(
+            self.guider, self.sampling, self.shape, windows, codec, tick, start=self.start
+        )
         entry = windows_entry(self.shape[2], windows.window, windows.overlap, windows.stride, openings)
         return {"samples": latent, WINDOWS_KEY: entry}
 
@@ -357,7 +381,9 @@ class LongVideo:
         decoded = shape[2] + (count - 1) * windows.overlap  # latent frames through the decoder
         tick = progress(f"Long video, {count} windows", self.sampling.steps * count + decoded)
         codec = Codec(vae.encode, lambda latent: vae.decode(latent, tick, tile=tile, overlap=overlap))
-        made_windows = long_video_windows(self.guider, self.sampling, shape, windows, codec, tick)
+        made_windows = long_video_windows(
+            self.guider, self.sampling, shape, windows, codec, tick, start=self.start
+        )
 
         def new_frames():  # the opening's frames are left out; a window's video is held until the next is made
             for made in made_windows:

@@ -125,8 +125,6 @@ class Guider:
             raise ValueError(f"cfg={self.cfg} needs a negative conditioning; give one, or set cfg to 1.")
         if self.boundary is None:
             object.__setattr__(self, "boundary", self.dit.config.expert_boundary)
-        for model in self.models:
-            (self.image or ImageCondition()).check(model)
         if not 0.0 <= self.boundary <= 1.0:
             raise ValueError(
                 f"boundary={self.boundary}: expected a noise level in 0..1 (Wan 2.2 A14B: 0.875)."
@@ -155,8 +153,10 @@ class Guider:
         return [model for model in (self.dit, self.low_noise_dit) if model is not None]
 
     def check_patches(self, patches: SpacetimePatches) -> None:
-        """Patches must be cut for these models (the same channels and patch size)."""
+        """Patches must be cut for these models (the same channels and patch size), and an image-to-video
+        model needs its image condition (checked before sampling starts)."""
         for model in self.models:
+            (self.image or ImageCondition()).check(model)
             if model.config.out_channels * model.config.patch_volume != patches.tokens.shape[2]:
                 raise ValueError(
                     f"patches of width {patches.tokens.shape[2]} were cut for another model than "

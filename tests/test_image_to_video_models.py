@@ -213,9 +213,62 @@ def test_wrong_pairings_are_refused_clearly(files):
         vae, torch.rand(9, SIZE, SIZE, 3), torch.linspace(1, 0, 4), 0.5
     )
     (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 5.0, 1.0)
-    with pytest.raises(ValueError, match="Long Video does not run image-to-video models yet"):
+    with pytest.raises(ValueError, match=r"its long video starts from an image\. Connect Long Video's image"):
         node("SpacetimeLongVideo").sample(
             i2v, vae, *prompts(), sigmas, SIZE, SIZE, 41, 17, 8, 1.0, "euler", 5.0, 0
         )
+    wan21 = load_dit(files["i2v_21"])
+    with pytest.raises(ValueError, match=r"Long Video does not run Wan 2\.1 I2V / FLF2V yet"):
+        node("SpacetimeLongVideo").sample(
+            wan21, vae, *prompts(), sigmas, SIZE, SIZE, 41, 17, 8, 1.0, "euler", 5.0, 0, image=image()
+        )
     with pytest.raises(ValueError, match="holds no known frames"):
         node("SpacetimeImageCondition").condition(*prompts(), vae, v2v_plan)
+
+
+class Conditions:
+    """Records the image condition and pins of each denoise a Long Video runs."""
+
+    def __init__(self, monkeypatch):
+        import spacetime.editing.long_video as long_video
+
+        self.calls = []
+        denoise = long_video.denoise
+
+        def logged(guider, patches, sampling, callback=None):
+            self.calls.append((guider.image, guider.pins(patches)))
+            return denoise(guider, patches, sampling, callback)
+
+        monkeypatch.setattr(long_video, "denoise", logged)
+
+
+def test_long_video_runs_wan22_i2v_from_an_image_each_window_opened_through_the_condition(files, monkeypatch):
+    vae, dit = load_vae(files["vae"]), load_dit(files["i2v_22"])
+    (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 5.0, 1.0)
+    conditions = Conditions(monkeypatch)
+    (latent,) = node("SpacetimeLongVideo").sample(
+        dit, vae, *prompts(), sigmas, SIZE, SIZE, 25, 13, 8, 1.0, "euler", 5.0, 0, image=image()
+    )
+    assert latent["samples"].shape == (1, 16, 7, 4, 4)  # 25 frames: windows of 4 latent frames, opening 2
+    masks = [condition.mask[0, :, :, 0, 0] for condition, _ in conditions.calls]  # M×T each
+    assert len(masks) == 3 and all(pins is None for _, pins in conditions.calls)  # conditioned, not pinned
+    first = torch.zeros(4, 4)
+    first[:, 0] = 1  # the image: latent frame 0, all four channels
+    assert torch.equal(masks[0], first)
+    opening = torch.zeros(4, 4)
+    opening[:, :2] = 1  # the last 5 frames of the window before: frame 0, then a group of 4
+    assert torch.equal(masks[1], opening) and torch.equal(masks[2], opening[:, :3])  # the last: 2 + 1
+    grey = torch.zeros(1, 3, 13, SIZE, SIZE)
+    grey[:, :, :1] = frames_to_video(image())
+    assert torch.allclose(conditions.calls[0][0].latent, vae.encode(grey), atol=1e-6)  # the image, then grey
+
+
+def test_long_video_from_an_image_pins_it_as_the_first_frame_on_text_to_video_models(files):
+    vae, dit = load_vae(files["vae"]), load_dit(files["t2v"])
+    (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 5.0, 1.0)
+    arguments = (dit, vae, *prompts(), sigmas, SIZE, SIZE, 25, 13, 8, 1.0, "euler", 5.0, 0)
+    (latent,) = node("SpacetimeLongVideo").sample(*arguments, image=image())
+    (plain,) = node("SpacetimeLongVideo").sample(*arguments)
+    expected = vae.encode(frames_to_video(image()))
+    assert torch.allclose(latent["samples"][:, :, :1], expected, atol=1e-5)
+    assert not torch.allclose(plain["samples"][:, :, :1], expected, atol=1e-2)
