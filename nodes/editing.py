@@ -270,7 +270,7 @@ class SpacetimeLongVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "dit": (DIT, {"tooltip": "The DiT (text to video)."}),
+                "dit": (DIT, {"tooltip": "The DiT: a text-to-video model, Wan 2.2 TI2V 5B, or Wan 2.2 I2V A14B (with an image)."}),
                 "vae": (VAE, {"tooltip": "Sets the latent channels and strides, and opens each window after the first: the last frames of the window before are decoded and encoded again as the start of a clip, the way every clip the model learnt from starts."}),
                 "positive": ("CONDITIONING", {"tooltip": "The prompt, from Text Encode (Spacetime)."}),
                 "negative": ("CONDITIONING", {"tooltip": "The negative prompt (unused when cfg is 1)."}),
