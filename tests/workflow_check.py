@@ -11,7 +11,13 @@ from comfyui_host.comfy_workflow import NOTE_TYPES, WIDGET_TYPES
 
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
 # Combos filled from a model folder: their choices depend on the machine, so only the form is checked.
-MODEL_FILE_INPUTS = {"model_name", "low_noise_model_name", "text_encoder_name", "vae_name", "image_encoder_name"}
+MODEL_FILE_INPUTS = {
+    "model_name",
+    "low_noise_model_name",
+    "text_encoder_name",
+    "vae_name",
+    "image_encoder_name",
+}
 
 
 def _widget_problem(name: str, spec: tuple, value) -> str | None:
