@@ -109,17 +109,8 @@ def models(w: Workflow, tiny: bool):
     if tiny:
         loader = w.add("SpacetimeTinyWorldLoader", (40, 80), (300, 90))
         return (loader, "dit"), (loader, "text_encoder"), (loader, "vae")
-    text = w.add(
-        "SpacetimeTextEncoderLoader",
-        (40, 80),
-        (340, 110),
-        ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "default", "auto"],
-    )
-    vae = w.add("SpacetimeVAELoader", (40, 230), (340, 82), ["wan_2.1_vae.safetensors", "fp32"])
-    dit = w.add(
-        "SpacetimeDiTLoader", (40, 350), (340, 110), ["wan2.1_t2v_1.3B_fp16.safetensors", "default", "auto"]
-    )
-    return (dit, "dit"), (text, "text_encoder"), (vae, "vae")  # fmt: skip
+    (dit, _), text, vae, _ = wan_loaders(w, ["wan2.1_t2v_1.3B_fp16.safetensors"], clip_vision=False)
+    return dit, text, vae
 
 
 def settings(tiny: bool) -> dict:
@@ -495,7 +486,7 @@ def wan_loaders(w: Workflow, dits: list[str], clip_vision: bool):
         w.add("SpacetimeDiTLoader", (40, 350 + 150 * i), (340, 110), [name, "default", "auto"])
         for i, name in enumerate(dits)
     ]
-    experts = ((loaders[0], "dit"), (loaders[1], "dit") if len(loaders) > 1 else None)
+    experts = ((loaders[0], "dit"), (loaders[1], "dit") if len(loaders) > 1 else None)  # high, low noise
     encoder = None
     if clip_vision:
         node = w.add(
