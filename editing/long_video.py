@@ -29,11 +29,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 
+from .. import host
 from ..dit import SpacetimePatches
 from ..host import Progress
+from ..image_encoders import encode_images
 from ..samplers.denoiser import Sampling, denoise
 from ..samplers.guidance import Guider
 from ..vae import VideoVAE, video_to_frames
@@ -203,10 +206,12 @@ def window_opening(video: torch.Tensor, overlap: int, stride: int, encode: Encod
 @dataclass(frozen=True)
 class Codec:
     """The VAE's encode and decode as a long video uses them (with whatever progress and tiling the caller
-    wants)."""
+    wants), and for Wan 2.1 I2V the CLIP features of a window's first frame (`image_features`: a video
+    B×3×1×H×W in -1..1 -> B×I×E)."""
 
     encode: Encode
     decode: Decode
+    image_features: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -276,6 +281,8 @@ def long_video_windows(
         window_guider = guider
         if guider.dit.config.concat_condition:  # known frames through the condition, not pinned
             condition = opening_condition(known, latent.shape[2], windows.stride, codec.encode)
+            if guider.dit.config.image_dim:
+                condition = replace(condition, features=codec.image_features(known[:, :, :1]))
             window_guider = replace(guider, image=condition)
         patches = SpacetimePatches.from_latent(latent, patch, fmt, mask)
         patches = denoise(window_guider, patches, sampling.reseeded(sampling.seed + index), step_callback)
@@ -315,14 +322,19 @@ def long_video_latent(
     return torch.cat(news, dim=2), torch.cat(openings, dim=2) if openings else empty
 
 
-def check_model(dit, start: bool) -> None:
-    """What Long Video runs: any model that takes known frames pinned, and image-to-video models that read
-    no CLIP features (Wan 2.2 I2V A14B), from a `start` image."""
+def check_model(dit, start: bool, image_encoder: bool) -> None:
+    """What Long Video runs: any model that takes known frames pinned, and image-to-video models from a
+    `start` image (Wan 2.1 I2V with an image encoder for each window's first frame); not FLF2V."""
     config = dit.config
-    if config.image_dim:
+    if config.image_tokens:
         raise ValueError(
-            f"Long Video does not run Wan 2.1 I2V / FLF2V yet ({config.name} reads the CLIP features of each "
-            "window's first frame): use Wan 2.2 I2V A14B, a text-to-video model or Wan 2.2 TI2V 5B."
+            f"Long Video does not run Wan 2.1 FLF2V ({config.name} reads a first and a last frame, and a "
+            "window's last frame is what it makes): use Wan 2.2 I2V A14B or Wan 2.1 I2V."
+        )
+    if config.image_dim and not image_encoder:
+        raise ValueError(
+            f"{config.name} reads the CLIP features of each window's first frame: connect Long Video's "
+            "image_encoder input (Image Encoder Loader with clip_vision_h.safetensors)."
         )
     if config.concat_condition and not start:
         raise ValueError(
@@ -343,9 +355,10 @@ class LongVideo:
     size: tuple[int, int, int]  # frames, height, width
     windows: Windows
     start: torch.Tensor | None = None  # the first frame, a video B×3×1×H×W in -1..1
+    image_encoder: object | None = None  # Wan 2.1 I2V: the CLIP vision encoder
 
     def __post_init__(self):
-        check_model(self.guider.dit, self.start is not None)
+        check_model(self.guider.dit, self.start is not None, self.image_encoder is not None)
         frames, height, width = self.size
         self.vae.latent_shape(frames, height, width)
         self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)
@@ -365,7 +378,7 @@ class LongVideo:
         progress bar counts each window's steps and each decode for the next window's opening."""
         count, windows = self.count, self.windows
         tick = progress("Long video", self.sampling.steps * count + (count - 1) * windows.window)
-        codec = Codec(self.vae.encode, lambda latent: self.vae.decode(latent, tick))
+        codec = Codec(self.vae.encode, lambda latent: self.vae.decode(latent, tick), self._image_features)
         latent, openings = long_video_latent(
             self.guider, self.sampling, self.shape, windows, codec, tick, start=self.start
         )
@@ -380,7 +393,8 @@ class LongVideo:
         shape, count, windows, vae = self.shape, self.count, self.windows, self.vae
         decoded = shape[2] + (count - 1) * windows.overlap  # latent frames through the decoder
         tick = progress(f"Long video, {count} windows", self.sampling.steps * count + decoded)
-        codec = Codec(vae.encode, lambda latent: vae.decode(latent, tick, tile=tile, overlap=overlap))
+        decode = partial(vae.decode, progress=tick, tile=tile, overlap=overlap)
+        codec = Codec(vae.encode, decode, self._image_features)
         made_windows = long_video_windows(
             self.guider, self.sampling, shape, windows, codec, tick, start=self.start
         )
@@ -393,3 +407,10 @@ class LongVideo:
 
         frames = spread_joins(new_frames(), windows.join_frames(shape[2]))
         return FrameStream(self.size[0], self.size[1], self.size[2], frames)
+
+    def _image_features(self, video: torch.Tensor) -> torch.Tensor:
+        """CLIP features (B×I×E) of a video's frames B×3×1×H×W in -1..1, squeezed to the encoder's size as
+        Wan reads them."""
+        images = video_to_frames(video)
+        with host.on_compute_device(self.image_encoder):
+            return encode_images(self.image_encoder, images, crop=False).penultimate_hidden_states.cpu()

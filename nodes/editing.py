@@ -15,6 +15,7 @@ from ..samplers.noise import MAX_SEED
 from ..samplers.solvers import SOLVERS
 from ..vae import frames_to_video
 from .dit import DIT
+from .image_encoder import IMAGE_ENCODER
 from .vae import MAX_SIZE, VAE
 
 PLAN = "SPACETIME_CLIP_PLAN"
@@ -288,14 +289,16 @@ class SpacetimeLongVideo:
             "optional": {
                 "low_noise_dit": (DIT, {"tooltip": "Wan 2.2 A14B: the low-noise expert, which takes over below the boundary."}),
                 "boundary": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": "The noise level below which the low-noise expert takes over; 0: the model's own (Wan 2.2 A14B: 0.875 for text to video, 0.9 for image to video). Change it only to move the switch. Unused without a low-noise DiT."}),
-                "image": ("IMAGE", {"tooltip": "Optional: the video's first frame (cropped to width x height), which the first window continues. Image-to-video models (Wan 2.2 I2V A14B) need it."}),
+                "image": ("IMAGE", {"tooltip": "Optional: the video's first frame (cropped to width x height), which the first window continues. Image-to-video models (Wan 2.2 I2V A14B, Wan 2.1 I2V) need it."}),
+                "image_encoder": (IMAGE_ENCODER, {"tooltip": "Wan 2.1 I2V: the CLIP vision encoder (clip_vision_h), for each window's first frame. Other models need none."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
     def sample(
         self, dit, vae, positive, negative, sigmas, width, height, frames, window_frames, overlap_frames,
-        correction, solver, cfg, seed, low_noise_dit=None, boundary=0.0, image=None, unique_id=None,
+        correction, solver, cfg, seed, low_noise_dit=None, boundary=0.0, image=None, image_encoder=None,
+        unique_id=None,
     ):  # fmt: skip
         guider = Guider.from_conditioning(
             dit, positive, negative, cfg, low_noise_dit=low_noise_dit, boundary=boundary or None
@@ -307,6 +310,7 @@ class SpacetimeLongVideo:
                 edits.fit_frames(edits.rgb_frames(image, "image")[:1], width, height, "crop")
             )
         size = (frames, height, width)
-        made = edits.LongVideo(guider, Sampling(sigmas, solver, seed), vae, size, windows, start)
+        sampling = Sampling(sigmas, solver, seed)
+        made = edits.LongVideo(guider, sampling, vae, size, windows, start, image_encoder)
         latent = made.latent(host.progress_bars(unique_id))
         return ({**latent, "samples": latent["samples"].to(host.intermediate_device())},)

@@ -135,3 +135,27 @@ def test_image_to_video_models_refuse_missing_or_unexpected_image_features(tmp_p
         flf(latent, timestep, context, image_features(I2V, tokens=5))
     with pytest.raises(ValueError, match="expects B×36×T×H×W"):
         i2v(inputs(T2V)[0], timestep, context, image_features(I2V))
+
+
+def test_scaled_fp8_image_to_video_model_matches_reference_on_dequantised_weights(tmp_path: Path):
+    """Wan 2.1 I2V in ComfyUI's scaled fp8: the blocks' projections (k_img, v_img among them) and the image
+    projection stay fp8 with their scales, and the model computes what diffusers computes on the
+    dequantised weights."""
+    state = random_wan_state_dict(I2V, seed=6)
+    file_tensors, dequantised = scaled_fp8(
+        state,
+        lambda key, value: (
+            key.startswith(("blocks.", "img_emb.proj.1", "img_emb.proj.3")) and value.ndim == 2
+        ),
+    )
+    model = load_dit(write(file_tensors, tmp_path / "wan_i2v_fp8.safetensors"), compute_dtype=torch.float32)
+    assert model.blocks[0].cross_attn.k_img.weight.dtype == torch.float8_e4m3fn
+    assert model.img_emb.proj[1].weight.dtype == torch.float8_e4m3fn
+    latent, context = inputs(I2V)
+    timestep, features = torch.tensor([600.0, 600.0]), image_features(I2V)
+    with torch.no_grad():
+        ours = model(latent, timestep, context, features)
+        reference = diffusers_reference(I2V, dequantised)(
+            latent, timestep, context, features, return_dict=False
+        )[0]
+    assert relative_error(ours, reference) <= TOLERANCE

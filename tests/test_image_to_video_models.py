@@ -218,7 +218,7 @@ def test_wrong_pairings_are_refused_clearly(files):
             i2v, vae, *prompts(), sigmas, SIZE, SIZE, 41, 17, 8, 1.0, "euler", 5.0, 0
         )
     wan21 = load_dit(files["i2v_21"])
-    with pytest.raises(ValueError, match=r"Long Video does not run Wan 2\.1 I2V / FLF2V yet"):
+    with pytest.raises(ValueError, match="connect Long Video's image_encoder input"):
         node("SpacetimeLongVideo").sample(
             wan21, vae, *prompts(), sigmas, SIZE, SIZE, 41, 17, 8, 1.0, "euler", 5.0, 0, image=image()
         )
@@ -272,3 +272,26 @@ def test_long_video_from_an_image_pins_it_as_the_first_frame_on_text_to_video_mo
     expected = vae.encode(frames_to_video(image()))
     assert torch.allclose(latent["samples"][:, :, :1], expected, atol=1e-5)
     assert not torch.allclose(plain["samples"][:, :, :1], expected, atol=1e-2)
+
+
+def test_long_video_runs_wan21_i2v_with_each_windows_first_frame_through_clip(
+    files, monkeypatch, tmp_path: Path
+):
+    encoder = load_image_encoder(
+        write_file(checkpoint_state(reference_model()), tmp_path / "clip.safetensors")
+    )
+    vae = load_vae(files["vae"])
+    dit = load_dit(write(random_wan_state_dict(replace(I2V, image_dim=64), 8), tmp_path / "i2v.safetensors"))
+    (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 5.0, 1.0)
+    conditions = Conditions(monkeypatch)
+    arguments = (dit, vae, *prompts(), sigmas, SIZE, SIZE, 25, 13, 8, 1.0, "euler", 5.0, 0)
+    (latent,) = node("SpacetimeLongVideo").sample(*arguments, image=image(), image_encoder=encoder)
+    assert latent["samples"].shape == (1, 16, 7, 4, 4) and len(conditions.calls) == 3
+    first = encode_images(encoder, image(), crop=False).penultimate_hidden_states
+    assert torch.allclose(conditions.calls[0][0].features, first, atol=1e-5)  # window 0: the image
+    assert not torch.allclose(conditions.calls[1][0].features, first, atol=1e-3)  # then each opening's frame
+    flf = load_dit(
+        write(random_wan_state_dict(replace(I2V, image_dim=64, image_tokens=10)), tmp_path / "f.safetensors")
+    )
+    with pytest.raises(ValueError, match=r"Long Video does not run Wan 2\.1 FLF2V"):
+        node("SpacetimeLongVideo").sample(flf, *arguments[1:], image=image(), image_encoder=encoder)
