@@ -19,18 +19,28 @@ from .placement import ClipPlan, EncodeClips
 UNKNOWN = 0.5  # the grey an unknown frame is encoded as (0 in the VAE's -1..1)
 
 
+def condition_known(plan: ClipPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of the plan's frames an image-to-video model is given (F bools) and those frames of each clip
+    (B×K×H×W×3): the known frames, or for video to video the source's first frame."""
+    if plan.sources is not None:
+        return plan.known, plan.sources
+    if plan.reference is None:
+        raise ValueError(
+            f"this plan ({plan.describe()}) holds no frame to condition an image-to-video model on."
+        )
+    known = torch.zeros(plan.frames, dtype=torch.bool)
+    known[0] = True
+    return known, plan.reference[None]
+
+
 def condition_clips(plan: ClipPlan) -> list[torch.Tensor]:
     """Each clip of the plan's batch (F×H×W×3 in 0..1): its known frames, grey where unknown."""
-    if plan.sources is None:
-        raise ValueError(
-            f"this plan ({plan.describe()}) holds no known frames: video to video redraws a whole clip and "
-            "gives an image-to-video model nothing to condition on. Use a text-to-video model for it."
-        )
-    height, width = plan.sources.shape[2:4]
+    known, sources = condition_known(plan)
+    height, width = sources.shape[2:4]
     clips = []
     for item in range(plan.batch):
         clip = torch.full((plan.frames, height, width, 3), UNKNOWN)
-        clip[plan.known] = plan.sources[item].float()
+        clip[known] = sources[item].float()
         clips.append(clip)
     return clips
 
@@ -51,7 +61,8 @@ def image_condition(plan: ClipPlan, encode: EncodeClips, stride: int) -> tuple[t
     """The plan's clip as an image-to-video model's condition: (raw latent B×C×T×H×W of condition_clips,
     known_mask at its size)."""
     latent = torch.cat([latent.float().cpu() for latent in encode(condition_clips(plan))])
-    return latent, known_mask(plan.known, stride, tuple(latent.shape[3:]), plan.batch)
+    known, _ = condition_known(plan)
+    return latent, known_mask(known, stride, tuple(latent.shape[3:]), plan.batch)
 
 
 def opening_condition(known: torch.Tensor, latent_frames: int, stride: int, encode) -> ImageCondition:

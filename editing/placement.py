@@ -95,7 +95,8 @@ class ClipPlan:
     each of the B clips; before / after: frames of one video joined on before / after the generated clip;
     drop_tail: generated frames left out at the end (a loop's copy of its own first frames, or the
     frames video to video added to reach stride·k+1); held: copies of the first frame just after it (an
-    image held still to open the clip), left out of the result."""
+    image held still to open the clip), left out of the result; reference: video to video's first source
+    frame (1×H×W×3), which an image-to-video model is conditioned on (redrawn like the rest, not put back)."""
 
     known: torch.Tensor
     sources: torch.Tensor | None = None
@@ -105,6 +106,7 @@ class ClipPlan:
     drop_tail: int = 0
     operation: str = "edit"
     held: int = 0
+    reference: torch.Tensor | None = None
 
     @property
     def frames(self) -> int:
@@ -375,5 +377,6 @@ def video_to_video(encode: EncodeClips, stride: int, frames: torch.Tensor) -> Ed
     padded, extra = pad_to_stride(frames, stride)
     (latent,) = encode([padded])
     latent = latent.float().cpu()
-    plan = ClipPlan(torch.zeros(len(padded), dtype=torch.bool), drop_tail=extra, operation="video to video")
+    known = torch.zeros(len(padded), dtype=torch.bool)
+    plan = ClipPlan(known, drop_tail=extra, operation="video to video", reference=padded[:1].float())
     return EditLatent(latent, None, plan)

@@ -30,10 +30,10 @@ class SpacetimeImageCondition:
     )
     DESCRIPTION = (
         "For Wan's image-to-video models (Wan 2.2 I2V A14B, Wan 2.1 I2V and FLF2V): gives them an edit's "
-        "known frames (from Image to Video, Extend, Connect or Loop) the way they were trained to take them: "
-        "the clip with its known frames and grey elsewhere, encoded, and a mask of the known frames; for Wan "
-        "2.1, also the CLIP features of the first (and, for FLF2V, the last) image. Text-to-video models "
-        "need no such node."
+        "known frames (from Image to Video, Extend, Connect or Loop; for Video to Video, the source's first "
+        "frame) the way they were trained to take them: the clip with its known frames and grey elsewhere, "
+        "encoded, and a mask of the known frames; for Wan 2.1, also the CLIP features of the first (and, for "
+        "FLF2V, the last) image. Text-to-video models need no such node."
     )
 
     @classmethod

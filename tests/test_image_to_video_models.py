@@ -209,9 +209,6 @@ def test_wrong_pairings_are_refused_clearly(files):
         sample(t2v, *conditioned, latent)
     with pytest.raises(ValueError, match="clip_images 'middle'"):
         node("SpacetimeImageCondition").condition(*prompts(), vae, plan, None, "middle")
-    _, _, v2v_plan = node("SpacetimeVideoToVideo").prepare(
-        vae, torch.rand(9, SIZE, SIZE, 3), torch.linspace(1, 0, 4), 0.5
-    )
     (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 5.0, 1.0)
     with pytest.raises(ValueError, match=r"its long video starts from an image\. Connect Long Video's image"):
         node("SpacetimeLongVideo").sample(
@@ -222,8 +219,6 @@ def test_wrong_pairings_are_refused_clearly(files):
         node("SpacetimeLongVideo").sample(
             wan21, vae, *prompts(), sigmas, SIZE, SIZE, 41, 17, 8, 1.0, "euler", 5.0, 0, image=image()
         )
-    with pytest.raises(ValueError, match="holds no known frames"):
-        node("SpacetimeImageCondition").condition(*prompts(), vae, v2v_plan)
 
 
 class Conditions:
@@ -295,3 +290,24 @@ def test_long_video_runs_wan21_i2v_with_each_windows_first_frame_through_clip(
     )
     with pytest.raises(ValueError, match=r"Long Video does not run Wan 2\.1 FLF2V"):
         node("SpacetimeLongVideo").sample(flf, *arguments[1:], image=image(), image_encoder=encoder)
+
+
+def test_video_to_video_on_an_image_to_video_model_is_conditioned_on_the_source_first_frame(files):
+    vae, dit = load_vae(files["vae"]), load_dit(files["i2v_22"])
+    source = torch.rand(11, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(6))
+    (full,) = node("SpacetimeScheduler").schedule("simple", 3, 5.0, 1.0)
+    latent, sigmas, plan = node("SpacetimeVideoToVideo").prepare(vae, source, full, 0.6)
+    positive, negative = node("SpacetimeImageCondition").condition(*prompts(), vae, plan)
+    mask = 1 - positive[0][1]["concat_mask"][0, :, :, 0, 0]  # M×T, 1 where known
+    assert mask[:, 0].tolist() == [1, 1, 1, 1] and mask[:, 1:].sum() == 0  # the first source frame only
+    clip = torch.full((13, SIZE, SIZE, 3), 0.5)
+    clip[0] = source[0]
+    assert torch.allclose(positive[0][1]["concat_latent_image"], vae.encode(frames_to_video(clip)), atol=1e-6)
+    (patches,) = node("SpacetimePatchifier").patchify(dit, latent)
+    (patches,) = node("SpacetimeDiTDenoiser").sample(
+        dit, positive, negative, patches, sigmas, "euler", 5.0, 0
+    )
+    (out,) = node("SpacetimeUnpatchify").unpatchify(patches)
+    (frames,) = node("SpacetimeVAEDecode").decode(vae, out)
+    video, _ = node("SpacetimeJoinEditedClip").join(plan, frames, 4)
+    assert video.shape == source.shape and not torch.equal(video[0], source[0])  # redrawn, not put back
