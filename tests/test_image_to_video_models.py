@@ -311,3 +311,23 @@ def test_video_to_video_on_an_image_to_video_model_is_conditioned_on_the_source_
     (frames,) = node("SpacetimeVAEDecode").decode(vae, out)
     video, _ = node("SpacetimeJoinEditedClip").join(plan, frames, 4)
     assert video.shape == source.shape and not torch.equal(video[0], source[0])  # redrawn, not put back
+
+
+def test_a_wan22_vae_with_a_wan21_family_image_to_video_model_is_refused_clearly(files, tmp_path: Path):
+    from wan_vae_reference import TINY_22, diffusers_vae22, wan22_state_dict
+
+    path = tmp_path / "wan2.2_vae.safetensors"
+    save_file(wan22_state_dict(diffusers_vae22(TINY_22, seed=0), TINY_22.num_res_blocks), str(path))
+    vae, dit = load_vae(path), load_dit(files["i2v_22"])
+    latent, plan = node("SpacetimeImageToVideo").prepare(vae, image(), SIZE, SIZE, FRAMES, "crop")
+    with pytest.raises(
+        ValueError, match=r"\(a Wan 2\.2 VAE latent\) does not fit .* use the VAE that belongs"
+    ):
+        node("SpacetimePatchifier").patchify(dit, latent)
+    positive, negative = node("SpacetimeImageCondition").condition(*prompts(), vae, plan)
+    patches = node("SpacetimePatchifier").patchify(dit, {"samples": torch.zeros(1, 16, 3, 4, 4)})[0]
+    (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 5.0, 1.0)
+    with pytest.raises(
+        ValueError, match=r"It looks like a Wan 2\.2 VAE latent: use the matching VAE and model"
+    ):
+        node("SpacetimeDiTDenoiser").sample(dit, positive, negative, patches, sigmas, "euler", 5.0, 0)
