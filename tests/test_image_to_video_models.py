@@ -21,7 +21,7 @@ from spacetime.vae import frames_to_video, load_vae
 
 from clip_reference import checkpoint_state, reference_model, write_file
 from wan_reference import I2V, I2V_22, T2V, random_wan_state_dict, write
-from wan_vae_reference import TINY_21, random_vae_state_dict
+from wan_vae_reference import TINY_21, TINY_22, diffusers_vae22, random_vae_state_dict, wan22_state_dict
 
 SIZE, FRAMES = 32, 9  # 4×4 latent frames, 3 of them
 
@@ -314,8 +314,6 @@ def test_video_to_video_on_an_image_to_video_model_is_conditioned_on_the_source_
 
 
 def test_a_wan22_vae_with_a_wan21_family_image_to_video_model_is_refused_clearly(files, tmp_path: Path):
-    from wan_vae_reference import TINY_22, diffusers_vae22, wan22_state_dict
-
     path = tmp_path / "wan2.2_vae.safetensors"
     save_file(wan22_state_dict(diffusers_vae22(TINY_22, seed=0), TINY_22.num_res_blocks), str(path))
     vae, dit = load_vae(path), load_dit(files["i2v_22"])
@@ -331,3 +329,40 @@ def test_a_wan22_vae_with_a_wan21_family_image_to_video_model_is_refused_clearly
         ValueError, match=r"It looks like a Wan 2\.2 VAE latent: use the matching VAE and model"
     ):
         node("SpacetimeDiTDenoiser").sample(dit, positive, negative, patches, sigmas, "euler", 5.0, 0)
+
+
+def test_core_first_last_frame_conditioning_with_clip_features_works_in_our_denoiser(files, tmp_path: Path):
+    """As core's WanFirstLastFrameToVideo builds it: the start and end images with grey between, encoded; a
+    4-channel mask, 0 where known (frame 0 four times, then the last frame); the two images' CLIP features
+    side by side in a CLIP_VISION_OUTPUT (any object with penultimate_hidden_states)."""
+    vae = load_vae(files["vae"])
+    flf = load_dit(
+        write(
+            random_wan_state_dict(replace(I2V, image_dim=64, image_tokens=10), 9), tmp_path / "f.safetensors"
+        )
+    )
+    start, end = image(0)[0], image(1)[0]
+    clip = torch.full((FRAMES, SIZE, SIZE, 3), 0.5)
+    clip[0], clip[-1] = start, end
+    mask = torch.ones(1, 1, 3 * 4, 4, 4)
+    mask[:, :, : 1 + 3] = 0.0
+    mask[:, :, -1:] = 0.0
+    mask = mask.view(1, 3, 4, 4, 4).transpose(1, 2)
+
+    class Output:  # core's comfy.clip_vision.Output keeps its tensors as attributes
+        penultimate_hidden_states = torch.randn(1, 10, 64, generator=torch.Generator().manual_seed(3))
+
+    options = {
+        "concat_latent_image": vae.encode(frames_to_video(clip)),
+        "concat_mask": mask,
+        "clip_vision_output": Output(),
+    }
+    positive, negative = ([[c[0][0], dict(options)]] for c in prompts())
+    inputs = Inputs(flf)
+    result = sample(flf, positive, negative, {"samples": torch.zeros(1, 16, 3, 4, 4)}, steps=2)
+    assert torch.isfinite(result).all()
+    tokens, _, features = inputs.calls[0]
+    assert torch.equal(features[:1], Output.penultimate_hidden_states)
+    known = 1 - mask  # what the model reads: 1 where known
+    expected = torch.cat([known, flf.latent_format.normalize(options["concat_latent_image"])], dim=1)
+    assert torch.allclose(tokens[:1, :, 16 * 4 :], patchify(expected, flf.config.patch_size)[0], atol=1e-6)
