@@ -107,8 +107,8 @@ class Guider:
     """The models and how to call them (ComfyUI's `CFGGuider`): the DiT under classifier-free guidance with
     the prompt's context (`positive`, B×S×E) and the negative one, for Wan 2.2 A14B the low-noise expert
     that takes over below `boundary` (None: the high-noise model's own), and for Wan's image-to-video models
-    the `image` condition. Validated once, here; offloading, LoRA and step caching change this object and
-    nothing else."""
+    the `image` condition. Validated here (the image condition against the models where sampling starts,
+    `check_patches`); offloading, LoRA and step caching change this object and nothing else."""
 
     dit: WanDiT
     positive: torch.Tensor
@@ -185,7 +185,7 @@ class Guider:
         model gets its image condition beside the tokens instead."""
         forward = self._conditioned(model, patches, device)
         guided = classifier_free_guidance(
-            lambda x, timestep, context: forward(x, timestep, context),
+            forward,
             self.positive.to(device),
             None if self.negative is None else self.negative.to(device),
             self.cfg,
