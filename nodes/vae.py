@@ -125,9 +125,10 @@ class SpacetimeVAEDecode:
                     "INT",
                     {
                         "default": 0, "min": 0, "max": MAX_SIZE, "step": 8,
-                        "tooltip": "Decode in square tiles of this many pixels (0: whole frames), a multiple of "
-                        "the VAE's stride (Wan 2.1: 8, Wan 2.2: 16). Tiles bound the memory of large frames "
-                        "(2048x2048 images, 1080p); larger tiles blend better.",
+                        "tooltip": "Decode in square tiles of this many pixels, a multiple of the VAE's stride "
+                        "(Wan 2.1: 8, Wan 2.2: 16). 0: whole frames, or tiles chosen by themselves when a whole "
+                        "frame would not fit in memory. Tiles bound the memory of large frames (2048x2048 "
+                        "images, 1080p); larger tiles blend better.",
                     },
                 ),
                 "overlap": (

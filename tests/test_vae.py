@@ -190,3 +190,25 @@ def test_tiled_decode_has_the_full_size_and_stays_close(vae_file):
 def test_bad_tiling_is_refused(vae_file):
     with pytest.raises(ValueError, match="multiples of 8 pixels with overlap < tile"):
         load_vae(vae_file).decode(torch.zeros(1, 16, 1, 4, 4), tile=60, overlap=8)
+
+
+def test_a_decode_that_would_not_fit_goes_to_tiles_by_itself(vae_file, monkeypatch, caplog):
+    """Regression: a 2048×2048 Tiny World image was killed at the machine's 24 GB in its VAE decode (the
+    middle block's attention over 65536 latent pixels). With tile 0 the decode estimates its memory and,
+    when it would not fit, decodes in the largest tiles that do: exactly what those tiles give."""
+    from spacetime import host
+    from spacetime.vae import video_vae
+
+    vae = load_vae(vae_file)
+    latent = torch.randn(1, 16, 1, 40, 40, generator=torch.Generator().manual_seed(0))
+    whole = vae.decode(latent)
+    assert vae.auto_tiling(latent) is None  # plenty of memory: whole frames, as before
+    needed = vae.decode_bytes(40, 40)
+    budget = (vae.decode_bytes(256 // 8, 256 // 8) + needed) // 2  # 256-pixel tiles fit, whole frames not
+    monkeypatch.setattr(host, "free_memory_bytes", lambda device=None: budget / video_vae.MEMORY_HEADROOM)
+    with caplog.at_level("WARNING"):
+        auto = vae.decode(latent)
+    assert "decoding in 256-pixel tiles" in caplog.text
+    assert torch.equal(auto, vae.decode(latent, tile=256, overlap=video_vae.AUTO_OVERLAP))
+    assert not torch.equal(auto, whole)  # tiles blend: close to the whole decode, not equal
+    assert (auto - whole).abs().mean() < 0.05

@@ -4,14 +4,22 @@ shapes; and the conversions between ComfyUI's IMAGE frames and the VAE's video t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
+from .. import host
 from ..latent_formats import LatentFormat
 from .causal import CausalVideoVAE
 from .tiling import SpatialTiling
+
+log = logging.getLogger(__name__)
+MEMORY_HEADROOM = 0.8  # of the free memory a decode may plan to use
+ACTIVATION_COPIES = 6  # full-resolution tensors of the decoder's last stage alive at once, at most
+AUTO_TILES = (1024, 768, 512, 384, 256)  # pixels, largest first: tiles tried when a whole frame won't fit
+AUTO_OVERLAP = 64  # pixels shared by neighbouring automatic tiles
 
 
 @dataclass
@@ -84,10 +92,41 @@ class VideoVAE:
                 "instead of fp16). Nothing can be decoded from it."
             )
 
+    def decode_bytes(self, height: int, width: int) -> int:
+        """What decoding a latent frame of height×width (latent pixels) holds at once, over-estimated: the
+        middle block's self-attention over its pixels (scores and their softmax, as an attention kernel
+        that materialises them holds them: the CPU's does) and the last stage's activations at full
+        resolution (a few tensors of the decoder's width for each of a latent frame's frames)."""
+        config, size = self.model.config, self.dtype.itemsize
+        tokens = height * width
+        width_last = getattr(config, "decoder_dim", config.dim)
+        activations = ACTIVATION_COPIES * width_last * self.temporal_stride * tokens * self.spatial_stride**2
+        return (2 * tokens * tokens + activations) * size
+
+    def auto_tiling(self, latent: torch.Tensor) -> SpatialTiling | None:
+        """None when a whole frame's decode fits in the free memory of the VAE's device; else the largest
+        tiles (AUTO_TILES pixels) that fit, with a console note (the smallest, if none does)."""
+        height, width = latent.shape[3:]
+        free = int(host.free_memory_bytes(self.device) * MEMORY_HEADROOM)
+        needed = self.decode_bytes(height, width)
+        if needed <= free:
+            return None
+        s = self.spatial_stride
+        fitting = [
+            t for t in AUTO_TILES if self.decode_bytes(min(t // s, height), min(t // s, width)) <= free
+        ]
+        tile = fitting[0] if fitting else AUTO_TILES[-1]
+        log.warning(
+            "VAE decode of %dx%d frames would hold about %.1f GB and %.1f GB is free: decoding in %d-pixel "
+            "tiles (set tile_size to choose them).",
+            width * s, height * s, needed / 1e9, free / 1e9, tile,
+        )  # fmt: skip
+        return SpatialTiling(tile // s, AUTO_OVERLAP // s, s)
+
     def _checked(self, latent: torch.Tensor, tile: int, overlap: int) -> SpatialTiling | None:
         self.check_latent(latent)
         if not tile:
-            return None
+            return self.auto_tiling(latent)
         s = self.spatial_stride
         if tile % s or overlap % s or not 0 <= overlap < tile:
             raise ValueError(
@@ -107,7 +146,8 @@ class VideoVAE:
     ) -> torch.Tensor | None:
         """Raw latent B×C×T'×H'×W' -> video B×3×(4T'-3)×H×W in -1..1 (float32), one latent frame at a
         time; with `sink(frames)`, the decoded frames are handed over chunk by chunk instead. `tile`
-        and `overlap` (pixels, multiples of the spatial stride) decode in blended spatial tiles."""
+        and `overlap` (pixels, multiples of the spatial stride) decode in blended spatial tiles; `tile` 0
+        decodes whole frames, or tiles when a whole frame would not fit in memory (auto_tiling)."""
         tiles = self._checked(latent, tile, overlap)
         chunk_sink = None if sink is None else (lambda frames: sink(frames.float()))
         video = self.model.decode(latent.to(self.device, self.dtype), progress, chunk_sink, tiles)
