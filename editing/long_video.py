@@ -197,12 +197,6 @@ def match_mean(new: torch.Tensor, reference: torch.Tensor, amount: float | torch
     return new + amount * shift
 
 
-def window_opening(video: torch.Tensor, overlap: int, stride: int, encode: Encode) -> torch.Tensor:
-    """The next window's opening (`overlap` raw latent frames): the last 1 + stride·(overlap − 1) frames of a
-    window's decoded `video` (B×3×F×H×W), encoded as a clip's start."""
-    return encode(video[:, :, video.shape[2] - opening_frames(overlap, stride) :]).float().cpu()
-
-
 @dataclass(frozen=True)
 class Codec:
     """The VAE's encode and decode as a long video uses them (with whatever progress and tiling the caller
@@ -255,7 +249,7 @@ def long_video_windows(
     frames are pinned, or given through the image condition of an image-to-video model. `window_callback(k,
     count)` is called as each window starts."""
     batch, channels, frames, height, width = shape
-    window, overlap = windows.window, windows.overlap
+    window = windows.window
     count = windows.count(frames)
     fmt, patch = guider.dit.latent_format, guider.dit.config.patch_size
     made = 0  # latent frames made so far
@@ -265,8 +259,8 @@ def long_video_windows(
             window_callback(index, count)
         opening = known = head = None  # the opening's latent; the window's known frames; their latent
         if previous is not None:
-            known = previous.video()[:, :, -windows.opening_frames :]
-            opening = head = window_opening(previous.video(), overlap, windows.stride, codec.encode)
+            known = previous.video()[:, :, -windows.opening_frames :]  # encoded as a clip's start
+            opening = head = codec.encode(known).float().cpu()
             previous.release()  # the caller took its frames before asking for this window
         elif start is not None:
             known, head = start, codec.encode(start).float().cpu()  # the first frame, kept in the video
