@@ -92,10 +92,3 @@ LATENT_FORMATS = {f.name: f for f in (WAN21, WAN22)}
 def identity_format(channels: int) -> LatentFormat:
     """For models whose latents need no normalisation (mean 0, std 1)."""
     return LatentFormat(f"{channels}-channel latent", channels, (0.0,) * channels, (1.0,) * channels)
-
-
-def latent_format_for_channels(channels: int) -> LatentFormat:
-    """Wan 2.1 latents have 16 channels, Wan 2.2 (TI2V 5B) 48; other models need no normalisation."""
-    return next((f for f in LATENT_FORMATS.values() if f.channels == channels), None) or identity_format(
-        channels
-    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, describe, read_keys
-from ..latent_formats import latent_format_for_channels
+from ..latent_formats import WAN21, WAN22, LatentFormat, identity_format
 from ..ops import assign_checkpoint
 from .video_vae import VideoVAE
 from .wan21 import Wan21VAE, Wan21VAEConfig
@@ -107,5 +107,11 @@ def load_vae(
     with torch.device("meta"):
         model = MODELS[type(config)](config)
     assign_checkpoint(model, path, names, shapes, dtype, device)
-    latent_format = latent_format_for_channels(config.z_dim)
-    return VideoVAE(model.eval().requires_grad_(False), latent_format, dtype)
+    return VideoVAE(model.eval().requires_grad_(False), latent_format(config), dtype)
+
+
+def latent_format(config: Wan21VAEConfig | Wan22VAEConfig) -> LatentFormat:
+    """The released Wan VAEs' latent statistics (LATENT_FORMATS, by architecture and channel count); a VAE
+    of other channels (Tiny World's, trained with its statistics folded into its weights) needs none."""
+    released = {Wan21VAEConfig: WAN21, Wan22VAEConfig: WAN22}[type(config)]
+    return released if released.channels == config.z_dim else identity_format(config.z_dim)
