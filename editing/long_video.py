@@ -27,7 +27,7 @@ Axes: B batch, C latent channels, T latent frames, F pixel frames.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -291,29 +291,17 @@ def long_video_windows(
         yield previous
 
 
-def long_video_latent(
-    guider: Guider,
-    sampling: Sampling,
-    shape: tuple[int, ...],
-    windows: Windows,
-    codec: Codec,
-    step_callback: Callable[[], None] | None = None,
-    window_callback: Callable[[int, int], None] | None = None,
-    start: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A raw latent of `shape` made by long_video_windows (same arguments), and the openings of the windows
-    after the first (B×C×(count − 1)·overlap×H×W): decode_long_video needs both."""
-    batch, channels, _, height, width = shape
+def long_video_latent(made_windows: Iterable[LongVideoWindow]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows long_video_windows makes, gathered: the raw latent video (their new frames, end to end)
+    and the openings of the windows after the first (B×C×(count − 1)·overlap×H×W), which decode_long_video
+    needs."""
     news, openings = [], []
-    made_windows = long_video_windows(
-        guider, sampling, shape, windows, codec, step_callback, window_callback, start
-    )
     for made in made_windows:
         news.append(made.new)
         if made.opening is not None:
             openings.append(made.opening)
-    empty = torch.zeros(batch, channels, 0, height, width)
-    return torch.cat(news, dim=2), torch.cat(openings, dim=2) if openings else empty
+    latent = torch.cat(news, dim=2)
+    return latent, torch.cat(openings, dim=2) if openings else latent[:, :, :0]
 
 
 def check_model(dit, start: bool, image_encoder: bool) -> None:
@@ -373,9 +361,10 @@ class LongVideo:
         count, windows = self.count, self.windows
         tick = progress("Long video", self.sampling.steps * count + (count - 1) * windows.window)
         codec = Codec(self.vae.encode, lambda latent: self.vae.decode(latent, tick), self._image_features)
-        latent, openings = long_video_latent(
+        made_windows = long_video_windows(
             self.guider, self.sampling, self.shape, windows, codec, tick, start=self.start
         )
+        latent, openings = long_video_latent(made_windows)
         entry = windows_entry(self.shape[2], windows.window, windows.overlap, windows.stride, openings)
         return {"samples": latent, WINDOWS_KEY: entry}
 

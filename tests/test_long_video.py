@@ -18,6 +18,7 @@ from spacetime.editing.long_video import (
     decode_long_video,
     decode_steps,
     long_video_latent,
+    long_video_windows,
     match_mean,
     window_count,
     window_joins,
@@ -95,9 +96,15 @@ def test_first_window_is_text_to_video_and_later_windows_add_only_new_frames(tin
         return vae.encode(video)
 
     latent, openings = long_video_latent(
-        Guider(dit, positive, negative, settings.cfg), Sampling(sigmas, "euler", seed=4), (1, 12, 9, 16, 16),
-        Windows(5, 2, 4), Codec(encode, decode), window_callback=lambda index, count: calls.append((index, count)),
-    )  # fmt: skip
+        long_video_windows(
+            Guider(dit, positive, negative, settings.cfg),
+            Sampling(sigmas, "euler", seed=4),
+            (1, 12, 9, 16, 16),
+            Windows(5, 2, 4),
+            Codec(encode, decode),
+            window_callback=lambda index, count: calls.append((index, count)),
+        )
+    )
     assert latent.shape == (1, 12, 9, 16, 16) and calls == [(0, 3), (1, 3), (2, 3)]
     # Each later window opens with the last 5 frames (1 + 4·(overlap − 1)) of the whole window before,
     # decoded and encoded again as a clip's start: window 1 after window 0 (latent frames 0..4), window 2
@@ -137,9 +144,14 @@ def test_later_windows_have_no_stripes_and_no_tint(tiny_world):
     positive, negative = encode_prompt(text_encoder, "a red circle moving left on a blue background", "", 5.0)
     sigmas = schedule_by_name("simple")(8, shift=3.0)
     latent, openings = long_video_latent(
-        Guider(dit, positive, negative), Sampling(sigmas, seed=0), (1, 12, 8, 16, 16), Windows(5, 2, 4),
-        Codec(vae.encode, vae.decode),
-    )  # fmt: skip
+        long_video_windows(
+            Guider(dit, positive, negative),
+            Sampling(sigmas, seed=0),
+            (1, 12, 8, 16, 16),
+            Windows(5, 2, 4),
+            Codec(vae.encode, vae.decode),
+        )
+    )
     video = {"samples": latent, WINDOWS_KEY: windows_entry(8, 5, 2, 4, openings)}
     frames = torch.cat(list(decode_long_video(video, vae.decode_frames)))
     patch = vae.spatial_stride * dit.config.patch_size[1]
@@ -209,9 +221,14 @@ def test_generate_decodes_each_window_once_and_writes_what_the_long_video_latent
     positive, negative = encode_prompt(text_encoder, prompt, "", settings.cfg)
     sigmas = schedule_by_name(settings.schedule)(settings.steps, shift=settings.shift)
     latent, openings = long_video_latent(
-        Guider(dit, positive, negative, settings.cfg), Sampling(sigmas, settings.solver, seed=3),
-        (1, 12, 9, 16, 16), Windows(5, 2, 4), Codec(vae.encode, vae.decode),
-    )  # fmt: skip
+        long_video_windows(
+            Guider(dit, positive, negative, settings.cfg),
+            Sampling(sigmas, settings.solver, seed=3),
+            (1, 12, 9, 16, 16),
+            Windows(5, 2, 4),
+            Codec(vae.encode, vae.decode),
+        )
+    )
     named = {"samples": latent, WINDOWS_KEY: windows_entry(9, 5, 2, 4, openings)}
     expected = torch.cat(list(decode_long_video(named, vae.decode_frames)))
 
