@@ -32,13 +32,10 @@ def classifier_free_guidance(
     The conditional and unconditional passes run as one forward of twice the batch; cfg = 1 runs the
     conditional pass alone (and uncond may then be None). Contexts are B×L×D with B = 1 (shared by the
     whole batch) or the batch of x, and cond and uncond must have the same L (Wan pads both to 512)."""
-    if not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
-        raise ValueError(f"cfg={cfg!r} must be a finite number (1 turns guidance off).")
+    _check_guidance(cfg, uncond)
     _check_context("cond", cond)
     if cfg == 1:
         return lambda x, sigma: velocity(x, sigma, _per_item(cond, x))
-    if uncond is None:
-        raise ValueError(f"cfg={cfg} needs a negative (unconditional) context; pass one, or set cfg to 1.")
     _check_context("uncond", uncond)
     if cond.shape[1:] != uncond.shape[1:]:
         raise ValueError(
@@ -57,6 +54,13 @@ def classifier_free_guidance(
         return v_uncond + cfg * (v_cond - v_uncond)
 
     return guided
+
+
+def _check_guidance(cfg: float, uncond: torch.Tensor | None) -> None:
+    if not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
+        raise ValueError(f"cfg={cfg!r} must be a finite number (1 turns guidance off).")
+    if cfg != 1 and uncond is None:
+        raise ValueError(f"cfg={cfg} needs a negative (unconditional) context; give one, or set cfg to 1.")
 
 
 def _check_context(name: str, context: torch.Tensor) -> None:
@@ -119,10 +123,7 @@ class Guider:
     image: ImageCondition | None = None
 
     def __post_init__(self):
-        if not (isinstance(self.cfg, (int, float)) and math.isfinite(self.cfg)):
-            raise ValueError(f"cfg={self.cfg!r} must be a finite number (1 turns guidance off).")
-        if self.cfg != 1.0 and self.negative is None:
-            raise ValueError(f"cfg={self.cfg} needs a negative conditioning; give one, or set cfg to 1.")
+        _check_guidance(self.cfg, self.negative)
         if self.boundary is None:
             object.__setattr__(self, "boundary", self.dit.config.expert_boundary)
         if not 0.0 <= self.boundary <= 1.0:
