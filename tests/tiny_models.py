@@ -40,9 +40,10 @@ WIDE_TEXT_I2V_FILE, WIDE_TEXT_ENCODER_FILE = (
 )
 
 
-def write_tiny_models(models: Path) -> dict[str, Path]:
-    """models/diffusion_models, models/text_encoders, models/vae and models/clip_vision, with the tiny files
-    the shipped workflows name."""
+def write_tiny_models(models: Path, image_to_video: bool = False) -> dict[str, Path]:
+    """models/diffusion_models, models/text_encoders and models/vae with the tiny files the text-to-video
+    workflows name; with `image_to_video`, also those of the image-to-video workflows (and models/clip_vision)
+    and core's-loader-width ones."""
     paths = {
         "dit": models / "diffusion_models" / DIT_FILE,
         "text_encoder": models / "text_encoders" / TEXT_ENCODER_FILE,
@@ -53,6 +54,8 @@ def write_tiny_models(models: Path) -> dict[str, Path]:
     write(random_wan_state_dict(TINY_T2V), paths["dit"])
     write_comfy_file(reference_model(), paths["text_encoder"])
     save_file(random_vae_state_dict(TINY_21), str(paths["vae"]))
+    if not image_to_video:
+        return paths
     for seed, (name, config) in enumerate(I2V_FILES.items(), start=1):
         write(random_wan_state_dict(config, seed), models / "diffusion_models" / name)
     write(

@@ -151,7 +151,7 @@ def comfyui(tmp_path_factory) -> ComfyUI:
     write(random_wan_state_dict(T2V), models / TINY_DIT)
     (base / "models" / "vae").mkdir()
     save_file(random_vae_state_dict(TINY_21), str(base / "models" / "vae" / TINY_VAE))
-    write_tiny_models(base / "models")  # the files the shipped workflows name
+    write_tiny_models(base / "models", image_to_video=True)  # the files the shipped workflows name
 
     port = _free_port()
     command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
