@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import editing as edits
 from .. import host
-from ..editing.condition import condition_clips, first_and_last, image_condition
+from ..editing.condition import condition_known, first_and_last, image_condition
 from ..image_encoders import encode_images
 from .editing import PLAN
 from .image_encoder import IMAGE_ENCODER
@@ -67,16 +67,23 @@ class SpacetimeImageCondition:
 
 def _features(image_encoder, plan, last: bool):
     """CLIP features of the clip's first frame (and, with `last`, of its last frame beside them)."""
-    clip = condition_clips(plan)[0]
-    if last and not bool(plan.known[-1]):
+    known, sources = condition_known(plan)
+    if not bool(known[0]):
+        raise ValueError(
+            f"this clip's first frame is not known ({plan.describe()}): Wan 2.1 I2V reads the CLIP features of "
+            "a known first frame. Leave the image encoder out and use Wan 2.2 I2V A14B for this edit."
+        )
+    if last and not bool(known[-1]):
         raise ValueError(
             f"clip_images is 'first and last' but this clip's last frame is not known ({plan.describe()}): "
             "first and last is for connect and loop (Wan 2.1 FLF2V); use first."
         )
     host.throw_if_interrupted()
     with host.on_compute_device(image_encoder):
-        first = encode_images(image_encoder, clip[:1], crop=False)
+        first = encode_images(image_encoder, sources[0, :1], crop=False)
         features = (
-            first_and_last(first, encode_images(image_encoder, clip[-1:], crop=False)) if last else first
+            first_and_last(first, encode_images(image_encoder, sources[0, -1:], crop=False))
+            if last
+            else first
         )
     return features.to(host.intermediate_device())
