@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from .checkpoint import convert_pickle_to_safetensors
 from .pipeline import TINY_WORLD_SETTINGS, Settings
 from .samplers.schedules import SCHEDULES
 from .samplers.solvers import SOLVERS
+from .streaming import DoesNotFit
 from .text_encoders import WAN_NEGATIVE_PROMPT
 from .video import FORMATS, Encoding, Provenance, combine_video
 from .video.patterns import moving_pattern
@@ -34,6 +36,7 @@ def _generate(args: argparse.Namespace) -> int:
     from .text_encoders import load_text_encoder
     from .vae import load_vae
 
+    host.set_memory_budget(args.vram)
     given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
     device = torch.device(args.device) if args.device else None
     if not given:  # Tiny World, shipped with the pack
@@ -47,7 +50,8 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         dit = load_dit(args.dit, device=host.offload_device())
         text_encoder = load_text_encoder(args.text_encoder, device=host.offload_device())
-        vae = load_vae(args.vae, device=device or host.compute_device())
+        vae = load_vae(args.vae, device=device or host.offload_device())
+        vae = vae if device is None else replace(vae, device=device)
         preset, negative = Settings(), WAN_NEGATIVE_PROMPT
     low_noise = load_dit(args.low_noise_dit, device=host.offload_device()) if args.low_noise_dit else None
     chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
@@ -165,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--solver", choices=list(SOLVERS), help=f"default {wan.solver}")
     generate.add_argument("--schedule", choices=list(SCHEDULES), help=f"default {wan.schedule}")
     generate.add_argument("--device", help="where the VAE decodes (default: the GPU when there is one)")
+    generate.add_argument(
+        "--vram",
+        type=_gigabytes,
+        metavar="GB",
+        help="GPU memory the models and their work may use (default: what is free); a model that does not "
+        "fit streams its blocks from CPU memory",
+    )
     generate.add_argument("--fps", type=float, default=16.0, help="frames per second (default 16)")
     generate.add_argument("--format", choices=list(FORMATS), default="video/h264-mp4", help="output format")
     generate.add_argument("--crf", type=int, default=19, help="quality for H.264/H.265/VP9, lower is better")
@@ -208,6 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _gigabytes(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the memory in GB, a number above 0 (e.g. 12).")
+    return value
+
+
+def _console_log() -> None:
+    """The pack's notes (where each model ran, automatic tiles) on stderr, one line each."""
+    logger = logging.getLogger("spacetime")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -221,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    _console_log()
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, DoesNotFit) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -90,30 +90,130 @@ def model_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers()))
 
 
+_memory_budget: int | None = None  # bytes the command line may use on the compute device (--vram)
+
+
+def set_memory_budget(gigabytes: float | None) -> None:
+    """How much of the compute device's memory models and their work may use outside ComfyUI (None: what
+    is free when each model is placed)."""
+    global _memory_budget
+    _memory_budget = None if gigabytes is None else int(gigabytes * 1e9)
+
+
+def _model_name(module: torch.nn.Module) -> str:
+    config = getattr(module, "config", None)
+    return getattr(config, "name", None) or type(module).__name__
+
+
 @contextlib.contextmanager
-def on_compute_device(module: torch.nn.Module) -> Iterator[torch.device]:
-    """Run `module` on the compute device for the duration of the block when it fits there (inside
-    ComfyUI, idle models are evicted first), then move it back; otherwise run it where it is."""
+def on_compute_device(module: torch.nn.Module, working_bytes: int | None = None) -> Iterator[torch.device]:
+    """Run `module` on the compute device for the duration of the block and yield that device.
+
+    `working_bytes`: the memory its work needs beside its weights (default: a third of the weights).
+    Inside ComfyUI the host's model management places it (evicting other models, loading it partially
+    when it does not fit) and keeps it there between runs. Outside, it is moved there whole when it fits
+    the budget (`set_memory_budget`, else the free memory), its blocks are streamed when it does not,
+    and `streaming.DoesNotFit` says what to change when even that cannot fit.
+    """
     device, home = compute_device(), next(module.parameters()).device
+    weights = model_bytes(module)
+    working = int(weights * (HEADROOM - 1)) if working_bytes is None else int(working_bytes)
+    mm = _comfy_module("comfy.model_management")
+    if _comfy_module("comfy.model_patcher") is not None and _host_can_manage(module):
+        yield _host_load(module, working)
+        return
     if device == home:
         yield home
         return
-    needed = int(model_bytes(module) * HEADROOM)
-    mm = _comfy_module("comfy.model_management")
-    if mm is not None:
-        mm.free_memory(needed, device)
-    if free_memory_bytes(device) < needed:
-        log.warning("Not enough free memory on %s for %.1f GB of weights: running on %s instead (slower).",
-                    device, needed / 1e9, home)  # fmt: skip
-        yield home
+    if mm is not None:  # a model the host cannot manage: make room for it as the host would
+        mm.free_memory(weights + working, device)
+    budget = _memory_budget if _memory_budget is not None else free_memory_bytes(device)
+    if weights + working <= budget:
+        log.info("%s: %.2f GB, all resident on %s.", _model_name(module), weights / 1e9, device)
+        module.to(device)
+        try:
+            yield device
+        finally:
+            module.to(home)
         return
-    module.to(device)
-    try:
+    with _streamed(module, device, budget, working) as streaming:
+        log.info(
+            "%s: %.2f GB on %s, %s.",
+            _model_name(module),
+            weights / 1e9,
+            device,
+            streaming.placement.describe(),
+        )
         yield device
-    finally:
-        module.to(home)
-        if mm is not None:
-            mm.soft_empty_cache()
+
+
+def _casts_on_use(module: torch.nn.Module) -> bool:
+    """Whether the module's layers fetch their weights on each call (ops.CastsOnUse), so the host may leave
+    some in CPU memory; other modules (the VAE) are loaded whole."""
+    return any(hasattr(m, "comfy_cast_weights") for m in module.modules())
+
+
+def _host_can_manage(module: torch.nn.Module) -> bool:
+    """The host's ModelPatcher records a model's device on it: not possible where `device` is a read-only
+    property (transformers models, such as the prompt writer's language model), moved whole instead."""
+    return not isinstance(getattr(type(module), "device", None), property)
+
+
+def _host_patcher(module: torch.nn.Module):
+    """The host's ModelPatcher for `module`, made once and kept on it (the host holds only weak references).
+    Layers that cast on use get the host's default class (dynamic VRAM where the host enables it)."""
+    patcher = module.__dict__.get("_spacetime_patcher")
+    if patcher is None:
+        patchers, mm = _comfy_module("comfy.model_patcher"), _comfy_module("comfy.model_management")
+        kind = getattr(patchers, "CoreModelPatcher", patchers.ModelPatcher) if _casts_on_use(module) else None
+        patcher = (kind or patchers.ModelPatcher)(
+            module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+        )
+        module.__dict__["_spacetime_patcher"] = patcher
+    return patcher
+
+
+def _host_load(module: torch.nn.Module, working: int) -> torch.device:
+    """Hand `module` to ComfyUI's model management and load it for use (partially when it does not fit);
+    it stays loaded between runs until the host needs the room. One console line when it was (re)loaded."""
+    mm = _comfy_module("comfy.model_management")
+    patcher = _host_patcher(module)
+    before = patcher.loaded_size() if any(m.model is patcher for m in mm.current_loaded_models) else -1
+    mm.load_models_gpu([patcher], memory_required=working, force_full_load=not _casts_on_use(module))
+    loaded, size = patcher.loaded_size(), patcher.model_size()
+    if loaded != before:
+        share = "all resident" if loaded >= size else f"{loaded / 1e9:.2f} GB resident, the rest cast on use"
+        log.info(
+            "%s: %.2f GB on %s (ComfyUI), %s.", _model_name(module), size / 1e9, patcher.load_device, share
+        )
+    return patcher.load_device
+
+
+@contextlib.contextmanager
+def cast_layer(module: torch.nn.Module, like: torch.Tensor, dtype: torch.dtype | None):
+    """(weight, bias) of a layer the host loaded partially, fetched for one call by the host's own cast
+    (its offload streams and dynamic VRAM pages on 0.33, its weight patches), on `like`'s device."""
+    ops = _comfy_module("comfy.ops")
+    if hasattr(ops, "CastBiasWeightContext"):
+        with ops.CastBiasWeightContext(module, like, dtype=dtype, bias_dtype=dtype, offloadable=True) as pair:
+            yield pair
+    else:
+        yield ops.cast_bias_weight(module, like, dtype=dtype, bias_dtype=dtype)
+
+
+def _streamed(module: torch.nn.Module, device: torch.device, budget: int, working: int):
+    """The module's blocks streamed within what `budget` leaves beside `working`, or a clear error."""
+    from .streaming import BlockStreaming, DoesNotFit
+
+    try:
+        return BlockStreaming(module, device, budget - working)
+    except DoesNotFit as error:
+        raise DoesNotFit(
+            f"{_model_name(module)} does not fit on {device}: its work needs about {working / 1e9:.1f} GB beside "
+            f"its weights ({model_bytes(module) / 1e9:.1f} GB) and {budget / 1e9:.1f} GB is available. {error} "
+            "Make the video shorter or smaller, generate it in windows (Long Video), decode it in tiles, or "
+            "store the weights in fp8 (weight_dtype); outside ComfyUI, --vram sets how much memory to use."
+        ) from None
 
 
 def throw_if_interrupted() -> None:

@@ -3,12 +3,16 @@ scaled fp8): the weight is cast per call, so fp8 stays fp8 in memory and is upca
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import host
 from .checkpoint import CheckpointError, read_tensors
 
 SCALED_FP8_MARKER = "scaled_fp8"  # ComfyUI's scaled-fp8 files carry this (empty) tensor
@@ -34,47 +38,84 @@ def default_compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def cast_weight(module: nn.Module, dtype: torch.dtype) -> torch.Tensor:
-    """The module's weight in `dtype`, times its per-layer scale when it has one (scaled fp8)."""
-    weight = module.weight.to(dtype)
+def cast_to(tensor: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`tensor` on `like`'s device, in `dtype` (default: `like`'s): moved first, so an fp8 weight
+    crosses to the GPU at its stored size. A no-op for a weight already there."""
+    return tensor.to(device=like.device).to(dtype or like.dtype)
+
+
+def cast_weight(module: nn.Module, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The module's weight on `like`'s device in `dtype` (default: `like`'s), times its per-layer
+    scale when it has one (scaled fp8). Weights left in CPU memory by partial loading or streaming
+    come to the input's device here, on each use."""
+    weight = cast_to(module.weight, like, dtype)
     scale = getattr(module, "scale_weight", None)
-    return weight if scale is None else weight * scale.to(dtype)
+    return weight if scale is None else weight * cast_to(scale, weight)
 
 
-def cast_bias(module: nn.Module, dtype: torch.dtype) -> torch.Tensor | None:
-    return None if module.bias is None else module.bias.to(dtype)
+def cast_bias(module: nn.Module, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    return None if module.bias is None else cast_to(module.bias, like, dtype)
 
 
-class CastLinear(nn.Linear):
+class CastsOnUse:
+    """A leaf layer whose weight and bias are fetched for each call (`layer_weights`). It keeps ComfyUI's
+    contract for such layers, so the host's partial loading may leave its weights in CPU memory (setting
+    `comfy_cast_weights`) and the host's own cast then brings them in, with its offload streams, dynamic
+    VRAM pages and weight patches. Subclasses have `weight` and `bias` (None when there is none)."""
+
+    comfy_cast_weights = False
+    weight_function: ClassVar[list] = []  # the host sets its own lists on the layers it patches
+    bias_function: ClassVar[list] = []
+
+
+@contextlib.contextmanager
+def layer_weights(
+    module: nn.Module, like: torch.Tensor, dtype: torch.dtype | None = None
+) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
+    """(weight, bias) of a `CastsOnUse` layer for one call, on `like`'s device in `dtype` (default: `like`'s),
+    the per-layer scale of scaled fp8 applied; the host's cast when the host manages the layer's weights."""
+    if module.comfy_cast_weights or module.weight_function or module.bias_function:
+        with host.cast_layer(module, like, dtype) as (weight, bias):
+            scale = getattr(module, "scale_weight", None)
+            yield (weight if scale is None or weight is None else weight * cast_to(scale, weight)), bias
+        return
+    weight = None if module.weight is None else cast_weight(module, like, dtype)
+    yield weight, cast_bias(module, like, dtype)
+
+
+class CastLinear(CastsOnUse, nn.Linear):
     """nn.Linear computing in the input's dtype whatever dtype its weight is stored in (a
     scaled-fp8 layer also has a `scale_weight` buffer)."""
 
     casts_weight = True  # its weight may be stored in fp8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, cast_weight(self, x.dtype), cast_bias(self, x.dtype))
+        with layer_weights(self, x) as (weight, bias):
+            return F.linear(x, weight, bias)
 
 
-class FloatLayerNorm(nn.LayerNorm):
+class FloatLayerNorm(CastsOnUse, nn.LayerNorm):
     """LayerNorm computed in float32 (weights upcast), returning float32, as Wan's WanLayerNorm."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+        x = x.float()
+        with layer_weights(self, x) as (weight, bias):
+            return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(CastsOnUse, nn.Module):
     """Root-mean-square norm over the last axis, in float32, scaled by a learned weight."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.register_parameter("bias", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = x.float() * torch.rsqrt(x.float().pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight.to(x.dtype)
+        with layer_weights(self, x) as (weight, _):
+            return normed.to(x.dtype) * weight
 
 
 def cast_for_storage(
@@ -115,7 +156,7 @@ def attach_scales(model: nn.Module, scales: dict[str, torch.Tensor], weight_dtyp
         weight = getattr(module, "weight", None)
         if isinstance(weight, nn.Parameter) and weight.dtype.itemsize == 1:
             module.weight = nn.Parameter(
-                cast_weight(module, torch.float32).to(weight_dtype), requires_grad=False
+                cast_weight(module, module.weight, torch.float32).to(weight_dtype), requires_grad=False
             )
             if getattr(module, "scale_weight", None) is not None:
                 del module.scale_weight

@@ -57,8 +57,8 @@ TINY_WORLD_SETTINGS = replace(
 
 
 def load_tiny_world(device=None, vae_device=None, folder=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
-    """Tiny World's DiT, text encoder (on `device`, default ComfyUI's offload device) and VAE (on
-    `vae_device`, default the compute device), through the same loaders as any checkpoint. `folder`:
+    """Tiny World's DiT, text encoder (on `device`, default ComfyUI's offload device) and VAE (run on
+    `vae_device` when given, else placed on the compute device for each use), through the same loaders as any checkpoint. `folder`:
     another set of the three files, e.g. a training run's --out (default: the shipped weights)."""
     folder = Path(folder) if folder is not None else TINY_WORLD_DIR
     missing = [name for name in TINY_WORLD_FILES.values() if not (folder / name).is_file()]
@@ -77,7 +77,9 @@ def load_tiny_world(device=None, vae_device=None, folder=None) -> tuple[WanDiT, 
     device = device or host.offload_device()
     dit = load_dit(folder / TINY_WORLD_FILES["dit"], torch.float32, device=device)
     text_encoder = load_text_encoder(folder / TINY_WORLD_FILES["text_encoder"], device=device)
-    vae = load_vae(folder / TINY_WORLD_FILES["vae"], device=vae_device or host.compute_device())
+    vae = load_vae(folder / TINY_WORLD_FILES["vae"], device=vae_device or host.offload_device())
+    if vae_device is not None:
+        vae = replace(vae, device=torch.device(vae_device))
     return dit, text_encoder, vae
 
 
@@ -85,8 +87,8 @@ def encode_prompt(
     text_encoder: TextEncoder, prompt: str, negative_prompt: str, cfg: float
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Text contexts (positive, negative or None when cfg is 1)."""
-    with host.on_compute_device(text_encoder.model):
-        context = text_encoder.encode([prompt] if cfg == 1.0 else [prompt, negative_prompt])
+    with host.on_compute_device(text_encoder.model) as device:
+        context = text_encoder.encode([prompt] if cfg == 1.0 else [prompt, negative_prompt], device)
     return context[:1], (context[1:] if cfg != 1.0 else None)
 
 

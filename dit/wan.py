@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import nn
 
 from ..latent_formats import LatentFormat
-from ..ops import CastLinear, FloatLayerNorm, RMSNorm, cast_bias, cast_weight
+from ..ops import CastLinear, CastsOnUse, FloatLayerNorm, RMSNorm, cast_to, layer_weights
 from .attention import attention
 from .config import WanConfig
 from .patchify import patchify, unpatchify
@@ -42,7 +42,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
-class PatchEmbedding(nn.Module):
+class PatchEmbedding(CastsOnUse, nn.Module):
     """Wan's Conv3d with kernel = stride = patch, applied to tokens as the linear map it is."""
 
     casts_weight = True
@@ -53,7 +53,8 @@ class PatchEmbedding(nn.Module):
         self.bias = nn.Parameter(torch.empty(dim))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.linear(tokens, cast_weight(self, tokens.dtype).flatten(1), cast_bias(self, tokens.dtype))
+        with layer_weights(self, tokens) as (weight, bias):
+            return F.linear(tokens, weight.flatten(1), bias)
 
 
 class Attention(nn.Module):
@@ -124,7 +125,7 @@ class ImageProjection(nn.Module):
                     f"image features of {features.shape[1]} tokens: this first-last-frame model (FLF2V) takes "
                     f"{tokens}, the features of its first and last images side by side."
                 )
-            features = features + self.emb_pos.to(features.dtype)
+            features = features + cast_to(self.emb_pos, features)
         return self.proj(features)
 
 
@@ -156,7 +157,9 @@ class WanBlock(nn.Module):
         """x: B×L×D float32, e0: B×(L or 1)×6×D float32, context: B×S×D, image: B×I×D image tokens (Wan
         2.1 I2V / FLF2V) -> B×L×D float32."""
         dtype = context.dtype
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).unbind(2)
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
+            cast_to(self.modulation, e0, torch.float32) + e0
+        ).unbind(2)
         y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope=rope)
         x = x + y.float() * gate_sa
         cross_input = self.norm3(x).to(dtype)
@@ -177,7 +180,7 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x: B×L×D, e: B×(L or 1)×D -> B×L×(pt·ph·pw·C), in float32 like the reference."""
-        shift, scale = (self.modulation.float().unsqueeze(0) + e.unsqueeze(2)).unbind(2)
+        shift, scale = (cast_to(self.modulation, e, torch.float32).unsqueeze(0) + e.unsqueeze(2)).unbind(2)
         return self.head(modulate(self.norm(x), shift, scale))
 
 
@@ -245,6 +248,17 @@ class WanDiT(nn.Module):
         out = self.head(x, e)  # B×L×(pt ph pw c), Wan's head order
         pt, ph, pw = config.patch_size
         return rearrange(out, "b l (pt ph pw c) -> b l (c pt ph pw)", pt=pt, ph=ph, pw=pw)
+
+    def activation_bytes(self, batch: int, tokens: int, per_token_timesteps: bool = False) -> int:
+        """About the most one forward over `batch` sequences of `tokens` tokens holds beside the weights, for
+        placing the model: in a block, the float32 residual stream, its norm and modulation, the projected
+        q, k and v in the compute dtype, and RoPE rotating q and k in float32, or the MLP's hidden layer;
+        plus the per-token modulation when timesteps are per token."""
+        config, width = self.config, self.compute_dtype.itemsize
+        attention = 4 * 4 * config.dim + 3 * width * config.dim + 2 * 4 * 2 * config.dim
+        mlp = 3 * 4 * config.dim + width * (config.dim + 2 * config.ffn_dim)
+        modulation = 6 * 4 * config.dim if per_token_timesteps else 0  # e0 is B×L×6×D then
+        return batch * tokens * (max(attention, mlp) + modulation)
 
     def check_latent(self, latent: torch.Tensor, channels: int | None = None) -> None:
         """A latent this model denoises (B×out_channels×T×H×W, as a LATENT carries it); `channels`: another

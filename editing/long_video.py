@@ -395,5 +395,6 @@ class LongVideo:
         """CLIP features (B×I×E) of a video's frames B×3×1×H×W in -1..1, squeezed to the encoder's size as
         Wan reads them."""
         images = video_to_frames(video)
-        with host.on_compute_device(self.image_encoder):
-            return encode_images(self.image_encoder, images, crop=False).penultimate_hidden_states.cpu()
+        with host.on_compute_device(self.image_encoder) as device:
+            features = encode_images(self.image_encoder, images, crop=False, device=device)
+        return features.penultimate_hidden_states.cpu()

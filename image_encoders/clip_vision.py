@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ops import CastLinear, FloatLayerNorm, cast_weight
+from ..ops import CastLinear, CastsOnUse, FloatLayerNorm, cast_to, layer_weights
 
 COLOUR_CHANNELS = 3
 
@@ -71,7 +71,7 @@ VIT_H_14 = CLIPVisionConfig(width=1280, num_layers=32, num_heads=16, mlp_dim=512
 PRESETS = {"vit_h_14": VIT_H_14}
 
 
-class PatchEmbedding(nn.Module):
+class PatchEmbedding(CastsOnUse, nn.Module):
     """CLIP's Conv2d with kernel = stride = patch and no bias, applied to patches as the linear map it is."""
 
     casts_weight = True
@@ -79,10 +79,12 @@ class PatchEmbedding(nn.Module):
     def __init__(self, width: int, patch_size: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(width, COLOUR_CHANNELS, patch_size, patch_size))
+        self.register_parameter("bias", None)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches: B×L×(C·ph·pw) -> B×L×D."""
-        return F.linear(patches, cast_weight(self, patches.dtype).flatten(1))
+        with layer_weights(self, patches) as (weight, _):
+            return F.linear(patches, weight.flatten(1))
 
 
 class Embeddings(nn.Module):
@@ -98,8 +100,8 @@ class Embeddings(nn.Module):
         p = self.patch_size
         patches = rearrange(pixels, "b c (h ph) (w pw) -> b (h w) (c ph pw)", ph=p, pw=p)
         tokens = self.patch_embedding(patches.to(dtype)).float()  # B×(H W)×D
-        class_token = self.class_embedding.float().expand(tokens.shape[0], 1, -1)  # B×1×D
-        return torch.cat([class_token, tokens], dim=1) + self.position_embedding.weight.float()
+        class_token = cast_to(self.class_embedding, tokens).expand(tokens.shape[0], 1, -1)  # B×1×D
+        return torch.cat([class_token, tokens], dim=1) + cast_to(self.position_embedding.weight, tokens)
 
 
 class SelfAttention(nn.Module):
@@ -172,10 +174,6 @@ class CLIPVisionEncoder(nn.Module):
             if config.projection_dim is None
             else CastLinear(config.width, config.projection_dim, bias=False)
         )
-
-    @property
-    def device(self) -> torch.device:
-        return self.vision_model.embeddings.class_embedding.device
 
     def forward(
         self, pixels: torch.Tensor, after_blocks: tuple[int, ...] | None = None

@@ -81,11 +81,15 @@ def preprocess(
 
 
 @torch.no_grad()
-def encode_images(encoder: CLIPVisionEncoder, images: torch.Tensor, crop: bool = True) -> ImageFeatures:
-    """B×H×W×C images in 0..1 -> their CLIP features, on the encoder's device. The penultimate hidden
-    states are Wan's `use_31_block=True` features (block 31 of ViT-H/14's 32)."""
+def encode_images(
+    encoder: CLIPVisionEncoder, images: torch.Tensor, crop: bool = True, device: torch.device | None = None
+) -> ImageFeatures:
+    """B×H×W×C images in 0..1 -> their CLIP features, computed on `device` (default: where the encoder's
+    weights are). The penultimate hidden states are Wan's `use_31_block=True` features (block 31 of
+    ViT-H/14's 32)."""
     config = encoder.config
-    pixels = preprocess(images.to(encoder.device), config.image_size, crop)
+    device = device or next(encoder.parameters()).device
+    pixels = preprocess(images.to(device), config.image_size, crop)
     penultimate, last = encoder(pixels, after_blocks=(config.num_layers - 1, config.num_layers))
     return ImageFeatures(
         penultimate_hidden_states=penultimate,

@@ -79,10 +79,10 @@ def _features(image_encoder, plan, last: bool):
             "first and last is for connect and loop (Wan 2.1 FLF2V); use first."
         )
     host.throw_if_interrupted()
-    with host.on_compute_device(image_encoder):
-        first = encode_images(image_encoder, sources[0, :1], crop=False)
+    with host.on_compute_device(image_encoder) as device:
+        first = encode_images(image_encoder, sources[0, :1], crop=False, device=device)
         features = (
-            first_and_last(first, encode_images(image_encoder, sources[0, -1:], crop=False))
+            first_and_last(first, encode_images(image_encoder, sources[0, -1:], crop=False, device=device))
             if last
             else first
         )

@@ -87,6 +87,6 @@ class SpacetimeImageEncode:
 
     def encode(self, image_encoder, image, crop):
         host.throw_if_interrupted()
-        with host.on_compute_device(image_encoder):
-            features = encode_images(image_encoder, image, crop=CROPS[crop])
+        with host.on_compute_device(image_encoder) as device:
+            features = encode_images(image_encoder, image, crop=CROPS[crop], device=device)
         return (features.to(host.intermediate_device()),)

@@ -91,7 +91,7 @@ class SpacetimeTextEncode:
 
     def encode(self, text_encoder, prompt, negative_prompt):
         host.throw_if_interrupted()
-        with host.on_compute_device(text_encoder.model):
-            embeddings = text_encoder.encode([prompt, negative_prompt])
+        with host.on_compute_device(text_encoder.model) as device:
+            embeddings = text_encoder.encode([prompt, negative_prompt], device)
         positive, negative = embeddings.to(host.intermediate_device())
         return ([[positive[None], {"pooled_output": None}]], [[negative[None], {"pooled_output": None}]])

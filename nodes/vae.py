@@ -43,7 +43,7 @@ class SpacetimeVAELoader:
         }
 
     def load(self, vae_name, dtype):
-        return (load_vae(host.model_path("vae", vae_name), VAE_DTYPES[dtype], device=host.compute_device()),)
+        return (load_vae(host.model_path("vae", vae_name), VAE_DTYPES[dtype], device=host.offload_device()),)
 
 
 class SpacetimeEmptyLatentVideo:

@@ -75,8 +75,11 @@ def denoise(
         if step_callback is not None:
             step_callback()
 
+    batch = patches.tokens.shape[0] * (1 if guider.cfg == 1 else 2)  # guidance runs both passes as one batch
     for model, segment in guider.experts(sampling.sigmas):
-        with host.on_compute_device(model) as device:
+        per_token = guider.pins(patches) is not None and model.config.clean_pins
+        working = model.activation_bytes(batch, patches.tokens.shape[1], per_token)
+        with host.on_compute_device(model, working) as device:
             x0_prediction = guider.denoiser(model, patches, noise, device)
             x = SOLVERS[sampling.solver](x0_prediction, x.to(device), segment.to(device), callback=tick)
     pinned = guider.pins(patches)

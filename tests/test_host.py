@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import io
+import logging
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from spacetime import host
+from spacetime.dit.wan import WanDiT
+from spacetime.streaming import DoesNotFit, module_bytes
+
+from wan_reference import T2V, random_wan_state_dict
 
 
 @pytest.fixture
@@ -129,15 +135,65 @@ class MoveRecorder(torch.nn.Linear):
         return self
 
 
-@pytest.mark.parametrize("free,moved", [(10**12, True), (10, False)])
-def test_models_run_on_the_compute_device_only_when_they_fit(no_comfyui, monkeypatch, free, moved):
+def test_models_run_on_the_compute_device_when_they_fit(no_comfyui, monkeypatch):
     module = MoveRecorder()
     monkeypatch.setattr(host, "compute_device", lambda: torch.device("meta"))
-    monkeypatch.setattr(host, "free_memory_bytes", lambda device=None: free)
+    monkeypatch.setattr(host, "free_memory_bytes", lambda device=None: 10**12)
     with host.on_compute_device(module) as device:
-        assert device == torch.device("meta" if moved else "cpu")
-    # there and back again when it fits; left alone when it does not
-    assert module.moves == ([torch.device("meta"), torch.device("cpu")] if moved else [])
+        assert device == torch.device("meta")
+    assert module.moves == [torch.device("meta"), torch.device("cpu")]  # there and back again
+
+
+def test_a_model_that_cannot_fit_even_streamed_is_a_clear_error_not_a_cpu_run(no_comfyui, monkeypatch):
+    module = MoveRecorder()
+    monkeypatch.setattr(host, "compute_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(host, "free_memory_bytes", lambda device=None: 10)
+    with pytest.raises(DoesNotFit) as error, host.on_compute_device(module, working_bytes=2 * 10**9):
+        pass
+    message = str(error.value)
+    assert "about 2.0 GB" in message and "0.0 GB is available" in message
+    assert "shorter or smaller" in message and "fp8" in message and "--vram" in message
+    assert module.moves == []
+
+
+@pytest.fixture
+def second_device(no_comfyui, monkeypatch):
+    """`cpu:0` as the compute device: a device other than the models' `cpu` that this machine has, so
+    placement (move, stream) runs for real."""
+    monkeypatch.setattr(host, "compute_device", lambda: torch.device("cpu", 0))
+    yield
+    host.set_memory_budget(None)
+
+
+def test_under_a_budget_the_blocks_stream_and_the_output_is_the_same(second_device, caplog):
+    config = replace(T2V, num_layers=4)
+    model = WanDiT(config)
+    model.load_state_dict(random_wan_state_dict(config, seed=1))
+    generator = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(1, 16, 1, 4, 4, generator=generator), torch.tensor([500.0]),
+              torch.randn(1, 5, config.text_dim, generator=generator))  # fmt: skip
+    with torch.no_grad():
+        expected = model(*inputs)
+        block = module_bytes(model.blocks[0])
+        host.set_memory_budget((module_bytes(model) - block) / 1e9)  # one block short of resident
+        with caplog.at_level(logging.INFO, logger="spacetime"), host.on_compute_device(model, 0) as device:
+            assert device == torch.device("cpu", 0)
+            streamed = model(*inputs)
+    assert torch.equal(streamed, expected)
+    assert "1 of 4 blocks resident, 3 streamed" in caplog.text
+
+
+def test_the_budget_counts_the_work_beside_the_weights(second_device, caplog):
+    module = torch.nn.Linear(1000, 1000)
+    host.set_memory_budget(module_bytes(module) * 1.5 / 1e9)
+    with caplog.at_level(logging.INFO, logger="spacetime"), host.on_compute_device(module, 0):
+        pass
+    assert "all resident on cpu:0" in caplog.text
+    with (
+        pytest.raises(DoesNotFit, match="no repeated blocks"),
+        host.on_compute_device(module, module_bytes(module)),
+    ):
+        pass
 
 
 def test_models_already_on_the_compute_device_stay(no_comfyui):

@@ -202,7 +202,7 @@ def test_a_decode_that_would_not_fit_goes_to_tiles_by_itself(vae_file, monkeypat
     vae = load_vae(vae_file)
     latent = torch.randn(1, 16, 1, 40, 40, generator=torch.Generator().manual_seed(0))
     whole = vae.decode(latent)
-    assert vae.auto_tiling(latent) is None  # plenty of memory: whole frames, as before
+    assert vae.auto_tiling(latent, torch.device("cpu")) is None  # plenty of memory: whole frames, as before
     needed = vae.decode_bytes(40, 40)
     budget = (vae.decode_bytes(256 // 8, 256 // 8) + needed) // 2  # 256-pixel tiles fit, whole frames not
     monkeypatch.setattr(host, "free_memory_bytes", lambda device=None: budget / video_vae.MEMORY_HEADROOM)

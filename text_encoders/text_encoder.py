@@ -27,7 +27,8 @@ class TextEncoder:
     model: UMT5Encoder
 
     @torch.no_grad()
-    def encode(self, prompts: list[str]) -> torch.Tensor:
+    def encode(self, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
+        """On `device` (default: where the encoder's weights are)."""
         tokens = self.tokenizer(prompts, self.model.config.text_len)
-        device = self.model.shared.weight.device
+        device = device or self.model.shared.weight.device
         return self.model(tokens.ids.to(device), tokens.mask.to(device))

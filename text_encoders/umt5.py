@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ops import CastLinear, RMSNorm
+from ..ops import CastLinear, CastsOnUse, RMSNorm, cast_to
 
 
 @dataclass(frozen=True)
@@ -55,21 +55,24 @@ def relative_position_bucket(
     return bucket + torch.where(distance < max_exact, distance, large)
 
 
-class CastEmbedding(nn.Module):
-    """A token table kept in its stored dtype (fp8 included); only the looked-up rows are cast."""
+class CastEmbedding(CastsOnUse, nn.Module):
+    """A token table kept in its stored dtype (fp8 included) and wherever it was placed (CPU memory when
+    the host loads the encoder partially): only the looked-up rows are cast and moved."""
 
     casts_weight = True
 
     def __init__(self, vocab_size: int, dim: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab_size, dim))
+        self.register_parameter("bias", None)
 
     def forward(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        table = self.weight
+        table = self.weight  # stays where it is (in CPU memory when partially loaded): only rows move
         fp8 = table.dtype.itemsize == 1  # gather the raw bytes, then upcast
-        rows = (table.view(torch.uint8)[ids].view(table.dtype) if fp8 else table[ids]).to(dtype)
+        at = ids.to(table.device)
+        rows = (table.view(torch.uint8)[at].view(table.dtype) if fp8 else table[at]).to(ids.device).to(dtype)
         scale = getattr(self, "scale_weight", None)
-        return rows if scale is None else rows * scale.to(dtype)
+        return rows if scale is None else rows * cast_to(scale, rows)
 
 
 class UMT5Attention(nn.Module):
@@ -87,7 +90,9 @@ class UMT5Attention(nn.Module):
         buckets = relative_position_bucket(
             positions[None, :] - positions[:, None], self.config.num_buckets, self.config.max_distance
         )
-        return rearrange(self.relative_attention_bias.weight.float()[buckets], "q k n -> n q k")
+        return rearrange(
+            cast_to(self.relative_attention_bias.weight, buckets, torch.float32)[buckets], "q k n -> n q k"
+        )
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """x: B×L×D, key_mask: B×1×1×L additive (0 or -inf) -> B×L×D."""

@@ -4,6 +4,7 @@ shapes; and the conversions between ComfyUI's IMAGE frames and the VAE's video t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ class VideoVAE:
     model: CausalVideoVAE
     latent_format: LatentFormat
     dtype: torch.dtype
+    device: torch.device | None = (
+        None  # where it always runs (the command line's --device); None: placed per use
+    )
 
     @property
     def temporal_stride(self) -> int:
@@ -42,9 +46,16 @@ class VideoVAE:
     def latent_channels(self) -> int:
         return self.model.config.z_dim
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.conv2.weight.device
+    @contextlib.contextmanager
+    def _on_device(self) -> Iterator[torch.device]:
+        """The VAE on the compute device for a decode or encode, with room at least for the work of the
+        smallest automatic tile (whole frames or larger tiles when the room is there: auto_tiling)."""
+        if self.device is not None:
+            yield self.device
+            return
+        side = AUTO_TILES[-1] // self.spatial_stride
+        with host.on_compute_device(self.model, self.decode_bytes(side, side)) as device:
+            yield device
 
     def check_size(self, frames: int, height: int, width: int) -> None:
         """Frames must be 4k+1 and sizes multiples of the spatial stride; the error names the nearest valid values."""
@@ -79,8 +90,8 @@ class VideoVAE:
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"video of shape {tuple(video.shape)}: expected B×3×T×H×W (RGB).")
         self.check_size(*video.shape[2:])
-        latent = self.model.encode(video.to(self.device, self.dtype), progress)
-        return latent.float()
+        with self._on_device() as device:
+            return self.model.encode(video.to(device, self.dtype), progress).float()
 
     def check_latent(self, latent: torch.Tensor) -> None:
         """What a decode needs of a raw latent (its channels, finite values), checked before any of it is
@@ -103,11 +114,13 @@ class VideoVAE:
         activations = ACTIVATION_COPIES * width_last * self.temporal_stride * tokens * self.spatial_stride**2
         return (2 * tokens * tokens + activations) * size
 
-    def auto_tiling(self, latent: torch.Tensor) -> SpatialTiling | None:
-        """None when a whole frame's decode fits in the free memory of the VAE's device; else the largest
-        tiles (AUTO_TILES pixels) that fit, with a console note (the smallest, if none does)."""
+    def auto_tiling(
+        self, latent: torch.Tensor, device: torch.device, free: int | None = None
+    ) -> SpatialTiling | None:
+        """None when a whole frame's decode fits in the free memory of `device` (or `free` bytes); else the
+        largest tiles (AUTO_TILES pixels) that fit, with a console note (the smallest, if none does)."""
         height, width = latent.shape[3:]
-        free = int(host.free_memory_bytes(self.device) * MEMORY_HEADROOM)
+        free = int((host.free_memory_bytes(device) if free is None else free) * MEMORY_HEADROOM)
         needed = self.decode_bytes(height, width)
         if needed <= free:
             return None
@@ -123,10 +136,11 @@ class VideoVAE:
         )  # fmt: skip
         return SpatialTiling(tile // s, AUTO_OVERLAP // s, s)
 
-    def _checked(self, latent: torch.Tensor, tile: int, overlap: int) -> SpatialTiling | None:
+    def _chosen_tiling(self, latent: torch.Tensor, tile: int, overlap: int) -> SpatialTiling | None:
+        """The latent checked and the tiles asked for: None for whole frames or automatic tiles (tile 0)."""
         self.check_latent(latent)
         if not tile:
-            return self.auto_tiling(latent)
+            return None
         s = self.spatial_stride
         if tile % s or overlap % s or not 0 <= overlap < tile:
             raise ValueError(
@@ -147,10 +161,28 @@ class VideoVAE:
         """Raw latent B×C×T'×H'×W' -> video B×3×(4T'-3)×H×W in -1..1 (float32), one latent frame at a
         time; with `sink(frames)`, the decoded frames are handed over chunk by chunk instead. `tile`
         and `overlap` (pixels, multiples of the spatial stride) decode in blended spatial tiles; `tile` 0
-        decodes whole frames, or tiles when a whole frame would not fit in memory (auto_tiling)."""
-        tiles = self._checked(latent, tile, overlap)
+        decodes whole frames, or tiles when a whole frame would not fit in memory (auto_tiling) or, on a
+        GPU, ran out of it (decoded again in tiles; not with a sink, which has had frames already)."""
+        tiles = self._chosen_tiling(latent, tile, overlap)
         chunk_sink = None if sink is None else (lambda frames: sink(frames.float()))
-        video = self.model.decode(latent.to(self.device, self.dtype), progress, chunk_sink, tiles)
+        with self._on_device() as device:
+            tiles = tiles or self.auto_tiling(latent, device)
+            latent = latent.to(device, self.dtype)
+            if tiles is not None or sink is not None or device.type != "cuda":
+                video = self.model.decode(latent, progress, chunk_sink, tiles)
+            else:
+                try:
+                    video = self.model.decode(latent, progress, None, None)
+                except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    free = host.free_memory_bytes(device) // 2
+                    log.warning("VAE decode ran out of memory on %s: decoding again in tiles.", device)
+                    tiles = self.auto_tiling(latent, device, free) or SpatialTiling(
+                        AUTO_TILES[-1] // self.spatial_stride,
+                        AUTO_OVERLAP // self.spatial_stride,
+                        self.spatial_stride,
+                    )
+                    video = self.model.decode(latent, progress, None, tiles)
         return None if video is None else video.float()
 
     def decode_frames(
@@ -163,14 +195,16 @@ class VideoVAE:
         """Decode as `decode` does, handing over IMAGE frames (F×H×W×3 in 0..1) one latent frame's worth at
         a time, as the consumer (a video encoder) asks for them: it holds a few frames, never the video.
         The latent is checked now, before anything is decoded or written."""
-        tiles = self._checked(latent, tile, overlap)
+        tiles = self._chosen_tiling(latent, tile, overlap)
         return self._frames(latent, progress, tiles)
 
     @torch.no_grad()  # around each step of the generator, not between them
     def _frames(self, latent: torch.Tensor, progress, tiles) -> Iterator[torch.Tensor]:
-        for item in latent.split(1):
-            for frames in self.model.decode_chunks(item.to(self.device, self.dtype), progress, tiles):
-                yield video_to_frames(frames.float())
+        with self._on_device() as device:
+            tiles = tiles or self.auto_tiling(latent, device)
+            for item in latent.split(1):
+                for frames in self.model.decode_chunks(item.to(device, self.dtype), progress, tiles):
+                    yield video_to_frames(frames.float())
 
     def frames_for(self, latent_frames: int) -> int:
         return 1 + (latent_frames - 1) * self.temporal_stride
