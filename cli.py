@@ -32,6 +32,7 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from .dit import load_dit
+    from .ops import default_compute_dtype
     from .pipeline import load_tiny_world, long_video, text_to_video
     from .text_encoders import load_text_encoder
     from .vae import load_vae
@@ -48,12 +49,21 @@ def _generate(args: argparse.Namespace) -> int:
         )
         raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
     else:
-        dit = load_dit(args.dit, device=host.offload_device())
-        text_encoder = load_text_encoder(args.text_encoder, device=host.offload_device())
+        compute = default_compute_dtype(
+            host.compute_device()
+        )  # the weights wait in CPU memory, work on the GPU
+        dit = load_dit(args.dit, compute_dtype=compute, device=host.offload_device())
+        text_encoder = load_text_encoder(
+            args.text_encoder, compute_dtype=compute, device=host.offload_device()
+        )
         vae = load_vae(args.vae, device=device or host.offload_device())
         vae = vae if device is None else replace(vae, device=device)
         preset, negative = Settings(), WAN_NEGATIVE_PROMPT
-    low_noise = load_dit(args.low_noise_dit, device=host.offload_device()) if args.low_noise_dit else None
+    low_noise = (
+        load_dit(args.low_noise_dit, compute_dtype=dit.compute_dtype, device=host.offload_device())
+        if args.low_noise_dit
+        else None
+    )
     chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
     settings = replace(preset, **chosen)
     negative = negative if args.negative_prompt is None else args.negative_prompt

@@ -12,17 +12,22 @@ Axes: B batch, L tokens, P token width.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from .. import host
-from ..dit import SpacetimePatches
+from ..dit import SpacetimePatches, WanDiT
 from ..dit.patchify import patchify
+from ..streaming import DoesNotFit
 from .guidance import Guider
 from .noise import initial_noise, noise_scaling
 from .solvers import SOLVERS
+
+log = logging.getLogger(__name__)
 
 
 def check_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
@@ -57,6 +62,27 @@ class Sampling:
         return Sampling(self.sigmas, self.solver, seed)
 
 
+@contextlib.contextmanager
+def _placed(guider: Guider, model: WanDiT, patches: SpacetimePatches) -> Iterator[tuple[torch.device, bool]]:
+    """`model` on the compute device with room for its work: guidance's two passes as one batch, or, where
+    only one pass fits, one after the other. Yields (device, batched)."""
+    batch, tokens = patches.tokens.shape[:2]
+    per_token = guider.pins(patches) is not None and model.config.clean_pins
+    passes = 1 if guider.cfg == 1 else 2
+    with contextlib.ExitStack() as stack:
+        try:
+            working = model.activation_bytes(passes * batch, tokens, per_token)
+            device, batched = stack.enter_context(host.on_compute_device(model, working)), True
+        except DoesNotFit:
+            if passes == 1:
+                raise
+            log.info("%s: guidance's two passes run one after the other (together they would not fit).",
+                     model.config.name)  # fmt: skip
+            working = model.activation_bytes(batch, tokens, per_token)
+            device, batched = stack.enter_context(host.on_compute_device(model, working)), False
+        yield device, batched
+
+
 def denoise(
     guider: Guider,
     patches: SpacetimePatches,
@@ -75,12 +101,9 @@ def denoise(
         if step_callback is not None:
             step_callback()
 
-    batch = patches.tokens.shape[0] * (1 if guider.cfg == 1 else 2)  # guidance runs both passes as one batch
     for model, segment in guider.experts(sampling.sigmas):
-        per_token = guider.pins(patches) is not None and model.config.clean_pins
-        working = model.activation_bytes(batch, patches.tokens.shape[1], per_token)
-        with host.on_compute_device(model, working) as device:
-            x0_prediction = guider.denoiser(model, patches, noise, device)
+        with _placed(guider, model, patches) as (device, batched):
+            x0_prediction = guider.denoiser(model, patches, noise, device, batched)
             x = SOLVERS[sampling.solver](x0_prediction, x.to(device), segment.to(device), callback=tick)
     pinned = guider.pins(patches)
     if pinned is not None:

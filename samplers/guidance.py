@@ -25,12 +25,17 @@ ConditionedVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch
 
 
 def classifier_free_guidance(
-    velocity: ConditionedVelocity, cond: torch.Tensor, uncond: torch.Tensor | None, cfg: float
+    velocity: ConditionedVelocity,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    cfg: float,
+    batched: bool = True,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """`velocity(x, sigma, context) -> v` guided to (x, sigma) -> uncond + cfg·(cond - uncond).
 
-    The conditional and unconditional passes run as one forward of twice the batch; cfg = 1 runs the
-    conditional pass alone (and uncond may then be None). Contexts are B×L×D with B = 1 (shared by the
+    The conditional and unconditional passes run as one forward of twice the batch (`batched`), or one
+    after the other where memory holds only one; cfg = 1 runs the conditional pass alone (and uncond may
+    then be None). Contexts are B×L×D with B = 1 (shared by the
     whole batch) or the batch of x, and cond and uncond must have the same L (Wan pads both to 512)."""
     _check_guidance(cfg, uncond)
     _check_context("cond", cond)
@@ -45,6 +50,9 @@ def classifier_free_guidance(
 
     def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device)
+        if not batched:
+            v_cond = velocity(x, sigma, _per_item(cond, x))
+            return (v_uncond := velocity(x, sigma, _per_item(uncond, x))) + cfg * (v_cond - v_uncond)
         both = velocity(
             torch.cat([x, x]),
             torch.cat([sigma, sigma]) if sigma.ndim else sigma,
@@ -179,17 +187,21 @@ class Guider:
             return None
         return patches.pinned.unsqueeze(-1)
 
-    def denoiser(self, model: WanDiT, patches: SpacetimePatches, noise: torch.Tensor, device) -> Denoiser:
+    def denoiser(
+        self, model: WanDiT, patches: SpacetimePatches, noise: torch.Tensor, device, batched: bool = True
+    ) -> Denoiser:
         """The guided denoiser (tokens B×L×P, sigma) -> x0 of `model` on `device`, holding the pinned tokens
         to their known values: before each call they are reset, noised to sigma with the run's own `noise`
         or, for models trained that way (config.clean_pins), left clean at timestep 0. An image-to-video
-        model gets its image condition beside the tokens instead."""
+        model gets its image condition beside the tokens instead. `batched`: guidance's two passes as one
+        forward (else one after the other, for half the activation memory)."""
         forward = self._conditioned(model, patches, device)
         guided = classifier_free_guidance(
             forward,
             self.positive.to(device),
             None if self.negative is None else self.negative.to(device),
             self.cfg,
+            batched,
         )
         pinned = self.pins(patches)
         pinned = None if pinned is None else pinned.to(device)

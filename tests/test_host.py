@@ -200,3 +200,30 @@ def test_models_already_on_the_compute_device_stay(no_comfyui):
     module = torch.nn.Linear(4, 4)
     with host.on_compute_device(module) as device:
         assert device == module.weight.device == host.compute_device()
+
+
+def test_guidance_runs_its_passes_one_at_a_time_when_only_one_fits(second_device, caplog):
+    """Under a budget that holds the weights and one pass's work but not both passes at once, sampling
+    runs the conditional and unconditional passes one after the other: the same result."""
+    from spacetime.dit.patchify import SpacetimePatches, patchify
+    from spacetime.samplers.denoiser import Sampling, denoise
+    from spacetime.samplers.guidance import Guider
+
+    config = replace(T2V, num_layers=2)
+    model = WanDiT(config)
+    model.load_state_dict(random_wan_state_dict(config, seed=4))
+    model.requires_grad_(False)
+    tokens, grid = patchify(torch.zeros(1, 16, 2, 8, 8), config.patch_size)
+    patches = SpacetimePatches(tokens, grid, config.patch_size, config.latent_format)
+    generator = torch.Generator().manual_seed(1)
+    guider = Guider(model, torch.randn(1, 5, config.text_dim, generator=generator),
+                    torch.randn(1, 5, config.text_dim, generator=generator), cfg=4.0)  # fmt: skip
+    sampling = Sampling(torch.linspace(1.0, 0.0, 3), "euler", seed=3)
+    expected = denoise(guider, patches, sampling).tokens  # no budget: both passes at once
+    one_pass = model.activation_bytes(1, tokens.shape[1])
+    host.set_memory_budget((module_bytes(model) + one_pass * 1.5) / 1e9)
+    with caplog.at_level(logging.INFO, logger="spacetime"):
+        split = denoise(guider, patches, sampling).tokens
+    assert "two passes run one after the other" in caplog.text
+    assert "all resident on cpu:0" in caplog.text
+    torch.testing.assert_close(split, expected, rtol=1e-5, atol=1e-5)
