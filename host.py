@@ -123,13 +123,14 @@ def on_compute_device(module: torch.nn.Module, working_bytes: int | None = None)
         yield _host_load(module, working)
         return
     if device == home:
+        _note(module, f"on {home}")
         yield home
         return
     if mm is not None:  # a model the host cannot manage: make room for it as the host would
         mm.free_memory(weights + working, device)
     budget = _memory_budget if _memory_budget is not None else free_memory_bytes(device)
     if weights + working <= budget:
-        log.info("%s: %.2f GB, all resident on %s.", _model_name(module), weights / 1e9, device)
+        _note(module, f"all resident on {device}")
         module.to(device)
         try:
             yield device
@@ -137,14 +138,17 @@ def on_compute_device(module: torch.nn.Module, working_bytes: int | None = None)
             module.to(home)
         return
     with _streamed(module, device, budget, working) as streaming:
-        log.info(
-            "%s: %.2f GB on %s, %s.",
-            _model_name(module),
-            weights / 1e9,
-            device,
-            streaming.placement.describe(),
-        )
+        _note(module, f"on {device}, {streaming.placement.describe()}")
         yield device
+
+
+def _note(module: torch.nn.Module, where: str) -> None:
+    """The console line saying where a model runs and how much of it is resident: once, and again only
+    when that changes (a long video places its models once per window)."""
+    line = f"{_model_name(module)}: {model_bytes(module) / 1e9:.2f} GB {where}."
+    if module.__dict__.get("_spacetime_placement") != line:
+        module.__dict__["_spacetime_placement"] = line
+        log.info(line)
 
 
 def _casts_on_use(module: torch.nn.Module) -> bool:
@@ -181,7 +185,7 @@ def _host_load(module: torch.nn.Module, working: int) -> torch.device:
     before = patcher.loaded_size() if any(m.model is patcher for m in mm.current_loaded_models) else -1
     mm.load_models_gpu([patcher], memory_required=working, force_full_load=not _casts_on_use(module))
     loaded, size = patcher.loaded_size(), patcher.model_size()
-    if loaded != before:
+    if loaded != before:  # loaded now, or more or less of it than before
         share = "all resident" if loaded >= size else f"{loaded / 1e9:.2f} GB resident, the rest cast on use"
         log.info(
             "%s: %.2f GB on %s (ComfyUI), %s.", _model_name(module), size / 1e9, patcher.load_device, share

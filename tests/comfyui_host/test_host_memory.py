@@ -50,3 +50,29 @@ def test_our_models_stay_loaded_between_runs_and_reload_cleanly_after_eviction(c
     reloaded = _loads(comfyui)
     assert reloaded["WanDiT"] == loaded["WanDiT"] + 1, (loaded, reloaded)
     assert (again == first).all()
+
+
+def test_cancel_stops_sampling_within_a_step(comfyui):
+    """Cancel during a long denoise (1000 steps of 512×512, 33 frames) on host-managed models: the prompt
+    ends interrupted within seconds."""
+    object_info = comfyui.request("/object_info")
+    workflow = shrink(json.loads((PACK_ROOT / "workflows" / "text_to_video.json").read_text()), object_info)
+    prompt = ui_to_api(workflow, object_info)
+    (latent,) = [n for n in prompt.values() if n["class_type"] == "SpacetimeEmptyLatentVideo"]
+    latent["inputs"].update(width=512, height=512, frames=33)
+    (schedule,) = [n for n in prompt.values() if n["class_type"] == "SpacetimeScheduler"]
+    schedule["inputs"]["steps"] = 1000
+    prompt[DENOISER]["inputs"]["seed"] = 99
+    prompt_id = comfyui.queue_prompt(prompt)
+    deadline = time.monotonic() + 60
+    while not comfyui.request("/queue")["queue_running"]:
+        assert time.monotonic() < deadline, "the prompt never started"
+        time.sleep(0.1)
+    time.sleep(3)  # well into the 1000 steps
+    comfyui.request("/interrupt", {})
+    interrupted_at = time.monotonic()
+    entry = comfyui.wait_for(prompt_id)
+    assert time.monotonic() - interrupted_at < 5
+    assert "execution_interrupted" in [message[0] for message in entry["status"]["messages"]]
+    interrupted = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_interrupted")
+    assert interrupted["node_type"] == "SpacetimeDiTDenoiser"  # stopped while sampling
