@@ -142,10 +142,14 @@ def on_compute_device(module: torch.nn.Module, working_bytes: int | None = None)
         yield device
 
 
+def _size(count: int) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
 def _note(module: torch.nn.Module, where: str) -> None:
     """The console line saying where a model runs and how much of it is resident: once, and again only
     when that changes (a long video places its models once per window)."""
-    line = f"{_model_name(module)}: {model_bytes(module) / 1e9:.2f} GB {where}."
+    line = f"{_model_name(module)}: {_size(model_bytes(module))} {where}."
     if module.__dict__.get("_spacetime_placement") != line:
         module.__dict__["_spacetime_placement"] = line
         log.info(line)
@@ -186,10 +190,8 @@ def _host_load(module: torch.nn.Module, working: int) -> torch.device:
     mm.load_models_gpu([patcher], memory_required=working, force_full_load=not _casts_on_use(module))
     loaded, size = patcher.loaded_size(), patcher.model_size()
     if loaded != before:  # loaded now, or more or less of it than before
-        share = "all resident" if loaded >= size else f"{loaded / 1e9:.2f} GB resident, the rest cast on use"
-        log.info(
-            "%s: %.2f GB on %s (ComfyUI), %s.", _model_name(module), size / 1e9, patcher.load_device, share
-        )
+        share = "all resident" if loaded >= size else f"{_size(loaded)} resident, the rest cast on use"
+        log.info("%s: %s on %s (ComfyUI), %s.", _model_name(module), _size(size), patcher.load_device, share)
     return patcher.load_device
 
 

@@ -68,19 +68,43 @@ class CastsOnUse:
     bias_function: ClassVar[list] = []
 
 
+PATCHES = "spacetime_patches"  # on a module while a LoRA is active: {parameter name: [patch, ...]}
+
+
+def patched(module: nn.Module, name: str, value: torch.Tensor | None) -> torch.Tensor | None:
+    """`value`, the module's parameter `name` as fetched for one call, with the differences of the LoRAs
+    active on the module added: summed in float32 and rounded once to `value`'s dtype. The stored
+    weight never changes (fp8 stays fp8), so removing a LoRA restores the model exactly."""
+    patches = module.__dict__.get(PATCHES, {}).get(name) if value is not None else None
+    if not patches:
+        return value
+    total = value.float()
+    for patch in patches:
+        total = total + patch.delta(value.shape, value.device)
+    return total.to(value.dtype)
+
+
+def cast_parameter(module: nn.Module, name: str, like: torch.Tensor, dtype: torch.dtype | None = None):
+    """A parameter read directly in a forward (not a layer's weight: adaLN's modulation), fetched as
+    layers fetch theirs: on `like`'s device in `dtype`, with active LoRA differences."""
+    return patched(module, name, cast_to(getattr(module, name), like, dtype))
+
+
 @contextlib.contextmanager
 def layer_weights(
     module: nn.Module, like: torch.Tensor, dtype: torch.dtype | None = None
 ) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
     """(weight, bias) of a `CastsOnUse` layer for one call, on `like`'s device in `dtype` (default: `like`'s),
-    the per-layer scale of scaled fp8 applied; the host's cast when the host manages the layer's weights."""
+    the per-layer scale of scaled fp8 and active LoRAs applied; the host's cast when the host manages the
+    layer's weights."""
     if module.comfy_cast_weights or module.weight_function or module.bias_function:
         with host.cast_layer(module, like, dtype) as (weight, bias):
             scale = getattr(module, "scale_weight", None)
-            yield (weight if scale is None or weight is None else weight * cast_to(scale, weight)), bias
+            weight = weight if scale is None or weight is None else weight * cast_to(scale, weight)
+            yield patched(module, "weight", weight), patched(module, "bias", bias)
         return
     weight = None if module.weight is None else cast_weight(module, like, dtype)
-    yield weight, cast_bias(module, like, dtype)
+    yield patched(module, "weight", weight), patched(module, "bias", cast_bias(module, like, dtype))
 
 
 class CastLinear(CastsOnUse, nn.Linear):

@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import nn
 
 from ..latent_formats import LatentFormat
-from ..ops import CastLinear, CastsOnUse, FloatLayerNorm, RMSNorm, cast_to, layer_weights
+from ..ops import CastLinear, CastsOnUse, FloatLayerNorm, RMSNorm, cast_parameter, layer_weights
 from .attention import attention
 from .config import WanConfig
 from .patchify import patchify, unpatchify
@@ -125,7 +125,7 @@ class ImageProjection(nn.Module):
                     f"image features of {features.shape[1]} tokens: this first-last-frame model (FLF2V) takes "
                     f"{tokens}, the features of its first and last images side by side."
                 )
-            features = features + cast_to(self.emb_pos, features)
+            features = features + cast_parameter(self, "emb_pos", features)
         return self.proj(features)
 
 
@@ -158,7 +158,7 @@ class WanBlock(nn.Module):
         2.1 I2V / FLF2V) -> B×L×D float32."""
         dtype = context.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
-            cast_to(self.modulation, e0, torch.float32) + e0
+            cast_parameter(self, "modulation", e0, torch.float32) + e0
         ).unbind(2)
         y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope=rope)
         x = x + y.float() * gate_sa
@@ -180,7 +180,9 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x: B×L×D, e: B×(L or 1)×D -> B×L×(pt·ph·pw·C), in float32 like the reference."""
-        shift, scale = (cast_to(self.modulation, e, torch.float32).unsqueeze(0) + e.unsqueeze(2)).unbind(2)
+        shift, scale = (
+            cast_parameter(self, "modulation", e, torch.float32).unsqueeze(0) + e.unsqueeze(2)
+        ).unbind(2)
         return self.head(modulate(self.norm(x), shift, scale))
 
 
