@@ -170,6 +170,7 @@ def _host_can_manage(module: torch.nn.Module) -> bool:
 def _host_patcher(module: torch.nn.Module):
     """The host's ModelPatcher for `module`, made once and kept on it (the host holds only weak references).
     Layers that cast on use get the host's default class (dynamic VRAM where the host enables it)."""
+    module = module.__dict__.get("_spacetime_base", module)  # a LoRA handle shares its model's weights
     patcher = module.__dict__.get("_spacetime_patcher")
     if patcher is None:
         patchers, mm = _comfy_module("comfy.model_patcher"), _comfy_module("comfy.model_management")

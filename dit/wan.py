@@ -11,6 +11,7 @@ S text tokens, E text width, P token width (C·pt·ph·pw), F sinusoid width.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -19,6 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from ..latent_formats import LatentFormat
+from ..lora import Lora, active
 from ..ops import CastLinear, CastsOnUse, FloatLayerNorm, RMSNorm, cast_parameter, layer_weights
 from .attention import attention
 from .config import WanConfig
@@ -189,6 +191,8 @@ class Head(nn.Module):
 class WanDiT(nn.Module):
     """Predicts the flow-matching velocity (noise - x0) of a normalised latent video."""
 
+    loras: tuple = ()  # (Lora, strength) pairs applied while this handle runs (with_lora)
+
     def __init__(self, config: WanConfig, compute_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.config = config
@@ -204,6 +208,14 @@ class WanDiT(nn.Module):
         self.head = Head(config)
         if config.image_dim:
             self.img_emb = ImageProjection(config)
+
+    def with_lora(self, lora: Lora, strength: float) -> WanDiT:
+        """This model with `lora` at `strength` after its LoRAs: a new handle on the same weights (nothing is
+        copied; the host manages both as one model). The model it came from is unchanged."""
+        handle = copy.copy(self)
+        handle.__dict__["loras"] = (*self.loras, (lora, float(strength)))
+        handle.__dict__.setdefault("_spacetime_base", self)
+        return handle
 
     @property
     def latent_format(self) -> LatentFormat:
@@ -234,6 +246,10 @@ class WanDiT(nn.Module):
         image: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tokens B×L×P in patchify's layout -> velocity tokens B×L×P' in the same layout (float32)."""
+        with active(self, self.loras):
+            return self._forward_tokens(tokens, grid, timestep, context, image)
+
+    def _forward_tokens(self, tokens, grid, timestep, context, image) -> torch.Tensor:
         config, dtype = self.config, self.compute_dtype
         timestep = self._check_inputs(tokens, grid, timestep, context)
 
