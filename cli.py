@@ -28,6 +28,25 @@ def _test_pattern(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lora_argument(text: str) -> tuple[str, float]:
+    """FILE or FILE:STRENGTH -> (file, strength)."""
+    path, _, strength = text.rpartition(":")
+    if path and strength:
+        try:
+            return path, float(strength)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
+def _with_loras(dit, loras: list[tuple[str, float]]):
+    from .lora import load_lora
+
+    for path, strength in loras or ():
+        dit = dit.with_lora(load_lora(path, dit), strength)
+    return dit
+
+
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -49,9 +68,7 @@ def _generate(args: argparse.Namespace) -> int:
         )
         raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
     else:
-        compute = default_compute_dtype(
-            host.compute_device()
-        )  # the weights wait in CPU memory, work on the GPU
+        compute = default_compute_dtype(host.compute_device())  # weights wait in CPU memory, work on the GPU
         dit = load_dit(args.dit, compute_dtype=compute, device=host.offload_device())
         text_encoder = load_text_encoder(
             args.text_encoder, compute_dtype=compute, device=host.offload_device()
@@ -64,6 +81,10 @@ def _generate(args: argparse.Namespace) -> int:
         if args.low_noise_dit
         else None
     )
+    if args.low_noise_lora and low_noise is None:
+        raise ValueError("--low-noise-lora is for Wan 2.2 A14B's low-noise expert: give --low-noise-dit too.")
+    dit = _with_loras(dit, args.lora)
+    low_noise = _with_loras(low_noise, args.low_noise_lora) if low_noise is not None else None
     chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
     settings = replace(preset, **chosen)
     negative = negative if args.negative_prompt is None else args.negative_prompt
@@ -160,6 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--dit", help="the diffusion model (.safetensors), e.g. wan2.1_t2v_1.3B_fp16.safetensors"
     )
     generate.add_argument("--low-noise-dit", help="Wan 2.2 A14B: the low-noise expert (.safetensors)")
+    generate.add_argument(
+        "--lora",
+        type=_lora_argument,
+        action="append",
+        metavar="FILE[:STRENGTH]",
+        help="a LoRA for the DiT (Wan 2.2 A14B: the high-noise expert), strength 1 unless given; repeatable",
+    )
+    generate.add_argument(
+        "--low-noise-lora",
+        type=_lora_argument,
+        action="append",
+        metavar="FILE[:STRENGTH]",
+        help="a LoRA for Wan 2.2 A14B's low-noise expert; repeatable",
+    )
     generate.add_argument("--text-encoder", help="the UMT5 text encoder (.safetensors), e.g. umt5_xxl_fp16")
     generate.add_argument("--vae", help="the VAE (.safetensors), e.g. wan_2.1_vae.safetensors")
     wan, tiny = Settings(), TINY_WORLD_SETTINGS
@@ -263,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     _console_log()
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, DoesNotFit) as error:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        DoesNotFit,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from .editing import (
     SpacetimeVideoToVideo,
 )
 from .image_encoder import SpacetimeImageEncode, SpacetimeImageEncoderLoader
+from .lora import SpacetimeLoRALoader
 from .prompting import SpacetimePromptGuard, SpacetimeShotPrompt
 from .provenance import SpacetimeDetectWatermark
 from .sampling import SpacetimeDiTDenoiser, SpacetimeScheduler
@@ -23,6 +24,7 @@ from .video_combine import SpacetimeVideoCombine
 NODE_CLASS_MAPPINGS = {
     "SpacetimeTinyWorldLoader": SpacetimeTinyWorldLoader,
     "SpacetimeDiTLoader": SpacetimeDiTLoader,
+    "SpacetimeLoRALoader": SpacetimeLoRALoader,
     "SpacetimePatchifier": SpacetimePatchifier,
     "SpacetimeUnpatchify": SpacetimeUnpatchify,
     "SpacetimeTextEncoderLoader": SpacetimeTextEncoderLoader,
@@ -52,6 +54,7 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeTinyWorldLoader": "Tiny World Loader (Spacetime)",
     "SpacetimeDiTLoader": "DiT Loader (Spacetime)",
+    "SpacetimeLoRALoader": "LoRA Loader (Spacetime)",
     "SpacetimePatchifier": "Patchifier (Spacetime)",
     "SpacetimeUnpatchify": "Unpatchify (Spacetime)",
     "SpacetimeTextEncoderLoader": "Text Encoder Loader (Spacetime)",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -303,3 +304,61 @@ def test_lycoris_and_pickles_are_refused(base, tmp_path: Path):
     )
     with pytest.raises(LoraError, match="only half a LoRA pair"):
         load_lora(half, model)
+
+
+def test_the_lora_loader_node_chains_on_the_models_folder(base, tmp_path: Path, monkeypatch):
+    from spacetime.nodes.lora import SpacetimeLoRALoader
+
+    state, model, _ = base
+    folder = tmp_path / "models" / "loras"
+    folder.mkdir(parents=True)
+    first, second = factors(T2V, ["blocks.0.ffn.0"], seed=2), factors(T2V, ["blocks.1.self_attn.o"], seed=3)
+    save_file(original_layout(first, {}), str(folder / "style.safetensors"))
+    save_file(kohya_layout(second), str(folder / "camera.safetensors"))
+    monkeypatch.setenv("SPACETIME_MODELS_DIR", str(tmp_path / "models"))
+    assert SpacetimeLoRALoader.INPUT_TYPES()["required"]["lora_name"][0] == [
+        "camera.safetensors",
+        "style.safetensors",
+    ]
+    (styled,) = SpacetimeLoRALoader().load(model, "style.safetensors", 0.7)
+    (both,) = SpacetimeLoRALoader().load(styled, "camera.safetensors", 1.3)
+    expected = merged(merged(state, first, {}, 0.7), second, {}, 1.3)
+    assert (
+        relative_error(run(both, T2V), run(load_dit(write(expected, tmp_path / "m.safetensors")), T2V))
+        <= 1e-6
+    )
+    assert (
+        [strength for _, strength in both.loras] == [0.7, 1.3]
+        and model.loras == ()
+        and len(styled.loras) == 1
+    )
+
+
+def test_generate_takes_loras_from_the_command_line(tmp_path: Path, monkeypatch):
+    """Tiny World with a LoRA at strength 0 makes exactly the image it makes without; at strength 1 another."""
+    from PIL import Image
+
+    from spacetime.cli import _lora_argument, main
+    from spacetime.pipeline import load_tiny_world
+
+    assert _lora_argument("a/b.safetensors:0.5") == ("a/b.safetensors", 0.5)
+    assert _lora_argument("C:/x/b.safetensors") == ("C:/x/b.safetensors", 1.0)
+    dit = load_tiny_world()[0]
+    layer = dit.blocks[0].ffn[0]
+    generator = torch.Generator().manual_seed(0)
+    file = {"lora_unet_blocks_0_ffn_0.lora_down.weight": torch.randn(RANK, layer.in_features, generator=generator),
+            "lora_unet_blocks_0_ffn_0.lora_up.weight": torch.randn(layer.out_features, RANK, generator=generator),
+            "lora_unet_blocks_0_ffn_0.alpha": torch.tensor(float(RANK))}  # fmt: skip
+    save_file(file, str(tmp_path / "tiny.safetensors"))
+    monkeypatch.setenv("SPACETIME_OUTPUT_DIR", str(tmp_path / "out"))
+    common = ["generate", "a red circle", "--frames", "1", "--width", "64", "--height", "64", "--steps", "3",
+              "--format", "image/png-sequence"]  # fmt: skip
+    images = []
+    for extra, prefix in (([], "none"), (["--lora", f"{tmp_path / 'tiny.safetensors'}:0"], "zero"),
+                          (["--lora", str(tmp_path / "tiny.safetensors")], "one")):  # fmt: skip
+        assert main([*common, "--prefix", prefix, *extra]) == 0
+        (png,) = (tmp_path / "out").glob(f"{prefix}*/*.png")
+        images.append(torch.tensor(np.array(Image.open(png)), dtype=torch.float32))
+    assert torch.equal(images[0], images[1])
+    assert (images[0] - images[2]).abs().mean() > 1.0
+    assert main([*common, "--low-noise-lora", str(tmp_path / "tiny.safetensors")]) == 2
