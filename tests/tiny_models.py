@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from clip_reference import TINY as TINY_CLIP
@@ -31,6 +32,14 @@ I2V_FILES = {
     "wan2.2_i2v_low_noise_14B_fp16.safetensors": TINY_I2V,
     "wan2.1_flf2v_720p_14B_fp16.safetensors": TINY_FLF2V,
 }
+# The 4-step workflows: Wan 2.2 T2V A14B's experts and a LoRA for each expert of both A14B models (lightx2v's
+# Lightning, under Comfy-Org's names), tiny and random.
+T2V_EXPERT_FILES = ("wan2.2_t2v_high_noise_14B_fp16.safetensors", "wan2.2_t2v_low_noise_14B_fp16.safetensors")
+LORA_FILES = {
+    f"wan2.2_{kind}_lightx2v_4steps_lora_{version}_{noise}_noise.safetensors": config
+    for kind, version, config in (("t2v", "v1.1", TINY_T2V), ("i2v", "v1", TINY_I2V))
+    for noise in ("high", "low")
+}
 CLIP_VISION_FILE = "clip_vision_h.safetensors"
 # For core's own model loader, which builds Wan with UMT5-XXL's 4096-wide text embedding whatever the file
 # holds: an image-to-video DiT and a text encoder of that width (tiny otherwise).
@@ -40,10 +49,25 @@ WIDE_TEXT_I2V_FILE, WIDE_TEXT_ENCODER_FILE = (
 )
 
 
+def random_lora(config, seed: int, rank: int = 4) -> dict:
+    """A rank-`rank` LoRA on every block's attention and MLP projections, in the original Wan layout."""
+    generator = torch.Generator().manual_seed(seed)
+    dim, ffn = config.dim, config.ffn_dim
+    shapes = {"self_attn.q": (dim, dim), "cross_attn.o": (dim, dim), "ffn.0": (ffn, dim), "ffn.2": (dim, ffn)}
+    tensors = {}
+    for block in range(config.num_layers):
+        for layer, (out, width) in shapes.items():
+            stem = f"diffusion_model.blocks.{block}.{layer}"
+            tensors[f"{stem}.lora_down.weight"] = torch.randn(rank, width, generator=generator) / width**0.5
+            tensors[f"{stem}.lora_up.weight"] = torch.randn(out, rank, generator=generator) * 0.1
+            tensors[f"{stem}.alpha"] = torch.tensor(float(rank))
+    return tensors
+
+
 def write_tiny_models(models: Path, image_to_video: bool = False) -> dict[str, Path]:
     """models/diffusion_models, models/text_encoders and models/vae with the tiny files the text-to-video
-    workflows name; with `image_to_video`, also those of the image-to-video workflows (and models/clip_vision)
-    and core's-loader-width ones."""
+    workflows name; with `image_to_video`, also those of the image-to-video and 4-step workflows (and
+    models/clip_vision, models/loras) and core's-loader-width ones."""
     paths = {
         "dit": models / "diffusion_models" / DIT_FILE,
         "text_encoder": models / "text_encoders" / TEXT_ENCODER_FILE,
@@ -58,6 +82,11 @@ def write_tiny_models(models: Path, image_to_video: bool = False) -> dict[str, P
         return paths
     for seed, (name, config) in enumerate(I2V_FILES.items(), start=1):
         write(random_wan_state_dict(config, seed), models / "diffusion_models" / name)
+    for seed, name in enumerate(T2V_EXPERT_FILES, start=5):
+        write(random_wan_state_dict(TINY_T2V, seed), models / "diffusion_models" / name)
+    (models / "loras").mkdir(exist_ok=True)
+    for seed, (name, config) in enumerate(LORA_FILES.items()):
+        save_file(random_lora(config, seed), str(models / "loras" / name))
     write(
         random_wan_state_dict(replace(TINY_I2V, text_dim=4096)),
         models / "diffusion_models" / WIDE_TEXT_I2V_FILE,

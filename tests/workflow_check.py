@@ -16,6 +16,7 @@ MODEL_FILE_INPUTS = {
     "low_noise_model_name",
     "text_encoder_name",
     "vae_name",
+    "lora_name",
     "image_encoder_name",
 }
 

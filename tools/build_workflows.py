@@ -574,12 +574,124 @@ def loop_video_flf2v(tiny: bool) -> Workflow:
     return w  # fmt: skip
 
 
+FOUR_STEPS = {"steps": 4, "shift": 5.0, "cfg": 1.0, "negative": ""}  # Wan2.2-Lightning's own settings
+LIGHTNING_FILES = """Put these files in ComfyUI's `models` folders (Comfy-Org's *Wan_2.2_ComfyUI_Repackaged* names):
+
+| file | folder |
+|---|---|
+| {dits} | `models/diffusion_models` |
+| {loras} | `models/loras` |
+| `umt5_xxl_fp8_e4m3fn_scaled.safetensors` (or `umt5_xxl_fp16`) | `models/text_encoders` |
+| `wan_2.1_vae.safetensors` | `models/vae` |
+
+The LoRAs are lightx2v's Wan2.2-Lightning step distillation (also on Hugging Face as `lightx2v/Wan2.2-Lightning`, one
+file per expert: `high_noise_model.safetensors`, `low_noise_model.safetensors`). As their authors sample them:
+4 steps, cfg 1, Euler, shift 5 (noise levels 1, 0.9375, 0.8333, 0.625), LoRA strength 1; the first two steps on the
+high-noise expert, the last two on the low-noise one. cfg 1 runs one pass a step: the negative prompt is not read."""
+
+
+def lightning_experts(w: Workflow, kind: str, version: str, clip_vision: bool = False):
+    """Wan 2.2 A14B's two experts, each through its own Lightning LoRA Loader -> experts, text, vae, loras."""
+    dits = [f"wan2.2_{kind}_{noise}_noise_14B_fp16.safetensors" for noise in ("high", "low")]
+    loras = [
+        f"wan2.2_{kind}_lightx2v_4steps_lora_{version}_{noise}_noise.safetensors" for noise in ("high", "low")
+    ]
+    (high, low), text, vae, _ = wan_loaders(w, dits, clip_vision)
+    with_loras = tuple(
+        (w.add("SpacetimeLoRALoader", (420, 350 + 150 * i), (340, 110), [lora, 1.0], dit=expert), "dit")
+        for i, (expert, lora) in enumerate(zip((high, low), loras, strict=True))
+    )
+    return with_loras, text, vae, dits, loras
+
+
+def lightning_denoise(w: Workflow, x: int, y: int, experts, text, patches, prompt: str, conditioned=None):
+    """Text Encode (or the Image Condition's), Scheduler at 4 steps, DiT Denoiser at cfg 1 with Euler over
+    both experts (boundary 0: the model's own), Unpatchify -> the LATENT output pair."""
+    (dit, low), s = experts, FOUR_STEPS
+    positive = conditioned or w.add(
+        "SpacetimeTextEncode", (x, y), (400, 200), [prompt, ""], text_encoder=text
+    )
+    scheduler = w.add("SpacetimeScheduler", (x, y + 330), (300, 130), ["simple", s["steps"], s["shift"], 1.0])
+    sampler = w.add(
+        "SpacetimeDiTDenoiser", (x + 440, y), (320, 260), ["euler", s["cfg"], 0, "fixed", 0.0], dit=dit,
+        low_noise_dit=low, positive=(positive, "positive"), negative=(positive, "negative"), patches=patches,
+        sigmas=(scheduler, "sigmas"),
+    )  # fmt: skip
+    unpatch = w.add("SpacetimeUnpatchify", (x + 440, y + 300), (260, 30), patches=(sampler, "patches"))
+    return unpatch, "latent"
+
+
+def text_to_video_4step(tiny: bool) -> Workflow:
+    """Wan 2.2 T2V A14B in 4 steps with the Lightning LoRA on each expert."""
+    w = Workflow("text_to_video_4step")
+    experts, text, vae, dits, loras = lightning_experts(w, "t2v", "v1.1")
+    empty = w.add("SpacetimeEmptyLatentVideo", (820, 80), (320, 130), [832, 480, 81, 1], vae=vae)
+    patches = w.add("SpacetimePatchifier", (820, 250), (260, 50), dit=experts[0], latent=(empty, "LATENT"))
+    prompt = (
+        "A red fox trotting through fresh snow in a birch forest at golden hour, low camera following it, soft "
+        "backlight, breath visible in the cold air."
+    )
+    latent = lightning_denoise(w, 820, 340, experts, text, (patches, "patches"), prompt)
+    decode = w.add("SpacetimeVAEDecode", (1700, 80), (300, 100), [0, 64], vae=vae, latent=latent)
+    combine(w, 2040, "Spacetime/text_to_video_4step", images=(decode, "IMAGE"))
+    files = LIGHTNING_FILES.format(
+        dits=", ".join(f"`{d}`" for d in dits), loras=", ".join(f"`{n}`" for n in loras)
+    )
+    body = "Text to video in 4 steps, about ten times faster than 40 steps at cfg 5, with Wan 2.2 T2V A14B and its step-distillation LoRAs."
+    w.note(
+        f"## Text to video in 4 steps (Wan 2.2 A14B + Lightning)\n\n{body}\n\n{files}", (40, -480), (820, 520)
+    )
+    return w  # fmt: skip
+
+
+def image_to_video_4step(tiny: bool) -> Workflow:
+    """Wan 2.2 I2V A14B in 4 steps with the Lightning I2V LoRA on each expert."""
+    w = Workflow("image_to_video_4step")
+    experts, text, vae, dits, loras = lightning_experts(w, "i2v", "v1")
+    image = (w.add("LoadImage", (820, 80), (320, 320), ["example.png", "image"]), "IMAGE")
+    prepare = w.add(
+        "SpacetimeImageToVideo", (1180, 80), (320, 180), [832, 480, 81, "crop", "image"], vae=vae, image=image
+    )
+    prompt = "The scene comes alive: a slow push-in, leaves stir in a light breeze, soft natural light."
+    encode = w.add("SpacetimeTextEncode", (820, 440), (400, 200), [prompt, ""], text_encoder=text)
+    condition = w.add(
+        "SpacetimeImageCondition",
+        (820, 680),
+        (320, 150),
+        ["first"],
+        positive=(encode, "positive"),
+        negative=(encode, "negative"),
+        vae=vae,
+        plan=(prepare, "plan"),
+    )
+    patches = w.add("SpacetimePatchifier", (1180, 300), (260, 50), dit=experts[0], latent=(prepare, "latent"))
+    latent = lightning_denoise(
+        w, 1180, 400, experts, text, (patches, "patches"), prompt, conditioned=condition
+    )
+    finish(w, 2060, vae, latent, (prepare, "plan"), "Spacetime/image_to_video_4step")
+    files = LIGHTNING_FILES.format(
+        dits=", ".join(f"`{d}`" for d in dits), loras=", ".join(f"`{n}`" for n in loras)
+    )
+    body = (
+        "Wan 2.2's image-to-video model animates *Load Image*'s picture (`example.png` in ComfyUI's `input` folder, or "
+        "yours) in 4 steps with its step-distillation LoRAs; the experts switch at noise level 0.9."
+    )
+    w.note(
+        f"## Image to video in 4 steps (Wan 2.2 I2V A14B + Lightning)\n\n{body}\n\n{files}",
+        (40, -480),
+        (820, 520),
+    )
+    return w  # fmt: skip
+
+
 BUILDERS = [image_to_video, video_to_video, extend, connect, loop, long_video, single_image]
 WAN_ONLY = [
     image_to_video_wan22_i2v,
     connect_videos_flf2v,
     loop_video_flf2v,
-]  # image-to-video models: no Tiny World variant
+    text_to_video_4step,
+    image_to_video_4step,
+]  # image-to-video models and the step-distillation LoRAs: no Tiny World variant
 
 
 def main() -> int:
