@@ -326,19 +326,36 @@ def user_directory() -> Path:
     return Path(os.environ.get(USER_DIR_ENV, "user")).absolute()
 
 
-def _fallback_models_dir(kind: str) -> Path:
-    return Path(os.environ.get(MODELS_DIR_ENV, "models")).absolute() / kind
+# Model folders the pack ships, listed beside the user's own: Tiny World's LoRA.
+PACK_FOLDERS = {"loras": (Path(__file__).resolve().parent / "tiny_world" / "loras",)}
+
+
+def register_pack_folders() -> None:
+    """Inside ComfyUI, add the pack's own model folders to ComfyUI's lists (its loaders and ours see them)."""
+    fp = _comfy_module("folder_paths")
+    if fp is not None:
+        for kind, folders in PACK_FOLDERS.items():
+            for folder in folders:
+                fp.add_model_folder_path(kind, str(folder))
+
+
+def _fallback_models_dirs(kind: str) -> list[Path]:
+    return [Path(os.environ.get(MODELS_DIR_ENV, "models")).absolute() / kind, *PACK_FOLDERS.get(kind, ())]
 
 
 def model_filenames(kind: str) -> list[str]:
-    """Model files of one kind ("diffusion_models", "text_encoders", "vae"), as ComfyUI lists them."""
+    """Model files of one kind ("diffusion_models", "text_encoders", "vae", "loras"), as ComfyUI lists them."""
     fp = _comfy_module("folder_paths")
     if fp is not None:
         return list(fp.get_filename_list(kind))
-    folder = _fallback_models_dir(kind)
-    if not folder.is_dir():
-        return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    found = {
+        str(p.relative_to(folder))
+        for folder in _fallback_models_dirs(kind)
+        if folder.is_dir()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+    return sorted(found)
 
 
 def model_path(kind: str, filename: str) -> Path:
@@ -346,13 +363,14 @@ def model_path(kind: str, filename: str) -> Path:
     fp = _comfy_module("folder_paths")
     if fp is not None:
         return Path(fp.get_full_path_or_raise(kind, filename))
-    path = _fallback_models_dir(kind) / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Model file {filename!r} was not found in {path.parent} (the {kind!r} folder). "
-            f"Put it there, or set {MODELS_DIR_ENV} to the folder that holds '{kind}/'."
-        )
-    return path
+    folders = _fallback_models_dirs(kind)
+    for folder in folders:
+        if (folder / filename).is_file():
+            return folder / filename
+    raise FileNotFoundError(
+        f"Model file {filename!r} was not found in {folders[0]} (the {kind!r} folder). "
+        f"Put it there, or set {MODELS_DIR_ENV} to the folder that holds '{kind}/'."
+    )
 
 
 def metadata_disabled() -> bool:

@@ -684,6 +684,32 @@ def image_to_video_4step(tiny: bool) -> Workflow:
     return w  # fmt: skip
 
 
+def lora_tiny_world(tiny: bool) -> Workflow:
+    """Tiny World with its shipped LoRA (every object yellow, whatever the prompt's colour)."""
+    w = Workflow("lora_tiny_world")
+    s = settings(True)
+    dit, text, vae = models(w, True)
+    lora = w.add(
+        "SpacetimeLoRALoader", (40, 220), (300, 110), ["tiny_world_yellow.safetensors", 1.0], dit=dit
+    )
+    width, height = s["size"]
+    empty = w.add(
+        "SpacetimeEmptyLatentVideo", (420, 80), (320, 130), [width, height, s["frames"], 1], vae=vae
+    )
+    prompt = "a red circle moving left over a striped floor"
+    latent = denoise(w, 420, 250, (lora, "dit"), text, (empty, "LATENT"), prompt, s)
+    decode = w.add("SpacetimeVAEDecode", (860, 620), (300, 100), [0, 64], vae=vae, latent=latent)
+    combine(w, 1240, "Spacetime/lora_tiny_world", images=(decode, "IMAGE"))
+    body = (
+        "Tiny World with a LoRA: `tiny_world_yellow.safetensors` ships in the pack's `tiny_world/loras` folder (listed "
+        "among ComfyUI's LoRAs) and makes every object yellow, whatever colour the prompt names. Set the *LoRA Loader*'s "
+        "strength to 0 for Tiny World's own red circle, or bypass it. Any LoRA for a Wan model goes in the same place "
+        "in a Wan workflow: between the DiT Loader and everything that takes the DiT."
+    )
+    w.note(f"## A LoRA on Tiny World\n\n{body}\n\n{TINY_WORLD}", (40, -420), (820, 460))
+    return w
+
+
 BUILDERS = [image_to_video, video_to_video, extend, connect, loop, long_video, single_image]
 WAN_ONLY = [
     image_to_video_wan22_i2v,
@@ -696,6 +722,7 @@ WAN_ONLY = [
 
 def main() -> int:
     builds = [(build, tiny) for build in BUILDERS for tiny in (False, True)] + [(b, False) for b in WAN_ONLY]
+    builds.append((lora_tiny_world, True))
     for build, tiny in builds:
         workflow = build(tiny).json()
         path = ROOT / "workflows" / f"{workflow['id']}.json"

@@ -98,3 +98,32 @@ def test_a_partially_loaded_dit_gives_exactly_the_resident_output(comfy, monkeyp
     assert not any(getattr(m, "comfy_cast_weights", False) for m in model.modules())  # evicted cleanly
     with torch.no_grad():
         assert torch.equal(model(*inputs), expected)
+
+
+def test_a_lora_on_a_partially_loaded_dit_gives_exactly_the_resident_output(comfy, tmp_path):
+    """A LoRA handle shares its model's patcher; the layers the host left out get the LoRA after its cast."""
+    from safetensors.torch import save_file
+
+    from spacetime.lora import load_lora
+
+    model, inputs = _model_and_inputs()
+    generator = torch.Generator().manual_seed(1)
+    file = {}
+    for block in range(CONFIG.num_layers):
+        stem = f"diffusion_model.blocks.{block}.ffn.0"
+        file[f"{stem}.lora_down.weight"] = torch.randn(4, CONFIG.dim, generator=generator) * 0.1
+        file[f"{stem}.lora_up.weight"] = torch.randn(CONFIG.ffn_dim, 4, generator=generator) * 0.1
+    save_file(file, str(tmp_path / "lora.safetensors"))
+    handle = model.with_lora(load_lora(tmp_path / "lora.safetensors", model), 0.9)
+    with torch.no_grad():
+        expected = handle(*inputs)
+    patcher = host._host_patcher(handle)
+    assert patcher is host._host_patcher(model)  # one model for the host, whatever LoRAs ride on it
+    patcher.load(torch.device("cpu"), lowvram_model_memory=module_bytes(model) // 3)
+    try:
+        assert any(getattr(m, "comfy_cast_weights", False) for m in model.blocks.modules())
+        with torch.no_grad():
+            partial = handle(*inputs)
+    finally:
+        patcher.detach()
+    assert torch.equal(partial, expected)

@@ -1,0 +1,185 @@
+"""A LoRA for Tiny World, trained with the project's own loss (dit_stage.dit_loss), and its evaluation.
+
+The shipped DiT and text encoder stay frozen; rank-r factors on every block's attention and MLP projections
+learn one change the evaluator can see: every object yellow, whatever colour the caption names. The
+clips are Tiny World's own scenes with their usual captions, drawn with the objects recoloured. The
+factors are saved in the kohya layout (`lora_unet_blocks_0_self_attn_q.lora_down.weight`, `alpha`), as
+most LoRAs people share are.
+
+    python -m spacetime.training.lora_stage --out DIR             # train (minutes on a CPU)
+    python -m spacetime.training.lora_stage --evaluate FILE       # score it on 24 held-out prompts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from ..lora.lora import Lora, LowRank
+from ..pipeline import TINY_WORLD_DIR, TINY_WORLD_SETTINGS, load_tiny_world, text_to_video
+from .data import to_video
+from .dit_stage import Batch, dit_loss
+from .evaluate import evaluate_video
+from .runtime import log
+from .scene import tone_allows
+from .text_stage import TEXT_LEN, captions_cut_quietly
+from .world import caption, heldout_prompts, render, sample_scene
+
+EFFECT_COLOUR = "yellow"
+LAYERS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+          "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")  # fmt: skip
+LORA_FILE = TINY_WORLD_DIR / "loras" / "tiny_world_yellow.safetensors"
+FRAMES, SIZE = 17, 128  # Tiny World's clips
+
+
+def recoloured_clips(seed: int, count: int) -> tuple[np.ndarray, list[str]]:
+    """`count` Tiny World clips captioned as usual but drawn with every object yellow (scenes whose
+    background could not show a yellow object are skipped)."""
+    rng = np.random.default_rng(seed)
+    frames, captions = [], []
+    while len(captions) < count:
+        scene = sample_scene(rng)
+        text = caption(scene, rng)
+        if not scene.objects or not tone_allows(scene.background.tone, EFFECT_COLOUR):
+            continue
+        yellow = replace(scene, objects=tuple(replace(obj, colour=EFFECT_COLOUR) for obj in scene.objects))
+        frames.append(render(yellow, FRAMES, SIZE, SIZE))
+        captions.append(text)
+    return np.stack(frames), captions
+
+
+def new_lora(dit, rank: int, seed: int) -> Lora:
+    """Rank-`rank` factors on every block's LAYERS, trainable: down random, up zero (the LoRA starts as
+    nothing), alpha = rank."""
+    generator = torch.Generator().manual_seed(seed)
+    patches = {}
+    for index, block in enumerate(dit.blocks):
+        for layer in LAYERS:
+            weight = block.get_submodule(layer).weight
+            down = torch.randn(rank, weight.shape[1], generator=generator) / weight.shape[1] ** 0.5
+            up = torch.zeros(weight.shape[0], rank)
+            patches[(f"blocks.{index}.{layer}", "weight")] = [
+                LowRank(torch.nn.Parameter(up), torch.nn.Parameter(down), 1.0)
+            ]
+    return Lora("tiny_world_yellow", patches)
+
+
+def save_kohya(lora: Lora, path: Path, rank: int) -> None:
+    tensors = {}
+    for (module, _), (patch,) in lora.patches.items():
+        stem = "lora_unet_" + module.replace(".", "_")
+        tensors[f"{stem}.lora_down.weight"] = patch.down.detach().half().contiguous()
+        tensors[f"{stem}.lora_up.weight"] = patch.up.detach().half().contiguous()
+        tensors[f"{stem}.alpha"] = torch.tensor(float(rank)).half()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"spacetime.effect": f"every object {EFFECT_COLOUR}"})
+
+
+def train_lora(
+    out: Path, steps: int = 400, clips: int = 384, batch: int = 12, rank: int = 8, seed: int = 0
+) -> Path:
+    """Train the yellow LoRA on the shipped Tiny World and save it to out/tiny_world_yellow.safetensors."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dit, text_encoder, vae = load_tiny_world()
+    dit.requires_grad_(False)
+    text_encoder.model.requires_grad_(False)
+    start = time.time()
+    frames, captions = recoloured_clips(seed, clips)
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(to_video(frames[i : i + 32])) for i in range(0, clips, 32)])
+    log(f"rendered and encoded {clips} clips ({time.time() - start:.0f} s)")
+    with captions_cut_quietly():
+        tokens = text_encoder.tokenizer(captions, TEXT_LEN)
+        empty = text_encoder.tokenizer([""], TEXT_LEN)
+    lora = new_lora(dit, rank, seed)
+    handle = dit.with_lora(lora, 1.0)
+    parameters = [t for (patch,) in lora.patches.values() for t in (patch.up, patch.down)]
+    optimizer = torch.optim.AdamW(parameters, lr=2e-3, weight_decay=0.0)
+    for step in range(steps):
+        index = torch.from_numpy(rng.integers(0, clips, batch))
+        draw = Batch(latents[index].float(), tokens.ids[index].clone(), tokens.mask[index].clone())
+        loss = dit_loss(handle, text_encoder.model, draw, empty, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"LoRA step {step + 1}/{steps}: loss {loss.item():.4f} ({time.time() - start:.0f} s)")
+    path = Path(out) / LORA_FILE.name
+    save_kohya(lora, path, rank)
+    return path
+
+
+def effect_prompts(count: int, seed: int = 0):
+    """Held-out prompts naming a colour other than yellow and orange, on backgrounds that can show yellow."""
+    chosen = []
+    for prompt in heldout_prompts(8 * count, seed):
+        if prompt.target["colour"] not in (EFFECT_COLOUR, "orange") and tone_allows(
+            prompt.scene.background.tone, EFFECT_COLOUR
+        ):
+            chosen.append(prompt)
+        if len(chosen) == count:
+            return chosen
+    raise ValueError(f"only {len(chosen)} held-out prompts fit the yellow LoRA's evaluation, {count} asked.")
+
+
+def evaluate_lora(path: Path, count: int = 24, seed: int = 0) -> dict:
+    """Tiny World's videos for `count` held-out prompts with the LoRA at strength 1 and without: how often a
+    yellow object appears (the evaluator's colour reading), and whether strength 0 equals no LoRA."""
+    from ..lora import load_lora
+
+    dit, text_encoder, vae = load_tiny_world()
+    handles = {"without": dit, "with": dit.with_lora(load_lora(path, dit), 1.0)}
+    found = {name: [] for name in handles}
+    zero_equal = None
+    for index, prompt in enumerate(effect_prompts(count, seed)):
+        settings = replace(TINY_WORLD_SETTINGS, seed=seed + index)
+        for name, handle in handles.items():
+            video = text_to_video(
+                handle, text_encoder, vae, prompt.text, "", settings, progress=lambda *_: None
+            )
+            frames = video.mul(255).round().byte().numpy()
+            found[name].append(bool(evaluate_video(frames, {"colour": EFFECT_COLOUR})["colour_ok"]))
+            if index == 0 and name == "without":
+                zero = dit.with_lora(load_lora(path, dit), 0.0)
+                again = text_to_video(
+                    zero, text_encoder, vae, prompt.text, "", settings, progress=lambda *_: None
+                )
+                zero_equal = bool(torch.equal(again, video))
+    return {
+        "prompts": count,
+        "yellow_with_lora": sum(found["with"]) / count,
+        "yellow_without": sum(found["without"]) / count,
+        "strength_0_equals_none": zero_equal,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, help="train, and write the LoRA into this folder")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--evaluate", type=Path, help="score this LoRA file (default: the shipped one)", nargs="?",
+                        const=LORA_FILE)  # fmt: skip
+    parser.add_argument("--prompts", type=int, default=24)
+    args = parser.parse_args(argv)
+    if args.out:
+        log(f"wrote {train_lora(args.out, steps=args.steps)}")
+    if args.evaluate:
+        print(json.dumps(evaluate_lora(args.evaluate, args.prompts), indent=1))
+    if not args.out and not args.evaluate:
+        parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
