@@ -13,6 +13,7 @@ from .checkpoint import convert_pickle_to_safetensors
 from .pipeline import TINY_WORLD_SETTINGS, Settings
 from .samplers.schedules import SCHEDULES
 from .samplers.solvers import SOLVERS
+from .samplers.step_cache import RECOMMENDED_THRESHOLD
 from .streaming import DoesNotFit
 from .text_encoders import WAN_NEGATIVE_PROMPT
 from .video import FORMATS, Encoding, Provenance, combine_video
@@ -211,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
         generate.add_argument(
             f"--{name.replace('_', '-')}", type=kind, help=f"{text}; {defaults}".lstrip("; ")
         )
+    generate.add_argument(
+        "--cache",
+        type=float,
+        nargs="?",
+        const=RECOMMENDED_THRESHOLD,
+        metavar="THRESHOLD",
+        help=f"step caching: skip DiT calls while the output changes by less than THRESHOLD (alone: "
+        f"{RECOMMENDED_THRESHOLD}); faster, slightly less faithful; default off",
+    )
     generate.add_argument("--solver", choices=list(SOLVERS), help=f"default {wan.solver}")
     generate.add_argument("--schedule", choices=list(SCHEDULES), help=f"default {wan.schedule}")
     generate.add_argument("--device", help="where the VAE decodes (default: the GPU when there is one)")

@@ -49,6 +49,7 @@ class Settings:
     window: int = 81  # longer videos are made in windows of this many frames (the length trained at)
     window_overlap: int = 16  # frames each window continues from
     correction: float = 1.0  # colour-drift correction between windows
+    cache: float = 0.0  # step caching's threshold (samplers/step_cache.py); 0: off
 
 
 TINY_WORLD_SETTINGS = replace(
@@ -109,7 +110,7 @@ def settings_sampling(settings: Settings, sigmas: torch.Tensor | None = None) ->
     """The settings' schedule (or `sigmas`), solver and seed."""
     if sigmas is None:
         sigmas = schedule_by_name(settings.schedule)(settings.steps, shift=settings.shift)
-    return Sampling(sigmas, settings.solver, settings.seed)
+    return Sampling(sigmas, settings.solver, settings.seed, settings.cache)
 
 
 def sample_latent(

@@ -147,6 +147,19 @@ class SpacetimeDiTDenoiser:
                         "tooltip": "The noise level below which the low-noise expert takes over; 0: the model's own (Wan 2.2 A14B: 0.875 for text to video, 0.9 for image to video). Change it only to move the switch. Unused without a low-noise DiT.",
                     },
                 ),
+                "cache": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Step caching: skip DiT calls while the model's output is estimated to change by "
+                        "less than this (relative) since its last call, reusing that call's change instead. 0: off "
+                        "(every step computed). 0.1 is a good start: fewer DiT calls for a small loss of detail; "
+                        "higher is faster and less faithful. The first two calls and the last step are always computed.",
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -163,6 +176,7 @@ class SpacetimeDiTDenoiser:
         seed,
         low_noise_dit=None,
         boundary=0.0,
+        cache=0.0,
         unique_id=None,
     ):
         guider = Guider.from_conditioning(
@@ -174,6 +188,6 @@ class SpacetimeDiTDenoiser:
             low_noise_dit=low_noise_dit,
             boundary=boundary or None,
         )
-        sampling = Sampling(sigmas, solver, seed)
+        sampling = Sampling(sigmas, solver, seed, cache)
         tick = host.progress_ticker(sampling.steps, "Denoising", node_id=unique_id)
         return (denoise(guider, patches, sampling, tick),)

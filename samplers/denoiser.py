@@ -26,6 +26,7 @@ from ..streaming import DoesNotFit
 from .guidance import Guider
 from .noise import initial_noise, noise_scaling
 from .solvers import SOLVERS
+from .step_cache import StepCache
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,13 @@ class Sampling:
     sigmas: torch.Tensor
     solver: str = "unipc"
     seed: int = 0
+    cache: float = 0.0  # step caching's threshold (step_cache.py); 0: every DiT call made
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
             raise ValueError(f"solver {self.solver!r}: expected one of {sorted(SOLVERS)}.")
+        if not (isinstance(self.cache, int | float) and self.cache >= 0):
+            raise ValueError(f"cache={self.cache!r}: expected 0 (off) or a threshold above 0, e.g. 0.1.")
         object.__setattr__(self, "sigmas", check_sigmas(self.sigmas))
 
     @property
@@ -59,7 +63,7 @@ class Sampling:
         return len(self.sigmas) - 1
 
     def reseeded(self, seed: int) -> Sampling:
-        return Sampling(self.sigmas, self.solver, seed)
+        return Sampling(self.sigmas, self.solver, seed, self.cache)
 
 
 @contextlib.contextmanager
@@ -102,9 +106,17 @@ def denoise(
             step_callback()
 
     for model, segment in guider.experts(sampling.sigmas):
+        cache = StepCache(sampling.cache, last_sigma=float(sampling.sigmas[-2])) if sampling.cache else None
         with _placed(guider, model, patches) as (device, batched):
-            x0_prediction = guider.denoiser(model, patches, noise, device, batched)
+            x0_prediction = guider.denoiser(model, patches, noise, device, batched, cache)
             x = SOLVERS[sampling.solver](x0_prediction, x.to(device), segment.to(device), callback=tick)
+        if cache is not None:
+            log.info(
+                "%s: %d DiT calls, %d reused by the step cache.",
+                model.config.name,
+                cache.calls,
+                cache.skipped,
+            )
     pinned = guider.pins(patches)
     if pinned is not None:
         x = torch.where(pinned.to(x.device), patches.known.float().to(x.device), x)

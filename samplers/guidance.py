@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..dit import SpacetimePatches, WanDiT
 from .image_condition import ImageCondition
 from .solvers import denoiser_from_velocity
+from .step_cache import StepCache
 
 ConditionedVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -188,13 +189,20 @@ class Guider:
         return patches.pinned.unsqueeze(-1)
 
     def denoiser(
-        self, model: WanDiT, patches: SpacetimePatches, noise: torch.Tensor, device, batched: bool = True
+        self,
+        model: WanDiT,
+        patches: SpacetimePatches,
+        noise: torch.Tensor,
+        device,
+        batched: bool = True,
+        cache: StepCache | None = None,
     ) -> Denoiser:
         """The guided denoiser (tokens B×L×P, sigma) -> x0 of `model` on `device`, holding the pinned tokens
         to their known values: before each call they are reset, noised to sigma with the run's own `noise`
         or, for models trained that way (config.clean_pins), left clean at timestep 0. An image-to-video
         model gets its image condition beside the tokens instead. `batched`: guidance's two passes as one
-        forward (else one after the other, for half the activation memory)."""
+        forward (else one after the other, for half the activation memory). `cache`: step caching of the
+        guided velocity (both passes reused together)."""
         forward = self._conditioned(model, patches, device)
         guided = classifier_free_guidance(
             forward,
@@ -213,7 +221,7 @@ class Guider:
                 timestep = torch.where(pinned[..., 0], 0.0, timestep[:, None])
             return guided(x, timestep).float()
 
-        x0_of = denoiser_from_velocity(velocity)
+        x0_of = denoiser_from_velocity(velocity if cache is None else cache.wrap(velocity))
         if pinned is None:
             return x0_of
         known, noise = patches.known.float().to(device), noise.to(device)

@@ -129,7 +129,7 @@ def denoise(w: Workflow, x: int, y: int, dit, text, latent, prompt: str, s: dict
         )
         sigmas = (scheduler, "sigmas")
     sampler = w.add(
-        "SpacetimeDiTDenoiser", (x + 440, y), (320, 260), ["unipc", s["cfg"], seed, "fixed", 0.875], dit=dit,
+        "SpacetimeDiTDenoiser", (x + 440, y), (320, 260), ["unipc", s["cfg"], seed, "fixed", 0.875, 0.0], dit=dit,
         positive=(encode, "positive"), negative=(encode, "negative"), patches=(patches, "patches"), sigmas=sigmas,
     )  # fmt: skip
     unpatch = w.add("SpacetimeUnpatchify", (x + 440, y + 300), (260, 30), patches=(sampler, "patches"))
@@ -386,7 +386,7 @@ def long_video(tiny: bool) -> Workflow:
     window, overlap = (17, 8) if tiny else (81, 16)
     sampler = w.add(
         "SpacetimeLongVideo", (860, 80), (340, 420),
-        [width, height, 961, window, overlap, 1.0, "unipc", s["cfg"], 0, "fixed", 0.875], dit=dit, vae=vae,
+        [width, height, 961, window, overlap, 1.0, "unipc", s["cfg"], 0, "fixed", 0.875, 0.0], dit=dit, vae=vae,
         positive=(encode, "positive"), negative=(encode, "negative"), sigmas=(scheduler, "sigmas"),
     )  # fmt: skip
     combine(w, 1240, "Spacetime/long_video", latent=(sampler, "latent"), vae=vae)
@@ -461,7 +461,7 @@ def conditioned_denoise(
         "SpacetimeDiTDenoiser",
         (x + 440, y),
         (320, 260),
-        ["unipc", s["cfg"], 0, "fixed", 0.0],
+        ["unipc", s["cfg"], 0, "fixed", 0.0, 0.0],
         dit=dit,
         positive=(condition, "positive"),
         negative=(condition, "negative"),
@@ -613,7 +613,7 @@ def lightning_denoise(w: Workflow, x: int, y: int, experts, text, patches, promp
     )
     scheduler = w.add("SpacetimeScheduler", (x, y + 330), (300, 130), ["simple", s["steps"], s["shift"], 1.0])
     sampler = w.add(
-        "SpacetimeDiTDenoiser", (x + 440, y), (320, 260), ["euler", s["cfg"], 0, "fixed", 0.0], dit=dit,
+        "SpacetimeDiTDenoiser", (x + 440, y), (320, 260), ["euler", s["cfg"], 0, "fixed", 0.0, 0.0], dit=dit,
         low_noise_dit=low, positive=(positive, "positive"), negative=(positive, "negative"), patches=patches,
         sigmas=(scheduler, "sigmas"),
     )  # fmt: skip
