@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from ..lora.lora import Lora, LowRank
 from ..pipeline import TINY_WORLD_DIR, TINY_WORLD_SETTINGS, load_tiny_world, text_to_video
-from .data import to_video
+from .data import latent_mask, scene_mask, to_video
 from .dit_stage import Batch, dit_loss
 from .evaluate import evaluate_video
 from .runtime import log
@@ -36,15 +36,19 @@ from .world import caption, heldout_prompts, render, sample_scene
 EFFECT_COLOUR = "yellow"
 LAYERS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
           "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")  # fmt: skip
+TOP_LAYERS = ("text_embedding.0", "text_embedding.2")  # where the caption's colour word enters
+OBJECT_WEIGHT = (
+    4.0  # the loss on latent cells an object covers, against 1 elsewhere: the change is the objects
+)
 LORA_FILE = TINY_WORLD_DIR / "loras" / "tiny_world_yellow.safetensors"
 FRAMES, SIZE = 17, 128  # Tiny World's clips
 
 
-def recoloured_clips(seed: int, count: int) -> tuple[np.ndarray, list[str]]:
+def recoloured_clips(seed: int, count: int) -> tuple[np.ndarray, list[str], np.ndarray]:
     """`count` Tiny World clips captioned as usual but drawn with every object yellow (scenes whose
-    background could not show a yellow object are skipped)."""
+    background could not show a yellow object are skipped), and the pixels their objects cover."""
     rng = np.random.default_rng(seed)
-    frames, captions = [], []
+    frames, captions, masks = [], [], []
     while len(captions) < count:
         scene = sample_scene(rng)
         text = caption(scene, rng)
@@ -53,22 +57,24 @@ def recoloured_clips(seed: int, count: int) -> tuple[np.ndarray, list[str]]:
         yellow = replace(scene, objects=tuple(replace(obj, colour=EFFECT_COLOUR) for obj in scene.objects))
         frames.append(render(yellow, FRAMES, SIZE, SIZE))
         captions.append(text)
-    return np.stack(frames), captions
+        masks.append(scene_mask(yellow, FRAMES, SIZE))
+    return np.stack(frames), captions, np.stack(masks)
 
 
 def new_lora(dit, rank: int, seed: int) -> Lora:
     """Rank-`rank` factors on every block's LAYERS, trainable: down random, up zero (the LoRA starts as
     nothing), alpha = rank."""
     generator = torch.Generator().manual_seed(seed)
+    names = [
+        *TOP_LAYERS,
+        *(f"blocks.{index}.{layer}" for index in range(len(dit.blocks)) for layer in LAYERS),
+    ]
     patches = {}
-    for index, block in enumerate(dit.blocks):
-        for layer in LAYERS:
-            weight = block.get_submodule(layer).weight
-            down = torch.randn(rank, weight.shape[1], generator=generator) / weight.shape[1] ** 0.5
-            up = torch.zeros(weight.shape[0], rank)
-            patches[(f"blocks.{index}.{layer}", "weight")] = [
-                LowRank(torch.nn.Parameter(up), torch.nn.Parameter(down), 1.0)
-            ]
+    for name in names:
+        weight = dit.get_submodule(name).weight
+        down = torch.randn(rank, weight.shape[1], generator=generator) / weight.shape[1] ** 0.5
+        up = torch.zeros(weight.shape[0], rank)
+        patches[(name, "weight")] = [LowRank(torch.nn.Parameter(up), torch.nn.Parameter(down), 1.0)]
     return Lora("tiny_world_yellow", patches)
 
 
@@ -84,7 +90,7 @@ def save_kohya(lora: Lora, path: Path, rank: int) -> None:
 
 
 def train_lora(
-    out: Path, steps: int = 400, clips: int = 384, batch: int = 12, rank: int = 8, seed: int = 0
+    out: Path, steps: int = 1200, clips: int = 384, batch: int = 12, rank: int = 8, seed: int = 0
 ) -> Path:
     """Train the yellow LoRA on the shipped Tiny World and save it to out/tiny_world_yellow.safetensors."""
     torch.manual_seed(seed)
@@ -93,7 +99,8 @@ def train_lora(
     dit.requires_grad_(False)
     text_encoder.model.requires_grad_(False)
     start = time.time()
-    frames, captions = recoloured_clips(seed, clips)
+    frames, captions, masks = recoloured_clips(seed, clips)
+    objects = latent_mask(masks)
     with torch.no_grad():
         latents = torch.cat([vae.encode(to_video(frames[i : i + 32])) for i in range(0, clips, 32)])
     log(f"rendered and encoded {clips} clips ({time.time() - start:.0f} s)")
@@ -103,11 +110,13 @@ def train_lora(
     lora = new_lora(dit, rank, seed)
     handle = dit.with_lora(lora, 1.0)
     parameters = [t for (patch,) in lora.patches.values() for t in (patch.up, patch.down)]
-    optimizer = torch.optim.AdamW(parameters, lr=2e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(parameters, lr=3e-3, weight_decay=0.0)
     for step in range(steps):
         index = torch.from_numpy(rng.integers(0, clips, batch))
-        draw = Batch(latents[index].float(), tokens.ids[index].clone(), tokens.mask[index].clone())
-        loss = dit_loss(handle, text_encoder.model, draw, empty, rng)
+        draw = Batch(
+            latents[index].float(), tokens.ids[index].clone(), tokens.mask[index].clone(), objects[index]
+        )
+        loss = dit_loss(handle, text_encoder.model, draw, empty, rng, object_weight=OBJECT_WEIGHT)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, help="train, and write the LoRA into this folder")
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--evaluate", type=Path, help="score this LoRA file (default: the shipped one)", nargs="?",
                         const=LORA_FILE)  # fmt: skip
     parser.add_argument("--prompts", type=int, default=24)
