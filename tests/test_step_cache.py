@@ -99,3 +99,8 @@ def test_the_cache_reuses_the_last_transformation():
     velocity(torch.ones(3), torch.tensor(0.8))  # v - x = 2 now
     assert torch.equal(velocity(torch.full((3,), 1.5), torch.tensor(0.7)), torch.full((3,), 3.5))
     assert (cache.calls, cache.skipped) == (2, 1)
+
+
+def test_long_videos_windows_keep_the_cache_setting():
+    """Long Video reseeds its Sampling per window; each window's denoise makes its own caches."""
+    assert Sampling(SIGMAS, "euler", 3, cache=0.2).reseeded(7).cache == 0.2

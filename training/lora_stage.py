@@ -1,7 +1,7 @@
 """A LoRA for Tiny World, trained with the project's own loss (dit_stage.dit_loss), and its evaluation.
 
-The shipped DiT and text encoder stay frozen; rank-r factors on every block's attention and MLP projections
-learn one change the evaluator can see: every object yellow, whatever colour the caption names. The
+The shipped DiT and text encoder stay frozen; rank-r factors on the text embedding and every block's
+attention and MLP projections learn one change the evaluator can see: every object yellow, whatever colour the caption names. The
 clips are Tiny World's own scenes with their usual captions, drawn with the objects recoloured. The
 factors are saved in the kohya layout (`lora_unet_blocks_0_self_attn_q.lora_down.weight`, `alpha`), as
 most LoRAs people share are.
