@@ -291,7 +291,7 @@ class SpacetimeLongVideo:
                 "boundary": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": "The noise level below which the low-noise expert takes over; 0: the model's own (Wan 2.2 A14B: 0.875 for text to video, 0.9 for image to video). Change it only to move the switch. Unused without a low-noise DiT."}),
                 "image": ("IMAGE", {"tooltip": "Optional: the video's first frame (cropped to width x height), which the first window continues. Image-to-video models (Wan 2.2 I2V A14B, Wan 2.1 I2V) need it."}),
                 "image_encoder": (IMAGE_ENCODER, {"tooltip": "Wan 2.1 I2V: the CLIP vision encoder (clip_vision_h), for each window's first frame. Other models need none."}),
-                "cache": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Step caching, as in the DiT Denoiser: skip DiT calls while the output changes by less than this; 0: off, 0.1 a good start. Each window starts its own cache."}),
+                "cache": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Step caching, as in the DiT Denoiser: skip DiT calls while the output changes by less than this; 0: off, 0.3 a good start. Each window starts its own cache."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip

@@ -156,7 +156,7 @@ class SpacetimeDiTDenoiser:
                         "step": 0.01,
                         "tooltip": "Step caching: skip DiT calls while the model's output is estimated to change by "
                         "less than this (relative) since its last call, reusing that call's change instead. 0: off "
-                        "(every step computed). 0.1 is a good start: fewer DiT calls for a small loss of detail; "
+                        "(every step computed). 0.3 is a good start: fewer DiT calls for a small loss of detail; "
                         "higher is faster and less faithful. The first two calls and the last step are always computed.",
                     },
                 ),

@@ -55,7 +55,7 @@ class Sampling:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver {self.solver!r}: expected one of {sorted(SOLVERS)}.")
         if not (isinstance(self.cache, int | float) and self.cache >= 0):
-            raise ValueError(f"cache={self.cache!r}: expected 0 (off) or a threshold above 0, e.g. 0.1.")
+            raise ValueError(f"cache={self.cache!r}: expected 0 (off) or a threshold above 0, e.g. 0.3.")
         object.__setattr__(self, "sigmas", check_sigmas(self.sigmas))
 
     @property
