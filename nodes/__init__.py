@@ -1,5 +1,6 @@
 """Node classes: each declares its inputs and calls one library function."""
 
+from .. import host
 from .conditioning import SpacetimeImageCondition
 from .dit import SpacetimeDiTLoader, SpacetimePatchifier, SpacetimeUnpatchify
 from .editing import (
@@ -20,6 +21,8 @@ from .text import SpacetimeTextEncode, SpacetimeTextEncoderLoader
 from .tiny_world import SpacetimeTinyWorldLoader
 from .vae import SpacetimeEmptyLatentVideo, SpacetimeVAEDecode, SpacetimeVAEEncode, SpacetimeVAELoader
 from .video_combine import SpacetimeVideoCombine
+
+host.register_pack_folders()  # Tiny World's LoRA among ComfyUI's loras
 
 NODE_CLASS_MAPPINGS = {
     "SpacetimeTinyWorldLoader": SpacetimeTinyWorldLoader,

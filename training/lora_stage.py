@@ -6,14 +6,13 @@ clips are Tiny World's own scenes with their usual captions, drawn with the obje
 factors are saved in the kohya layout (`lora_unet_blocks_0_self_attn_q.lora_down.weight`, `alpha`), as
 most LoRAs people share are.
 
-    python -m spacetime.training.lora_stage --out DIR             # train (minutes on a CPU)
-    python -m spacetime.training.lora_stage --evaluate FILE       # score it on 24 held-out prompts
+    python -m spacetime.training.lora_stage --out DIR    # train (20 minutes on a 2-core CPU)
+    python benchmarks/tiny_world_lora.py [FILE]          # score it on 24 held-out prompts
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -24,14 +23,13 @@ import torch
 from safetensors.torch import save_file
 
 from ..lora.lora import Lora, LowRank
-from ..pipeline import TINY_WORLD_DIR, TINY_WORLD_SETTINGS, load_tiny_world, text_to_video
+from ..pipeline import TINY_WORLD_DIR, load_tiny_world
 from .data import latent_mask, scene_mask, to_video
 from .dit_stage import Batch, dit_loss
-from .evaluate import evaluate_video
 from .runtime import log
 from .scene import tone_allows
 from .text_stage import TEXT_LEN, captions_cut_quietly
-from .world import caption, heldout_prompts, render, sample_scene
+from .world import caption, render, sample_scene
 
 EFFECT_COLOUR = "yellow"
 LAYERS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
@@ -127,66 +125,14 @@ def train_lora(
     return path
 
 
-def effect_prompts(count: int, seed: int = 0):
-    """Held-out prompts naming a colour other than yellow and orange, on backgrounds that can show yellow."""
-    chosen = []
-    for prompt in heldout_prompts(8 * count, seed):
-        if prompt.target["colour"] not in (EFFECT_COLOUR, "orange") and tone_allows(
-            prompt.scene.background.tone, EFFECT_COLOUR
-        ):
-            chosen.append(prompt)
-        if len(chosen) == count:
-            return chosen
-    raise ValueError(f"only {len(chosen)} held-out prompts fit the yellow LoRA's evaluation, {count} asked.")
-
-
-def evaluate_lora(path: Path, count: int = 24, seed: int = 0) -> dict:
-    """Tiny World's videos for `count` held-out prompts with the LoRA at strength 1 and without: how often a
-    yellow object appears (the evaluator's colour reading), and whether strength 0 equals no LoRA."""
-    from ..lora import load_lora
-
-    dit, text_encoder, vae = load_tiny_world()
-    handles = {"without": dit, "with": dit.with_lora(load_lora(path, dit), 1.0)}
-    found = {name: [] for name in handles}
-    zero_equal = None
-    for index, prompt in enumerate(effect_prompts(count, seed)):
-        settings = replace(TINY_WORLD_SETTINGS, seed=seed + index)
-        for name, handle in handles.items():
-            video = text_to_video(
-                handle, text_encoder, vae, prompt.text, "", settings, progress=lambda *_: None
-            )
-            frames = video.mul(255).round().byte().numpy()
-            found[name].append(bool(evaluate_video(frames, {"colour": EFFECT_COLOUR})["colour_ok"]))
-            if index == 0 and name == "without":
-                zero = dit.with_lora(load_lora(path, dit), 0.0)
-                again = text_to_video(
-                    zero, text_encoder, vae, prompt.text, "", settings, progress=lambda *_: None
-                )
-                zero_equal = bool(torch.equal(again, video))
-    return {
-        "prompts": count,
-        "yellow_with_lora": sum(found["with"]) / count,
-        "yellow_without": sum(found["without"]) / count,
-        "strength_0_equals_none": zero_equal,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, help="train, and write the LoRA into this folder")
+    parser.add_argument("--out", type=Path, required=True, help="the folder to write the LoRA into")
     parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--evaluate", type=Path, help="score this LoRA file (default: the shipped one)", nargs="?",
-                        const=LORA_FILE)  # fmt: skip
-    parser.add_argument("--prompts", type=int, default=24)
     args = parser.parse_args(argv)
-    if args.out:
-        log(f"wrote {train_lora(args.out, steps=args.steps)}")
-    if args.evaluate:
-        print(json.dumps(evaluate_lora(args.evaluate, args.prompts), indent=1))
-    if not args.out and not args.evaluate:
-        parser.print_help()
+    log(f"wrote {train_lora(args.out, steps=args.steps)}")
     return 0
 
 
