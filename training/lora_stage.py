@@ -1,4 +1,4 @@
-"""A LoRA for Tiny World, trained with the project's own loss (dit_stage.dit_loss), and its evaluation.
+"""A LoRA for Tiny World, trained with the project's own loss (dit_stage.dit_loss).
 
 The shipped DiT and text encoder stay frozen; rank-r factors on the text embedding and every block's
 attention and MLP projections learn one change the evaluator can see: every object yellow, whatever colour the caption names. The
