@@ -48,9 +48,13 @@ def cast_weight(module: nn.Module, like: torch.Tensor, dtype: torch.dtype | None
     """The module's weight on `like`'s device in `dtype` (default: `like`'s), times its per-layer
     scale when it has one (scaled fp8). Weights left in CPU memory by partial loading or streaming
     come to the input's device here, on each use."""
-    weight = cast_to(module.weight, like, dtype)
+    return _scaled(module, cast_to(module.weight, like, dtype))
+
+
+def _scaled(module: nn.Module, weight: torch.Tensor | None) -> torch.Tensor | None:
+    """A weight as fetched, times the module's per-layer scale when it has one (scaled fp8)."""
     scale = getattr(module, "scale_weight", None)
-    return weight if scale is None else weight * cast_to(scale, weight)
+    return weight if scale is None or weight is None else weight * cast_to(scale, weight)
 
 
 def cast_bias(module: nn.Module, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
@@ -99,9 +103,7 @@ def layer_weights(
     layer's weights."""
     if module.comfy_cast_weights or module.weight_function or module.bias_function:
         with host.cast_layer(module, like, dtype) as (weight, bias):
-            scale = getattr(module, "scale_weight", None)
-            weight = weight if scale is None or weight is None else weight * cast_to(scale, weight)
-            yield patched(module, "weight", weight), patched(module, "bias", bias)
+            yield patched(module, "weight", _scaled(module, weight)), patched(module, "bias", bias)
         return
     weight = None if module.weight is None else cast_weight(module, like, dtype)
     yield patched(module, "weight", weight), patched(module, "bias", cast_bias(module, like, dtype))

@@ -19,15 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .host import model_bytes
+
 GB = 1e9
 
 
-def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def module_bytes(module: nn.Module) -> int:
-    return tensor_bytes(itertools.chain(module.parameters(), module.buffers()))
+module_bytes = model_bytes  # the host's count: parameters and buffers
 
 
 def repeated_blocks(model: nn.Module) -> nn.ModuleList | None:

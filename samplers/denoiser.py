@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -63,7 +63,7 @@ class Sampling:
         return len(self.sigmas) - 1
 
     def reseeded(self, seed: int) -> Sampling:
-        return Sampling(self.sigmas, self.solver, seed, self.cache)
+        return replace(self, seed=seed)
 
 
 @contextlib.contextmanager
