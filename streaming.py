@@ -44,7 +44,6 @@ class Placement:
     rest_bytes: int  # weights outside the blocks, always placed
     block_bytes: list[int]
     resident: int  # blocks 0..resident-1 stay on the device
-    budget: int
 
     @property
     def streamed(self) -> int:
@@ -78,7 +77,7 @@ def plan_placement(model: nn.Module, budget: int) -> Placement:
             <= budget
         ):
             resident += 1
-    placement = Placement(rest, sizes, resident, budget)
+    placement = Placement(rest, sizes, resident)
     if placement.device_bytes > budget:
         raise DoesNotFit(
             f"{type(model).__name__} needs at least {placement.device_bytes / GB:.2f} GB on the device even "
@@ -100,14 +99,14 @@ class _Block:
     copies: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _tensors(module: nn.Module) -> Iterator[tuple[str, nn.Module, str, torch.Tensor]]:
-    """(full name, owning module, attribute, tensor) for every parameter and buffer of `module`."""
+def _tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(full name, tensor) for every parameter and buffer of `module`."""
     for owner_name, owner in module.named_modules():
         for attribute, tensor in itertools.chain(
             owner.named_parameters(recurse=False), owner.named_buffers(recurse=False)
         ):
             if tensor is not None:
-                yield f"{owner_name}.{attribute}", owner, attribute, tensor
+                yield f"{owner_name}.{attribute}", tensor
 
 
 class BlockStreaming:
@@ -129,7 +128,7 @@ class BlockStreaming:
         blocks = repeated_blocks(self.model)
         for index in range(self.placement.resident, len(blocks)):
             block = blocks[index]
-            stored = {name: t.data for name, _, _, t in _tensors(block)}
+            stored = {name: t.data for name, t in _tensors(block)}
             if self._streams:  # pinned memory copies to the GPU asynchronously
                 stored = {name: t.pin_memory() for name, t in stored.items()}
             slot = len(self._blocks)
@@ -139,8 +138,8 @@ class BlockStreaming:
                 block.register_forward_pre_hook(lambda _m, _a, i=slot: self._before(i)),
                 block.register_forward_hook(lambda _m, _a, _o, i=slot: self._after(i)),
             ]
-        streamed = {id(t) for b in self._blocks for _, _, _, t in _tensors(b.module)}
-        self._homes = [(t, t.data) for _, _, _, t in _tensors(self.model) if id(t) not in streamed]
+        streamed = {id(t) for b in self._blocks for _, t in _tensors(b.module)}
+        self._homes = [(t, t.data) for _, t in _tensors(self.model) if id(t) not in streamed]
         for tensor, data in self._homes:
             tensor.data = data.to(self.device)
         self._add(self.placement.rest_bytes + sum(self.placement.block_bytes[: self.placement.resident]))
@@ -197,7 +196,7 @@ class BlockStreaming:
     @staticmethod
     def _show(block: _Block, data: dict[str, torch.Tensor]) -> None:
         """Point the block's parameters and buffers at `data` (its CPU copies or its device copies)."""
-        for name, _owner, _attribute, tensor in _tensors(block.module):
+        for name, tensor in _tensors(block.module):
             tensor.data = data[name]
 
     def _after(self, index: int) -> None:

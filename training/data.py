@@ -46,9 +46,10 @@ def object_masks(seed: int, count: int, frames: int = FRAMES, size: int = SIZE) 
     return np.stack([scene_mask(scene, frames, size) for scene, _ in draw_scenes(seed, count)])
 
 
-def scene_mask(scene: Scene, frames: int, size: int) -> np.ndarray:
-    """T×H×W bool: the pixels the scene's objects change (drawn once with and once without them)."""
-    drawn = render(scene, frames, size, size).astype(np.int16)
+def scene_mask(scene: Scene, frames: int, size: int, drawn: np.ndarray | None = None) -> np.ndarray:
+    """T×H×W bool: the pixels the scene's objects change (drawn once with and once without them; `drawn`:
+    the scene's frames when they are already rendered)."""
+    drawn = (render(scene, frames, size, size) if drawn is None else drawn).astype(np.int16)
     empty = render(replace(scene, objects=()), frames, size, size)
     return np.abs(drawn - empty).max(axis=-1) > OBJECT_PIXEL_CHANGE
 

@@ -56,7 +56,7 @@ def recoloured_clips(seed: int, count: int) -> tuple[np.ndarray, list[str], np.n
         yellow = replace(scene, objects=tuple(replace(obj, colour=EFFECT_COLOUR) for obj in scene.objects))
         frames.append(render(yellow, FRAMES, SIZE, SIZE))
         captions.append(text)
-        masks.append(scene_mask(yellow, FRAMES, SIZE))
+        masks.append(scene_mask(yellow, FRAMES, SIZE, frames[-1]))
     return np.stack(frames), captions, np.stack(masks)
 
 
