@@ -96,7 +96,7 @@ def load_lora(path: str | Path, model: nn.Module) -> Lora:
     patches = {}
     for target, group in factors.items():
         module_name, parameter = target
-        value = _parameter(model, module_name, parameter)
+        value = getattr(model.get_submodule(module_name), parameter)
         patches[target] = _patches(name, target, group, tensors, value)
     if ignored:
         log.warning(
@@ -149,10 +149,6 @@ def _target(name: str, kind: str, modules: dict[str, nn.Module]) -> tuple[str, s
     ):
         return module_name, parameter
     return None
-
-
-def _parameter(model: nn.Module, module_name: str, parameter: str) -> torch.Tensor:
-    return getattr(model.get_submodule(module_name), parameter)
 
 
 def _patches(name, target, group, tensors, value) -> list[LowRank | Difference]:
@@ -208,14 +204,13 @@ def active(model: nn.Module, loras: tuple[tuple[Lora, float], ...]) -> Iterator[
     if not loras:
         yield
         return
-    modules = dict(model.named_modules())
     touched = []
     try:
         for lora, strength in loras:
             if strength == 0:
                 continue
             for (module_name, parameter), patches in lora.patches.items():
-                module = modules[module_name]
+                module = model.get_submodule(module_name)
                 table = module.__dict__.setdefault(PATCHES, {})
                 table.setdefault(parameter, []).extend(Scaled(patch, strength) for patch in patches)
                 touched.append(module)
