@@ -10,6 +10,8 @@ from pathlib import Path
 
 from . import host
 from .checkpoint import convert_pickle_to_safetensors
+from .dit.attention import BACKENDS
+from .ops import COMPUTE_DTYPES, default_compute_dtype
 from .pipeline import TINY_WORLD_SETTINGS, Settings
 from .samplers.schedules import SCHEDULES
 from .samplers.solvers import SOLVERS
@@ -18,6 +20,9 @@ from .streaming import DoesNotFit
 from .text_encoders import WAN_NEGATIVE_PROMPT
 from .video import FORMATS, Encoding, Provenance, combine_video
 from .video.patterns import moving_pattern
+
+# Tiny World from the command line: its settings with step caching on (benchmarks/tiny_world_speed.py).
+TINY_WORLD_COMMAND = replace(TINY_WORLD_SETTINGS, cache=RECOMMENDED_THRESHOLD)
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
@@ -52,7 +57,6 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from .dit import load_dit
-    from .ops import default_compute_dtype
     from .pipeline import load_tiny_world, long_video, text_to_video
     from .text_encoders import load_text_encoder
     from .vae import load_vae
@@ -61,15 +65,16 @@ def _generate(args: argparse.Namespace) -> int:
     given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
     device = torch.device(args.device) if args.device else None
     if not given:  # Tiny World, shipped with the pack
-        dit, text_encoder, vae = load_tiny_world(vae_device=device)
-        preset, negative = TINY_WORLD_SETTINGS, ""
+        dit, text_encoder, vae = load_tiny_world(vae_device=device, dtype=COMPUTE_DTYPES[args.dtype])
+        preset, negative = TINY_WORLD_COMMAND, ""
     elif len(given) < 3:
         missing = ", ".join(
             "--" + n.replace("_", "-") for n in ("dit", "text_encoder", "vae") if n not in given
         )
         raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
     else:
-        compute = default_compute_dtype(host.compute_device())  # weights wait in CPU memory, work on the GPU
+        # weights wait in CPU memory, work on the GPU
+        compute = COMPUTE_DTYPES[args.dtype] or default_compute_dtype(host.compute_device())
         dit = load_dit(args.dit, compute_dtype=compute, device=host.offload_device())
         text_encoder = load_text_encoder(
             args.text_encoder, compute_dtype=compute, device=host.offload_device()
@@ -84,6 +89,11 @@ def _generate(args: argparse.Namespace) -> int:
     )
     if args.low_noise_lora and low_noise is None:
         raise ValueError("--low-noise-lora is for Wan 2.2 A14B's low-noise expert: give --low-noise-dit too.")
+    for model in (dit, low_noise):
+        if model is not None:
+            model.attention = args.attention
+            if args.compile:
+                model.compile_blocks()
     dit = _with_loras(dit, args.lora)
     low_noise = _with_loras(low_noise, args.low_noise_lora) if low_noise is not None else None
     chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
@@ -198,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--text-encoder", help="the UMT5 text encoder (.safetensors), e.g. umt5_xxl_fp16")
     generate.add_argument("--vae", help="the VAE (.safetensors), e.g. wan_2.1_vae.safetensors")
-    wan, tiny = Settings(), TINY_WORLD_SETTINGS
+    wan, tiny = Settings(), TINY_WORLD_COMMAND
     for name, kind, text in (
         ("width", int, "pixels"), ("height", int, "pixels"), ("frames", int, "4k+1"), ("steps", int, ""),
         ("cfg", float, "guidance"), ("shift", float, "schedule shift"), ("seed", int, ""),
@@ -219,7 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
         const=RECOMMENDED_THRESHOLD,
         metavar="THRESHOLD",
         help=f"step caching: skip DiT calls while the output changes by less than THRESHOLD (alone: "
-        f"{RECOMMENDED_THRESHOLD}); faster, slightly less faithful; default off",
+        f"{RECOMMENDED_THRESHOLD}); faster, slightly less faithful; 0: off; default {tiny.cache} for Tiny World "
+        "(its scores are unchanged there), off for Wan",
+    )
+    generate.add_argument(
+        "--dtype",
+        choices=list(COMPUTE_DTYPES),
+        default="auto",
+        help="precision of the models' matrix multiplications (and of Tiny World's VAE); auto: bf16 on GPUs "
+        "and on CPUs with native bf16, else fp32 (default auto)",
+    )
+    generate.add_argument(
+        "--attention", choices=BACKENDS, default="auto", help="the DiT's attention kernel (default auto)"
+    )
+    generate.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the DiT's blocks with torch.compile: the first steps wait for the compile, later ones "
+        "are faster (pays off for long runs)",
     )
     generate.add_argument("--solver", choices=list(SOLVERS), help=f"default {wan.solver}")
     generate.add_argument("--schedule", choices=list(SCHEDULES), help=f"default {wan.schedule}")

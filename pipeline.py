@@ -57,10 +57,14 @@ TINY_WORLD_SETTINGS = replace(
 )
 
 
-def load_tiny_world(device=None, vae_device=None, folder=None) -> tuple[WanDiT, TextEncoder, VideoVAE]:
+def load_tiny_world(
+    device=None, vae_device=None, folder=None, dtype: torch.dtype | None = None
+) -> tuple[WanDiT, TextEncoder, VideoVAE]:
     """Tiny World's DiT, text encoder (on `device`, default ComfyUI's offload device) and VAE (run on
-    `vae_device` when given, else placed on the compute device for each use), through the same loaders as any checkpoint. `folder`:
-    another set of the three files, e.g. a training run's --out (default: the shipped weights)."""
+    `vae_device` when given, else placed on the compute device for each use), through the same loaders as
+    any checkpoint. `folder`: another set of the three files, e.g. a training run's --out (default: the
+    shipped weights). `dtype`: of the DiT's matmuls and the VAE's weights (None: `auto`, which on a CPU with
+    native bf16 is bf16 for both, the CPU's fast path, else fp32 for the VAE)."""
     folder = Path(folder) if folder is not None else TINY_WORLD_DIR
     missing = [name for name in TINY_WORLD_FILES.values() if not (folder / name).is_file()]
     if missing:
@@ -76,9 +80,12 @@ def load_tiny_world(device=None, vae_device=None, folder=None) -> tuple[WanDiT, 
             "(generate --dit FILE --text-encoder FILE --vae FILE)."
         )
     device = device or host.offload_device()
-    dit = load_dit(folder / TINY_WORLD_FILES["dit"], torch.float32, device=device)
+    dit = load_dit(folder / TINY_WORLD_FILES["dit"], torch.float32, dtype, device=device)
     text_encoder = load_text_encoder(folder / TINY_WORLD_FILES["text_encoder"], device=device)
-    vae = load_vae(folder / TINY_WORLD_FILES["vae"], device=vae_device or host.offload_device())
+    decodes_on = torch.device(vae_device) if vae_device is not None else host.compute_device()
+    fast = decodes_on.type == "cpu" and dit.compute_dtype == torch.bfloat16
+    vae_dtype = dtype or (torch.bfloat16 if fast else torch.float32)
+    vae = load_vae(folder / TINY_WORLD_FILES["vae"], vae_dtype, device=vae_device or host.offload_device())
     if vae_device is not None:
         vae = replace(vae, device=torch.device(vae_device))
     return dit, text_encoder, vae

@@ -1,13 +1,17 @@
-"""DiT forward time and peak memory, ours against diffusers' WanTransformer3DModel, on the same
-weights and inputs. Prints a Markdown table.
+"""DiT forward time and peak memory: ours against diffusers' WanTransformer3DModel and ComfyUI core's
+WanModel, on the same weights and inputs, eager and with regional torch.compile. Prints a Markdown table.
 
     python benchmarks/dit_forward.py                     # CPU: Wan-1.3B width, 2 layers, 480x832x17
-    python benchmarks/dit_forward.py --device cuda --layers 30 --frames 81 --dtype bf16
+    python benchmarks/dit_forward.py --compile           # also each implementation's blocks compiled
+    COMFYUI_PATH=/path/to/ComfyUI python benchmarks/dit_forward.py   # also ComfyUI core's WanModel
+    python benchmarks/dit_forward.py --device cuda --layers 30 --frames 81 --dtype bf16 --compile
 
 The configuration is Wan 2.1 T2V 1.3B's (width 1536, 12 heads, FFN 8960) with --layers blocks;
 the token count is that of a real video: (frames-1)/4+1 latent frames of (height/16)x(width/16)
 patches. Each implementation runs in its own process, --rounds times in alternating order, and
-the best round is reported (the machine's noise only ever slows a run down). Forward peak memory is what a forward adds
+the best round is reported (the machine's noise only ever slows a run down). A compiled run is
+warmed up (compiled) before it is timed. Ours uses --attention (auto: the best kernel installed);
+the others use PyTorch's SDPA, as they do by default. Forward peak memory is what a forward adds
 on top of the loaded weights (CUDA's peak allocation on a GPU, sampled resident memory on the
 CPU); load peak is the process's peak resident memory after loading (CPU).
 """
@@ -31,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from spacetime.dit import WanConfig, load_dit
+from spacetime.dit.attention import BACKENDS
 from spacetime.latent_formats import WAN21
 
 from numerics import relative_error
@@ -81,11 +86,27 @@ class ResidentPeak:
         self.thread.join()
 
 
+def comfy_core(layers: int, device, dtype):
+    """ComfyUI core's WanModel (from COMFYUI_PATH) in the benchmark's configuration, empty."""
+    sys.path.insert(0, os.environ["COMFYUI_PATH"])
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = device.type == "cpu"
+    import comfy.ldm.wan.model
+    import comfy.ops
+
+    config = config_for(layers)
+    return comfy.ldm.wan.model.WanModel(
+        dim=config.dim, ffn_dim=config.ffn_dim, num_heads=config.num_heads, num_layers=layers, in_dim=16,
+        out_dim=16, text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init, dtype=dtype, device=device,
+    )  # fmt: skip
+
+
 def worker(args) -> None:
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    state = None
-    if args.impl == "ours":
-        model = load_dit(args.weights, weight_dtype=dtype, compute_dtype=dtype, device=device)
+    impl, compiled = args.impl.removesuffix(" compiled"), args.impl.endswith(" compiled")
+    if impl == "ours":
+        model = load_dit(args.weights, dtype, dtype, device, attention=args.attention, compile=compiled)
 
         def forward(latent, timestep, context):
             return model(latent, timestep, context)
@@ -93,11 +114,25 @@ def worker(args) -> None:
         from safetensors.torch import load_file
 
         state = {k.removeprefix("model.diffusion_model."): v for k, v in load_file(args.weights).items()}
-        model = diffusers_reference(config_for(args.layers), state).to(device, dtype)
-        del state
+        if impl == "diffusers":
+            model = diffusers_reference(config_for(args.layers), state).to(device, dtype)
+            if compiled:
+                model.compile_repeated_blocks()
 
-        def forward(latent, timestep, context):
-            return model(latent.to(dtype), timestep, context.to(dtype), return_dict=False)[0]
+            def forward(latent, timestep, context):
+                return model(latent.to(dtype), timestep, context.to(dtype), return_dict=False)[0]
+        else:
+            model = comfy_core(args.layers, device, dtype)
+            model.load_state_dict(state)
+            model.to(device, dtype).eval()
+            if compiled:
+                for block in model.blocks:
+                    block.compile()
+
+            def forward(latent, timestep, context):
+                return model(latent.to(dtype), timestep, context.to(dtype))
+
+        del state
 
     latent, timestep, context = inputs(args, device)
     load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -138,7 +173,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     parser.add_argument("--repeats", type=int, default=2, help="timed forwards per process (median)")
     parser.add_argument("--rounds", type=int, default=2, help="processes per implementation (best is kept)")
-    parser.add_argument("--impl", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help="also time each implementation compiled")
+    parser.add_argument("--attention", choices=BACKENDS, default="auto", help="our attention kernel")
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,39 +186,41 @@ def main() -> None:
     tokens = ((args.frames - 1) // 4 + 1) * (args.height // 16) * (args.width // 16)
     with tempfile.TemporaryDirectory() as folder:
         weights = write(random_wan_state_dict(config_for(args.layers)), Path(folder) / "wan.safetensors")
-        runs = {"ours": [], "diffusers": []}
+        impls = ["ours", "diffusers"] + (["comfy"] if os.environ.get("COMFYUI_PATH") else [])
+        impls += [f"{impl} compiled" for impl in impls] if args.compile else []
+        runs = {impl: [] for impl in impls}
         for round_index in range(args.rounds):  # alternate the order so neither side always runs first
-            for impl in ("ours", "diffusers") if round_index % 2 == 0 else ("diffusers", "ours"):
-                output = Path(folder) / f"{impl}.pt"
+            for index, impl in enumerate(impls if round_index % 2 == 0 else impls[::-1]):
+                output = Path(folder) / f"{index}.pt"
                 command = [sys.executable, __file__, *sys.argv[1:], "--impl", impl, "--weights", str(weights),
                            "--output", str(output)]  # fmt: skip
-                completed = subprocess.run(command, check=True, capture_output=True, text=True)
+                completed = subprocess.run(command, capture_output=True, text=True)
+                if completed.returncode:
+                    raise RuntimeError(f"{impl} failed:\n{completed.stderr[-3000:]}")
                 runs[impl].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+                runs[impl][-1]["output"] = torch.load(output, weights_only=True)
         results = {
             impl: {
                 "seconds": min(r["seconds"] for r in measured),
                 "forward_mib": min(r["forward_mib"] for r in measured),
                 "load_peak_mib": min(r["load_peak_mib"] for r in measured),
-                "output": torch.load(Path(folder) / f"{impl}.pt", weights_only=True),
+                "output": measured[-1]["output"],
             }
             for impl, measured in runs.items()
         }
-    ours, theirs = results["ours"], results["diffusers"]
+    ours = results["ours"]
     print(
         f"Wan-1.3B width, {args.layers} layers, {args.frames} frames {args.height}x{args.width} "
-        f"= {tokens} tokens, {args.dtype} on {args.device} ({torch.get_num_threads()} threads)\n"
+        f"= {tokens} tokens, {args.dtype} on {args.device} ({torch.get_num_threads()} threads), "
+        f"our attention: {args.attention}\n"
     )
-    print("| implementation | forward s | forward peak MiB (above weights) | load peak RSS MiB |")
-    print("|---|---:|---:|---:|")
+    print("| implementation | forward s | ours eager / this | forward peak MiB (above weights) | load peak RSS MiB "
+          "| output vs ours eager |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
     for impl, result in results.items():
-        print(
-            f"| {impl} | {result['seconds']:.2f} | {result['forward_mib']:.0f} | {result['load_peak_mib']:.0f} |"
-        )
-    print(
-        f"\nours / diffusers: time {ours['seconds'] / theirs['seconds']:.2f}x, "
-        f"forward peak memory {ours['forward_mib'] / theirs['forward_mib']:.2f}x; "
-        f"relative difference of the outputs {relative_error(ours['output'], theirs['output']):.1e}"
-    )
+        difference = relative_error(result["output"], ours["output"]) if impl != "ours" else 0.0
+        print(f"| {impl} | {result['seconds']:.3f} | {ours['seconds'] / result['seconds']:.2f}× "
+              f"| {result['forward_mib']:.0f} | {result['load_peak_mib']:.0f} | {difference:.1e} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import torch
 
 from ..checkpoint import CheckpointError, read_keys, read_metadata
 from ..ops import assign_checkpoint, default_compute_dtype
+from .attention import BACKENDS
 from .config import config_from_shapes
 from .wan import WanDiT
 
@@ -38,13 +39,18 @@ def load_dit(
     weight_dtype: torch.dtype | None = None,
     compute_dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
+    attention: str = "auto",
+    compile: bool = False,
 ) -> WanDiT:
     """A Wan DiT with its config (`model.config`), weights on `device`, ready for inference.
 
     weight_dtype: how weights are stored in memory (None keeps the file's dtypes; fp8 keeps only
     the large projection weights in fp8). compute_dtype: the dtype of the matmuls (None: bf16 on
-    GPUs, fp32 on the CPU).
+    GPUs, bf16 or fp32 on the CPU). attention: the attention backend (dit/attention.py's BACKENDS).
+    compile: compile the blocks with torch.compile (WanDiT.compile_blocks).
     """
+    if attention not in BACKENDS:
+        raise ValueError(f"attention backend {attention!r}: choose one of {', '.join(BACKENDS)}.")
     path, device = Path(path), torch.device(device)
     stored = read_keys(path)
     prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in stored)), "")
@@ -70,4 +76,8 @@ def load_dit(
         model = WanDiT(config)
     assign_checkpoint(model, path, names, shapes, weight_dtype, device)
     model.compute_dtype = compute_dtype or default_compute_dtype(device)
-    return model.eval().requires_grad_(False)
+    model.attention = attention
+    model.eval().requires_grad_(False)
+    if compile:
+        model.compile_blocks()
+    return model

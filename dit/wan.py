@@ -22,7 +22,7 @@ from torch import nn
 from ..latent_formats import LatentFormat
 from ..lora import Lora, active
 from ..ops import CastLinear, CastsOnUse, FloatLayerNorm, RMSNorm, cast_parameter, layer_weights
-from .attention import attention
+from .attention import Kernel, kernel, sdpa
 from .config import WanConfig
 from .patchify import patchify, unpatchify
 from .rope import apply_rope, rope_frequencies
@@ -69,15 +69,21 @@ class Attention(nn.Module):
         self.q, self.k, self.v, self.o = (CastLinear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, config.eps), RMSNorm(dim, config.eps)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope: torch.Tensor | None = None):
-        """x: B×L×D, context: B×S×D (None: attend to x) -> B×L×D."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        rope: torch.Tensor | None = None,
+        attend: Kernel = sdpa,
+    ):
+        """x: B×L×D, context: B×S×D (None: attend to x) -> B×L×D; `attend`: the attention kernel."""
         source = x if context is None else context
         q = rearrange(self.norm_q(self.q(x)), "b l (n k) -> b l n k", n=self.num_heads)
         k = rearrange(self.norm_k(self.k(source)), "b s (n k) -> b s n k", n=self.num_heads)
         v = rearrange(self.v(source), "b s (n k) -> b s n k", n=self.num_heads)
         if rope is not None:
             q, k = apply_rope(q, rope).to(x.dtype), apply_rope(k, rope).to(x.dtype)
-        return self.o(rearrange(attention(q, k, v), "b l n k -> b l (n k)"))
+        return self.o(rearrange(attend(q, k, v), "b l n k -> b l (n k)"))
 
 
 class ImageCrossAttention(Attention):
@@ -90,7 +96,9 @@ class ImageCrossAttention(Attention):
         self.k_img, self.v_img = CastLinear(dim, dim), CastLinear(dim, dim)
         self.norm_k_img = RMSNorm(dim, config.eps)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, image: torch.Tensor | None = None):
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, image: torch.Tensor | None = None, attend: Kernel = sdpa
+    ):
         """x: B×L×D, context: B×S×D text, image: B×I×D image tokens -> B×L×D."""
         if image is None:
             raise ValueError("this Wan image-to-video model needs CLIP image features (clip_vision_output).")
@@ -100,7 +108,7 @@ class ImageCrossAttention(Attention):
         v = rearrange(self.v(context), "b s (n k) -> b s n k", n=heads)
         k_img = rearrange(self.norm_k_img(self.k_img(image)), "b i (n k) -> b i n k", n=heads)
         v_img = rearrange(self.v_img(image), "b i (n k) -> b i n k", n=heads)
-        out = attention(q, k, v) + attention(q, k_img, v_img)
+        out = attend(q, k, v) + attend(q, k_img, v_img)
         return self.o(rearrange(out, "b l n k -> b l (n k)"))
 
 
@@ -155,20 +163,21 @@ class WanBlock(nn.Module):
         context: torch.Tensor,
         rope: torch.Tensor,
         image: torch.Tensor | None = None,
+        attend: Kernel = sdpa,
     ) -> torch.Tensor:
         """x: B×L×D float32, e0: B×(L or 1)×6×D float32, context: B×S×D, image: B×I×D image tokens (Wan
-        2.1 I2V / FLF2V) -> B×L×D float32."""
+        2.1 I2V / FLF2V) -> B×L×D float32; `attend`: the attention kernel."""
         dtype = context.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
             cast_parameter(self, "modulation", e0, torch.float32) + e0
         ).unbind(2)
-        y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope=rope)
+        y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope=rope, attend=attend)
         x = x + y.float() * gate_sa
         cross_input = self.norm3(x).to(dtype)
         if isinstance(self.cross_attn, ImageCrossAttention):
-            x = x + self.cross_attn(cross_input, context, image).float()
+            x = x + self.cross_attn(cross_input, context, image, attend).float()
         else:
-            x = x + self.cross_attn(cross_input, context).float()
+            x = x + self.cross_attn(cross_input, context, attend=attend).float()
         y = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff).to(dtype))
         return x + y.float() * gate_ff
 
@@ -192,6 +201,7 @@ class WanDiT(nn.Module):
     """Predicts the flow-matching velocity (noise - x0) of a normalised latent video."""
 
     loras: tuple = ()  # (Lora, strength) pairs applied while this handle runs (with_lora)
+    attention: str = "auto"  # the attention backend (dit/attention.py's BACKENDS)
 
     def __init__(self, config: WanConfig, compute_dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -216,6 +226,13 @@ class WanDiT(nn.Module):
         handle.__dict__["loras"] = (*self.loras, (lora, float(strength)))
         handle.__dict__.setdefault("_spacetime_base", self)
         return handle
+
+    def compile_blocks(self) -> None:
+        """Regional torch.compile: each block's forward is compiled, and as the blocks share their code they
+        share the compiled graph (one compile, not one per block); the rest stays eager, and so do the hooks
+        around the blocks (streaming's). The first forward pays the compile."""
+        for block in self.blocks:
+            block.forward = torch.compile(block.forward)
 
     @property
     def latent_format(self) -> LatentFormat:
@@ -259,9 +276,10 @@ class WanDiT(nn.Module):
         context = self.text_embedding(self._pad_text(context).to(dtype))  # B×S×D
         image = self._image_tokens(image, tokens.shape[0])  # B×I×D or None
         rope = rope_frequencies(grid, config.head_dim, x.device)  # L×K/2 complex
+        attend = kernel(self.attention, x.device, dtype, config.head_dim)
 
         for block in self.blocks:
-            x = block(x, e0, context, rope, image)
+            x = block(x, e0, context, rope, image, attend)
 
         out = self.head(x, e)  # B×L×(pt ph pw c), Wan's head order
         pt, ph, pw = config.patch_size

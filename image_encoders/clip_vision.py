@@ -93,7 +93,9 @@ class Embeddings(nn.Module):
         self.patch_size = config.patch_size
         self.class_embedding = nn.Parameter(torch.empty(config.width))
         self.patch_embedding = PatchEmbedding(config.width, config.patch_size)
-        self.position_embedding = nn.Embedding(config.num_tokens, config.width)
+        self.position_embedding = nn.Embedding(
+            config.num_tokens, config.width, _weight=torch.empty(config.num_tokens, config.width)
+        )  # no random init: the checkpoint fills it, and on the meta device that init loads torch's compiler
 
     def forward(self, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """pixels: B×C×(H ph)×(W pw) -> B×L×D float32, the class token first."""

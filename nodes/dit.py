@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import host
 from ..dit import SpacetimePatches, load_dit
+from ..dit.attention import BACKEND_HELP, BACKENDS
 from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
 
 DIT = "SPACETIME_DIT"
@@ -44,17 +45,30 @@ class SpacetimeDiTLoader:
                     {
                         "default": "auto",
                         "tooltip": "Precision of the matrix multiplications. auto: bf16 on GPUs that support it, "
-                        "fp16 on older GPUs, fp32 on the CPU. Norms, modulation and the residual stream always "
-                        "run in fp32, as in the reference.",
+                        "fp16 on older GPUs; on the CPU bf16 where it is native (AVX512-BF16, AMX), else fp32. "
+                        "Norms, modulation and the residual stream always run in fp32, as in the reference.",
                     },
                 ),
-            }
+            },
+            "optional": {
+                "attention": (list(BACKENDS), {"default": "auto", "tooltip": BACKEND_HELP}),
+                "compile": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Compile the transformer blocks with torch.compile (one block's code, reused "
+                        "for all). The first run waits for the compile (a minute or more), later runs are "
+                        "faster. Needs Triton on the GPU, a C++ compiler on the CPU.",
+                    },
+                ),
+            },
         }
 
-    def load(self, model_name, weight_dtype, compute_dtype):
+    def load(self, model_name, weight_dtype, compute_dtype, attention="auto", compile=False):
         compute = COMPUTE_DTYPES[compute_dtype] or default_compute_dtype(host.compute_device())
         path = host.model_path("diffusion_models", model_name)
-        return (load_dit(path, WEIGHT_DTYPES[weight_dtype], compute, device=host.offload_device()),)
+        device = host.offload_device()
+        return (load_dit(path, WEIGHT_DTYPES[weight_dtype], compute, device, attention, compile),)
 
 
 class SpacetimePatchifier:

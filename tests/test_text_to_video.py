@@ -88,6 +88,7 @@ def test_generate_command_writes_the_same_video(models, library_frames, tmp_path
         "--vae", str(models / "vae" / "wan_2.1_vae.safetensors"),
         "--width", "32", "--height", "32", "--frames", "5", "--steps", "3", "--cfg", "4", "--shift", "3",
         "--seed", "42", "--solver", "unipc", "--format", "video/ffv1-mkv", "--device", "cpu", "--no-watermark",
+        "--dtype", "fp32",
     ]  # fmt: skip
     result = run(*args, output=tmp_path)
     assert result.returncode == 0, result.stderr

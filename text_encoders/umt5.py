@@ -82,7 +82,9 @@ class UMT5Attention(nn.Module):
         self.config = config
         self.q, self.k, self.v = (CastLinear(config.dim, inner, bias=False) for _ in range(3))
         self.o = CastLinear(inner, config.dim, bias=False)
-        self.relative_attention_bias = nn.Embedding(config.num_buckets, config.num_heads)
+        self.relative_attention_bias = nn.Embedding(
+            config.num_buckets, config.num_heads, _weight=torch.empty(config.num_buckets, config.num_heads)
+        )  # no random init: the checkpoint fills it, and on the meta device that init loads torch's compiler
 
     def position_bias(self, length: int, device: torch.device) -> torch.Tensor:
         """N×L×L additive bias from the (key - query) offsets."""

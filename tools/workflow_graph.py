@@ -183,7 +183,7 @@ def wan_loaders(w: Workflow, dits: list[str], clip_vision: bool):
     )
     vae = w.add("SpacetimeVAELoader", (40, 230), (340, 82), ["wan_2.1_vae.safetensors", "fp32"])
     loaders = [
-        w.add("SpacetimeDiTLoader", (40, 350 + 150 * i), (340, 110), [name, "default", "auto"])
+        w.add("SpacetimeDiTLoader", (40, 350 + 150 * i), (340, 160), [name, "default", "auto", "auto", False])
         for i, name in enumerate(dits)
     ]
     experts = ((loaders[0], "dit"), (loaders[1], "dit") if len(loaders) > 1 else None)  # high, low noise

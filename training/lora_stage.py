@@ -94,7 +94,7 @@ def train_lora(
     """Train the yellow LoRA on the shipped Tiny World and save it to out/tiny_world_yellow.safetensors."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    dit, text_encoder, vae = load_tiny_world()
+    dit, text_encoder, vae = load_tiny_world(dtype=torch.float32)  # trained in fp32 on every machine
     dit.requires_grad_(False)
     text_encoder.model.requires_grad_(False)
     start = time.time()
