@@ -143,6 +143,19 @@ TWO_OBJECTS = (
 )
 
 
+# Prompts in the forms people type: the object first, with or without a background, a size word or an
+# article ("a green square moving up", "green square, moving up", "a green square that moves up on a
+# black floor"). `caption(..., plain=p)` trains on them; `plain_caption` makes the evaluator's set.
+PLAIN_ONE_OBJECT = ("{obj} {ing}", "{bare}, {ing}", "{obj} that {fin}", "{obj} {fin}")
+PLAIN_WITH_BACKGROUND = (
+    "{obj} that {fin} {bg}",
+    "{bare}, {ing}, {bg}",
+    "{obj} {ing} {bg}",
+    "{bg_noun}, {obj} {fin}",
+)
+PLAIN_TWO_OBJECTS = ("{obj} {ing} and {obj2} {ing2}", "{bare}, {ing}; {bare2}, {ing2}")
+
+
 def _pick(rng: np.random.Generator, options):
     return options[rng.integers(len(options))]
 
@@ -168,17 +181,50 @@ def _motion(obj: ObjectSpec, rng: np.random.Generator) -> tuple[str, str]:
     return ing, fin
 
 
-def caption(scene: Scene, rng: np.random.Generator) -> str:
-    """A caption naming every object's size (unless medium), colour, shape and motion, the background and any pan."""
-    if not scene.objects:
-        raise ValueError("caption needs a scene with at least one object.")
+def _slots(scene: Scene, rng: np.random.Generator) -> dict[str, str]:
+    """The phrases a template fills: the background (with and without a preposition) and, for each object,
+    its noun phrase (with and without the article) and motion (participle and present tense)."""
     noun = _pick(rng, BACKGROUND_NOUNS[scene.background.pattern])
     bg_noun = _with_article(noun.format(tone=_pick(rng, TONE_WORDS[scene.background.tone])))
     slots = {"bg_noun": bg_noun, "bg": f"{_pick(rng, PREPOSITIONS)} {bg_noun}"}
     for index, obj in enumerate(scene.objects):
         suffix = str(index + 1) if index else ""
         slots["obj" + suffix] = _noun_phrase(obj, rng)
+        slots["bare" + suffix] = slots["obj" + suffix].split(" ", 1)[1]
         slots["ing" + suffix], slots["fin" + suffix] = _motion(obj, rng)
+    return slots
+
+
+def plain_caption(scene: Scene, rng: np.random.Generator, background: bool, form: int | None = None) -> str:
+    """A caption in a form people type (PLAIN_*): naming the background or not; `form` picks the template
+    (None: at random)."""
+    slots = _slots(scene, rng)
+    if len(scene.objects) > 1:
+        forms = PLAIN_TWO_OBJECTS
+    else:
+        forms = PLAIN_WITH_BACKGROUND if background else PLAIN_ONE_OBJECT
+    template = forms[form % len(forms)] if form is not None else _pick(rng, forms)
+    if len(scene.objects) > 1 and background:
+        template += " {bg}"
+    return template.format(**slots)
+
+
+def caption(scene: Scene, rng: np.random.Generator, plain: float = 0.0) -> str:
+    """A caption naming every object's size (unless medium), colour, shape and motion, the background and any
+    pan; with chance `plain`, in a form people type instead (plain_caption: half of them without the
+    background or the pan). `plain` 0 draws exactly what it always drew."""
+    if not scene.objects:
+        raise ValueError("caption needs a scene with at least one object.")
+    if plain and rng.random() < plain:
+        if rng.random() < 0.5:
+            return plain_caption(scene, rng, background=False)
+        text = plain_caption(scene, rng, background=True)
+        if scene.pan is not None:
+            text += _pick(rng, CAMERA_CLAUSES).format(
+                verb=CAMERA_VERBS[scene.pan.direction], direction=scene.pan.direction
+            )
+        return text
+    slots = _slots(scene, rng)
     text = _pick(rng, ONE_OBJECT if len(scene.objects) == 1 else TWO_OBJECTS).format(**slots)
     if scene.pan is not None:
         clause = _pick(rng, CAMERA_CLAUSES)

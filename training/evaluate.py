@@ -440,19 +440,25 @@ def round_trip(videos: Sequence[np.ndarray], folder: str | Path | None = None) -
     return decoded
 
 
+PROMPT_SETS = ("heldout", "plain")  # world.heldout_prompts (the training captions' forms), plain_prompts
+
+
 def generate_heldout(
-    count: int, seed: int = 0, folder: str | Path | None = None
+    count: int, seed: int = 0, folder: str | Path | None = None, prompt_set: str = "heldout"
 ) -> tuple[list[np.ndarray], list[dict], list[str]]:
     """Tiny World's videos for `count` held-out prompts (combinations it never saw in training), one seed
-    each, at its default settings; `folder` holds other Tiny World weights (a training run's --out)."""
+    each, at its default settings; `folder` holds other Tiny World weights (a training run's --out).
+    `prompt_set`: "heldout" in the training captions' forms, "plain" in the forms people type (every other
+    one without a background)."""
     from dataclasses import replace
 
     from ..pipeline import TINY_WORLD_SETTINGS, load_tiny_world, text_to_video
-    from .world import heldout_prompts
+    from .world import heldout_prompts, plain_prompts
 
     dit, text_encoder, vae = load_tiny_world(folder=folder)
     videos, targets, texts = [], [], []
-    for index, prompt in enumerate(heldout_prompts(count, seed)):
+    prompts = (plain_prompts if prompt_set == "plain" else heldout_prompts)(count, seed)
+    for index, prompt in enumerate(prompts):
         settings = replace(TINY_WORLD_SETTINGS, seed=seed + index)
         frames = text_to_video(dit, text_encoder, vae, prompt.text, "", settings, progress=lambda *_: None)
         videos.append(frames.mul(255).round().byte().numpy())
@@ -482,6 +488,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="generate N held-out prompts with Tiny World and score them (the model's evaluation)",
     )
     parser.add_argument(
+        "--prompt-set",
+        choices=PROMPT_SETS,
+        default="heldout",
+        help="with --tiny-world: heldout (the training captions' forms, the default) or plain (the forms "
+        "people type, every other prompt without a background; scored in both halves too)",
+    )
+    parser.add_argument(
         "--weights",
         metavar="DIR",
         help="Tiny World files to use instead of the shipped ones (a training run's --out folder)",
@@ -499,8 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.round_trip and not args.ground_truth:
         parser.error("--round-trip scores rendered clips: give --ground-truth N with it.")
+    halves = {}
     if args.tiny_world:
-        videos, targets, _ = generate_heldout(args.tiny_world, args.seed, args.weights)
+        videos, targets, _ = generate_heldout(args.tiny_world, args.seed, args.weights, args.prompt_set)
+        if args.prompt_set == "plain":  # plain_prompts alternates: without a background, then with one
+            halves = {"without_background": slice(0, None, 2), "with_background": slice(1, None, 2)}
     elif args.ground_truth:
         videos, targets = _ground_truth(args.ground_truth, args.frames, args.size, args.seed)
         if args.round_trip:
@@ -518,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         videos = [load_video(e["video"]) for e in entries]
         targets = [e.get("target") or parse_caption(e["prompt"])[0] for e in entries]
     scores = evaluate_many(videos, targets)
+    for name, part in halves.items():
+        scores[name] = evaluate_many(videos[part], targets[part])
+        scores[name].pop("results")
     if not args.verbose:
         scores.pop("results")
     json.dump(scores, sys.stdout, indent=2, default=float)

@@ -89,7 +89,14 @@ def save_kohya(lora: Lora, path: Path, rank: int) -> None:
 
 
 def train_lora(
-    out: Path, steps: int = 1200, clips: int = 384, batch: int = 12, rank: int = 8, seed: int = 0
+    out: Path,
+    steps: int = 1200,
+    clips: int = 384,
+    batch: int = 12,
+    rank: int = 8,
+    seed: int = 0,
+    lr: float = 3e-3,
+    cosine: bool = False,
 ) -> Path:
     """Train the yellow LoRA on the shipped Tiny World and save it to out/tiny_world_yellow.safetensors."""
     torch.manual_seed(seed)
@@ -109,7 +116,8 @@ def train_lora(
     lora = new_lora(dit, rank, seed)
     handle = dit.with_lora(lora, 1.0)
     parameters = [t for (patch,) in lora.patches.values() for t in (patch.up, patch.down)]
-    optimizer = torch.optim.AdamW(parameters, lr=3e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if cosine else None
     for step in range(steps):
         index = torch.from_numpy(rng.integers(0, clips, batch))
         draw = Batch(
@@ -119,6 +127,8 @@ def train_lora(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if step % 50 == 0 or step == steps - 1:
             log(f"LoRA step {step + 1}/{steps}: loss {loss.item():.4f} ({time.time() - start:.0f} s)")
     path = Path(out) / LORA_FILE.name
@@ -132,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="the folder to write the LoRA into")
     parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--cosine", action="store_true", help="decay the learning rate to 0 (cosine)")
     args = parser.parse_args(argv)
-    log(f"wrote {train_lora(args.out, steps=args.steps)}")
+    path = train_lora(args.out, steps=args.steps, rank=args.rank, lr=args.lr, cosine=args.cosine)
+    log(f"wrote {path}")
     return 0
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .captions import caption, parse_caption
+from .captions import caption, parse_caption, plain_caption
 from .render import render
 from .scene import (
     COLOURS,
@@ -51,6 +51,7 @@ __all__ = [
     "heldout_prompts",
     "is_heldout",
     "parse_caption",
+    "plain_prompts",
     "render",
     "sample_example",
     "sample_object",
@@ -227,6 +228,26 @@ def batches(
         examples = [sample_example(seed, index, split) for index in range(first, first + batch)]
         videos = np.stack([render(scene, frames, height, width) for scene, _ in examples])
         yield videos, [text for _, text in examples]
+
+
+def plain_prompts(n: int = 64, seed: int = 0) -> list[Prompt]:
+    """`n` evaluation prompts over the held-out combinations in the forms people type (captions.PLAIN_*):
+    every other one names no background, the forms taken in turn, the size word as it falls."""
+    if n < 1:
+        raise ValueError(f"plain_prompts needs n >= 1, got {n}.")
+    rng = np.random.default_rng([seed, HELDOUT_STREAM, 1])
+    order = np.concatenate(
+        [rng.permutation(len(HELDOUT_TRIPLES)) for _ in range(-(-n // len(HELDOUT_TRIPLES)))]
+    )
+    prompts = []
+    for number, index in enumerate(order[:n]):
+        colour, shape, motion = HELDOUT_TRIPLES[index]
+        obj = sample_object(rng, colour, shape, motion)
+        background = _sample_background(rng, [obj])[0]  # no pan: the prompt names none
+        scene = Scene((obj,), background, None)
+        text = plain_caption(scene, rng, background=number % 2 == 1, form=number // 2)
+        prompts.append(Prompt(text, {"colour": colour, "shape": shape, "motion": motion}, scene))
+    return prompts
 
 
 def heldout_prompts(n: int = 64, seed: int = 0) -> list[Prompt]:
