@@ -515,3 +515,50 @@ def test_a_flag_sets_every_run_of_the_recipe_and_a_run_that_would_train_nothing_
         train.main(["--recipe", "shipped", "--out", str(tmp_path), "--stop-after", "1000"])
     assert "DiT run 2 ends after step 1000, no later than run 1 (1000)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_plain_captions_rewrite_a_share_of_the_captions_of_the_same_clips():
+    """The captions of cached clips written again in the forms people type: about the share asked for, half
+    of them without the background, each still naming its clip's object; 0 changes nothing."""
+    captions = [text for i in range(0, 256, data.CHUNK) for _, text in data.draw_scenes(data._dataset_seed(0, 128, i), data.CHUNK)]  # fmt: skip
+    scenes = [scene for i in range(0, 256, data.CHUNK) for scene, _ in data.draw_scenes(data._dataset_seed(0, 128, i), data.CHUNK)]  # fmt: skip
+    assert data.plain_recaptioned(captions, 0, 128, 0.0) == captions
+    written = data.plain_recaptioned(captions, 0, 128, 0.5)
+    changed = [(new, scene) for new, old, scene in zip(written, captions, scenes, strict=True) if new != old]
+    assert 0.35 < len(changed) / len(captions) < 0.6
+    backgrounds = ("background", "backdrop", "floor", "checkerboard", "gradient")
+    without = [new for new, _ in changed if not any(word in new for word in backgrounds)]
+    assert 0.3 < len(without) / len(changed) < 0.7
+    for new, scene in changed:
+        named = parse_caption(new)[0]
+        assert (named["colour"], named["shape"]) == (scene.objects[0].colour, scene.objects[0].shape), new
+
+
+def test_a_fine_tune_from_finished_files_starts_from_them_with_a_fresh_optimizer(tmp_path):
+    """`--recipe smoke-captions --init DIR`: the chain begins at its restart run from DIR's finished files
+    (copied, standing for the runs before it), trains that run alone with plain captions, and leaves the
+    three files in the shipped layout; a restart run's first state has moments only from its own steps."""
+    threads = torch.get_num_threads()
+    try:
+        assert train.main(["--recipe", "smoke-captions", "--out", str(tmp_path), "--init", str(TINY_WORLD)]) == 0
+        recipe = RECIPES["smoke-captions"]
+        with safe_open(tmp_path / dit_stage.STATE_FILE, "pt") as state:
+            assert int(state.metadata()["step"]) == recipe.dit[-1].end
+            steps = state.get_tensor("adam.0.step") if "adam.0.step" in state.keys() else None
+        assert steps is not None and int(steps) == recipe.dit[-1].end - recipe.dit[0].end  # fresh moments
+        assert (tmp_path / vae_stage.VAE_FILE).read_bytes() == (TINY_WORLD / vae_stage.VAE_FILE).read_bytes()
+        shipped = load_file(TINY_WORLD / dit_stage.DIT_FILE)
+        tuned = load_file(tmp_path / dit_stage.DIT_FILE)
+        assert shipped.keys() == tuned.keys()
+        moved = max((tuned[k].float() - shipped[k].float()).abs().max().item() for k in shipped)
+        assert 0 < moved < 0.05  # trained a little, from the shipped weights (not from a new init)
+        assert not (tmp_path / "latents_64.safetensors").exists()  # the 64x64 stage was the runs before
+    finally:
+        runtime.use_threads(0)
+        torch.set_num_threads(threads)
+
+
+def test_init_without_a_fine_tune_in_the_recipe_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--recipe", "smoke", "--out", str(tmp_path), "--init", str(TINY_WORLD)])
+    assert "--init begins at a fine-tune, and recipe smoke has none" in capsys.readouterr().err

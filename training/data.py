@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..vae.wan22 import Wan22VAE
+from .captions import plain_caption
 from .runtime import log, share_cores
 from .scene import MOVES, Background, Scene
 from .world import caption, render, sample_object, sample_scene
@@ -97,6 +98,30 @@ def encode_dataset(
     save_file({"latents": latents}, str(path))
     caption_path.write_text(json.dumps(captions))
     return latents, captions
+
+
+PLAIN_STREAM = 36  # the random stream of plain_recaptioned, apart from the scenes' own
+
+
+def plain_recaptioned(captions: list[str], seed: int, size: int, share: float) -> list[str]:
+    """`captions` (of `encode_dataset(..., count, seed, size)`, in order) with about `share` of them written
+    again in a form people type (captions.plain_caption: half of those without the background). The scenes
+    are drawn again from their seeds, so the clips and latents stay the cached ones; the choices come from
+    a stream of their own, so `share` 0 changes nothing."""
+    if not share:
+        return list(captions)
+    rng = np.random.default_rng((seed, size, PLAIN_STREAM))
+    written = []
+    for index in range(0, len(captions), CHUNK):
+        scenes = [
+            scene
+            for scene, _ in draw_scenes(_dataset_seed(seed, size, index), min(CHUNK, len(captions) - index))
+        ]
+        for scene, text in zip(scenes, captions[index : index + CHUNK], strict=True):
+            if rng.random() < share:
+                text = plain_caption(scene, rng, background=rng.random() < 0.5)
+            written.append(text)
+    return written
 
 
 def object_dataset(out: Path, count: int, seed: int, size: int = SIZE) -> torch.Tensor:

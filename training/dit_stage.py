@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ..dit.config import WanConfig
 from ..dit.loader import CLEAN_PINS_KEY, HEAD_DIM_KEY, TEXT_LEN_KEY
@@ -42,7 +43,7 @@ from .text_stage import (
     text_encoder,
     train_tokenizer,
 )
-from .vae_stage import VAE_CONFIG
+from .vae_stage import VAE_CONFIG, VAE_FILE
 
 DIT_CONFIG = WanConfig(
     dim=192, ffn_dim=768, num_layers=6, in_channels=VAE_CONFIG.z_dim, out_channels=VAE_CONFIG.z_dim,
@@ -178,14 +179,16 @@ def temporal_deviation(error: torch.Tensor, scored: torch.Tensor, per_frame: int
     return ((frames - mean) * keep).view(batch, length, width)
 
 
-def train_dit(out: Path, stages: list[DiTStage], recipe: DiTRecipe, seed: int = 0) -> None:
+def train_dit(out: Path, stages: list[DiTStage], recipe: DiTRecipe, seed: int = 0, start: int = 0) -> None:
     """Stages share one optimiser, one learning-rate schedule and one EMA: the cheap 64x64 stage teaches
     words, shapes and motion at a quarter of the tokens; the 128x128 stage then adapts it to the size
     Tiny World generates at. From `recipe`: the learning rate, the text stage's steps, the loss's weight
     on latent cells an object covers (stages with `objects`) against 1 elsewhere, `motion_weight` (see
     dit_loss), `stop_after` N > 0 (end after step N with its state saved; a later run, even with other step
     counts, continues from there), and `text_lr_scale`, the text encoder's learning rate against the
-    DiT's once its own stage is done (0: it stays as that stage left it, and no gradient reaches it)."""
+    DiT's once its own stage is done (0: it stays as that stage left it, and no gradient reaches it). A
+    `restart` run (the chain's run before it ended at `start`) fine-tunes the finished weights instead:
+    the saved EMA becomes the live DiT too, with a new optimizer and a schedule over its own steps."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     spiece = vocabulary(out, stages)
@@ -198,9 +201,14 @@ def train_dit(out: Path, stages: list[DiTStage], recipe: DiTRecipe, seed: int = 
     begin = load_state(out, text, dit, ema, optimizer, rng)  # 0 unless an earlier run left its state
     if begin == 0:
         pretrain_text(text, tokenizer, recipe.text_steps, seed)
+    if recipe.restart and begin == start:  # only the finished weights carry over into a fine-tune
+        dit.load_state_dict(ema.state_dict())
+        optimizer = new_optimizer(text, dit, recipe)
+        log(f"fine-tune of the finished weights from step {start}: a new optimizer and schedule")
+    origin = start if recipe.restart else 0
     text.requires_grad_(recipe.text_lr_scale > 0)  # held: Adam skips it, as it has no gradient
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(begin + s, DIT_WARMUP, total)
+        optimizer, lambda s: warmup_cosine(begin - origin + s, DIT_WARMUP, total - origin)
     )
     empty = tokenizer([""], TEXT_LEN)
     start, step = time.time(), 0
@@ -335,6 +343,31 @@ def save_state(out: Path, step: int, text, dit, ema, optimizer, rng: np.random.G
     partial = out / (STATE_FILE + ".partial")
     save_with_metadata(tensors, partial, metadata)
     partial.replace(out / STATE_FILE)
+
+
+def start_from_finished(folder: Path, out: Path, step: int, seed: int) -> None:
+    """Finished Tiny World files (`folder`: its DiT, text encoder and VAE) copied into `out` with a saved
+    state at `step` made from them (live and EMA weights both the saved DiT, no optimizer moments, fresh
+    generators), so a chain goes on from them at its restart run as from its own runs' end. Nothing is
+    done when `out` already holds a state."""
+    if resumed_step(out):
+        log(f"{out} already holds a training state: --init {folder} is not used")
+        return
+    for name in (DIT_FILE, TEXT_FILE, VAE_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"{folder} lacks {name}: give a folder with Tiny World's three files (e.g. tiny_world)."
+            )
+        shutil.copyfile(folder / name, out / name)
+    with safe_open(str(out / TEXT_FILE), "pt") as handle:
+        spiece = handle.get_tensor(TOKENIZER_KEY).numpy().tobytes()
+    text = text_encoder(SentencePieceTokenizer(spiece).vocab_size)
+    text.load_state_dict({k: v for k, v in load_file(str(out / TEXT_FILE)).items() if k != TOKENIZER_KEY})
+    dit = WanDiT(DIT_CONFIG)
+    dit.load_state_dict({k: v.float() for k, v in load_file(str(out / DIT_FILE)).items()})
+    optimizer = new_optimizer(text, dit, DiTRecipe())
+    save_state(out, step, text, dit, copy.deepcopy(dit), optimizer, np.random.default_rng(seed))
+    log(f"starting from {folder}'s finished weights as the state at step {step}")
 
 
 def resumed_step(out: Path) -> int:

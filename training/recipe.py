@@ -66,8 +66,11 @@ class DiTRecipe:
     """One run of the text encoder and DiT (dit_stage) and the data it reads: `small_steps` at 64x64 on
     `small_clips` clips, batch `small_batch`, then `steps` at 128x128 on `clips`, batch `batch`, counted
     from the chain's start (a run that goes on from a saved state skips what is done). `stop_after` N > 0:
-    end after DiT step N with the state saved. The defaults train nothing and add nothing (no steps, no
-    text stage, no primer, a plain loss): a preset names what it uses."""
+    end after DiT step N with the state saved. `plain_captions`: the share of the clips' captions written
+    again in the forms people type (data.plain_recaptioned). `restart`: a fine-tune of finished weights, which
+    starts from the saved state's EMA weights (live and EMA) with a new optimizer and learning-rate schedule
+    (warmup and cosine over this run's own steps). The defaults train nothing and add nothing (no steps, no text
+    stage, no primer, a plain loss): a preset names what it uses."""
 
     small_clips: int = 0
     clips: int = 0
@@ -84,6 +87,8 @@ class DiTRecipe:
     direction_clips: int = 1024
     primer_motions: str = "directions"
     stop_after: int = 0
+    plain_captions: float = 0.0
+    restart: bool = False
 
     def __post_init__(self):
         if not 0 <= self.direction_share < 1:
@@ -106,6 +111,10 @@ class DiTRecipe:
             raise ValueError(
                 f"--text-lr-scale {self.text_lr_scale} is negative: give 0 (text encoder held) up to 1 "
                 "(trained with the DiT at its learning rate)."
+            )
+        if not 0 <= self.plain_captions <= 1:
+            raise ValueError(
+                f"--plain-captions {self.plain_captions} is not a share of the captions: give 0 (off) to 1, e.g. 0.5."
             )
         if self.motion_weight < 0:
             raise ValueError(
@@ -176,6 +185,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--small-batch": ("dit", "small_batch"),
     "--batch": ("dit", "batch"),
     "--dit-lr": ("dit", "lr"),
+    "--plain-captions": ("dit", "plain_captions"),
 }
 _FIELD = {flag: name for flag, (_, name) in FLAGS.items()}
 
@@ -224,6 +234,14 @@ SHIPPED_FINE_TUNE = replace(
     SHIPPED_BASE, steps=6000, direction_share=0.375, primer_motions="all", stop_after=8500
 )
 
+# Tiny World reads prompts the way people type them: a fine-tune of the shipped weights on their own clips
+# with half of the captions in the forms people type (a quarter without the background), the primer of all
+# motions kept so motion is not forgotten, the text encoder at a tenth of the DiT's rate. It goes on from the
+# shipped chain's end (step 8500) for 2000 steps: the 128x128 stage's plan raised to 7500.
+CAPTIONS_FINE_TUNE = replace(
+    SHIPPED_FINE_TUNE, steps=7500, lr=2e-4, plain_captions=0.5, restart=True, stop_after=0
+)
+
 SMOKE_BASE = replace(
     SHIPPED_BASE, small_clips=32, clips=8, small_steps=1, steps=1, small_batch=4, batch=2, text_steps=2,
     direction_share=0.5, direction_clips=4,
@@ -240,6 +258,14 @@ RECIPES: dict[str, Recipe] = {
     "smoke": Recipe(
         VAERecipe(steps=1, frames=9, long_steps=1, smooth_steps=1, stats_clips=4),
         (SMOKE_BASE, replace(SMOKE_BASE, steps=3, primer_motions="all", stop_after=3)),
+        threads=1,
+    ),
+    # The shipped chain, then the fine-tune on captions in the forms people type (from shipped weights:
+    # --init tiny_world makes the chain begin at the fine-tune).
+    "captions": Recipe(SHIPPED_VAE, (SHIPPED_BASE, SHIPPED_FINE_TUNE, CAPTIONS_FINE_TUNE), threads=2),
+    "smoke-captions": Recipe(
+        VAERecipe(steps=1, frames=9, long_steps=1, smooth_steps=1, stats_clips=4),
+        (SMOKE_BASE, replace(SMOKE_BASE, steps=3, plain_captions=0.5, restart=True, lr=2e-4)),
         threads=1,
     ),
 }

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from ..vae.wan22 import Wan22VAE
-from .data import PRIMER_MOTIONS, SIZE, encode_dataset, object_dataset, primer_dataset
-from .dit_stage import DiTStage, resumed_step, train_dit
+from .data import PRIMER_MOTIONS, SIZE, encode_dataset, object_dataset, plain_recaptioned, primer_dataset
+from .dit_stage import DiTStage, resumed_step, start_from_finished, train_dit
 from .recipe import FLAGS, RECIPES, DiTRecipe, Recipe, setting, values, with_flags
 from .runtime import log, use_threads
 from .vae_stage import trained_vae
@@ -36,6 +36,9 @@ RECIPE_HELP = {
     "plain": "one run, no primer, the text encoder trained at the DiT's rate",
     "shipped": "the chain that made tiny_world/: the base run, then the fine-tune with the primer of all motions",
     "smoke": "the shipped chain's shape in seconds",
+    "captions": "the shipped chain, then a fine-tune on captions in the forms people type (with --init "
+    "tiny_world: only the fine-tune, from the shipped weights)",
+    "smoke-captions": "a fine-tune's chain in seconds",
 }
 HELP = {
     "--seed": "the seed of every draw",
@@ -64,6 +67,8 @@ HELP = {
     "--small-batch": "clips a batch at 64x64",
     "--batch": "clips a batch at 128x128",
     "--dit-lr": "the DiT's peak learning rate (warmup, then a cosine to a tenth)",
+    "--plain-captions": "share of the clips' captions written again in the forms people type, half of those "
+    "without the background (0: off)",
 }
 
 
@@ -76,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("tiny_world"))
     parser.add_argument("--vae-init", type=Path, help="continue the VAE from these weights")
     parser.add_argument("--vae-only", action="store_true", help="stop after the VAE")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        metavar="DIR",
+        help="begin at the recipe's first restart run (a fine-tune), from the finished Tiny World files in DIR "
+        "(e.g. tiny_world): as if the runs before it had made them",
+    )
     plain = RECIPES[DEFAULT_RECIPE]
     for flag in FLAGS:
         kind = type(values(plain, flag)[0])
@@ -93,16 +105,26 @@ def main(argv: list[str] | None = None) -> int:
         recipe = with_flags(RECIPES[args.recipe], {k: v for k, v in given.items() if v is not None})
     except ValueError as error:
         parser.error(str(error))
+    if args.init is not None and not any(run.restart for run in recipe.dit):
+        parser.error(
+            f"--init begins at a fine-tune, and recipe {args.recipe} has none: use --recipe captions."
+        )
     log(f"recipe {args.recipe}: {recipe}")
-    run_recipe(recipe, args.out, args.vae_init, args.vae_only)
+    run_recipe(recipe, args.out, args.vae_init, args.vae_only, args.init)
     return 0
 
 
-def run_recipe(recipe: Recipe, out: Path, vae_init: Path | None = None, vae_only: bool = False) -> None:
+def run_recipe(
+    recipe: Recipe, out: Path, vae_init: Path | None = None, vae_only: bool = False, init: Path | None = None
+) -> None:
     """The VAE (or the one in `out`), then each DiT run of the chain into `out`; a run the saved state is
-    already past is skipped, so a chain that stopped goes on where it stopped."""
+    already past is skipped, so a chain that stopped goes on where it stopped. `init`: finished Tiny World
+    files that stand for the runs before the chain's first restart run (start_from_finished)."""
     use_threads(recipe.threads)
     out.mkdir(parents=True, exist_ok=True)
+    if init is not None:
+        first = next(index for index, run in enumerate(recipe.dit) if run.restart)
+        start_from_finished(init, out, recipe.dit[first - 1].end if first else 0, recipe.seed)
     begin = time.time()
     vae = trained_vae(out, recipe.vae, recipe.seed, vae_init)
     log(f"VAE done ({time.time() - begin:.0f} s)")
@@ -116,7 +138,8 @@ def run_recipe(recipe: Recipe, out: Path, vae_init: Path | None = None, vae_only
             )
             continue
         log(f"DiT run {number} of {len(recipe.dit)}, to step {run.end}")
-        train_dit(out, dit_stages(vae, out, run, recipe.seed, resumed), run, recipe.seed)
+        start = recipe.dit[number - 2].end if number > 1 else 0
+        train_dit(out, dit_stages(vae, out, run, recipe.seed, resumed), run, recipe.seed, start)
     log(f"all done in {time.time() - begin:.0f} s")
 
 
@@ -137,6 +160,7 @@ def dit_stages(vae: Wan22VAE, out: Path, run: DiTRecipe, seed: int, resumed: int
             stages.append(DiTStage(torch.empty(0), [], steps, batch))
             continue
         latents, captions = encode_dataset(vae, out, count, seed, size)
+        captions = plain_recaptioned(captions, seed, size, run.plain_captions)
         log(f"latents {tuple(latents.shape)}")
         objects = None if run.object_weight == 1.0 else object_dataset(out, count, seed, size)
         primer = None
