@@ -540,7 +540,9 @@ def test_a_fine_tune_from_finished_files_starts_from_them_with_a_fresh_optimizer
     three files in the shipped layout; a restart run's first state has moments only from its own steps."""
     threads = torch.get_num_threads()
     try:
-        assert train.main(["--recipe", "smoke-captions", "--out", str(tmp_path), "--init", str(TINY_WORLD)]) == 0
+        assert (
+            train.main(["--recipe", "smoke-captions", "--out", str(tmp_path), "--init", str(TINY_WORLD)]) == 0
+        )
         recipe = RECIPES["smoke-captions"]
         with safe_open(tmp_path / dit_stage.STATE_FILE, "pt") as state:
             assert int(state.metadata()["step"]) == recipe.dit[-1].end
