@@ -340,7 +340,7 @@ def _fewest_rules(prompt: str, start: int, end: int, entry: Entry) -> frozenset[
 def check_prompt(prompt: str, entries: Iterable[Entry]) -> str:
     """Return `prompt` itself when no entry matches; raise `PromptBlocked` naming the match otherwise."""
     if not isinstance(prompt, str):
-        raise ValueError(f"The prompt is {type(prompt).__name__} {prompt!r}, not text: give it a string.")
+        raise ValueError(f"The prompt is {prompt!r} ({type(prompt).__name__}), not text: give it a string.")
     match = find_blocked(prompt, entries)
     if match is None:
         return prompt
