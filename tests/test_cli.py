@@ -96,7 +96,7 @@ MISSING_MODELS = (
     "--text-encoder",
     "te.safetensors",
     "--vae",
-    "vae.safetensors",
+    "v.safetensors",
 )
 
 
