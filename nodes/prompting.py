@@ -147,8 +147,8 @@ class SpacetimePromptGuard:
                     {
                         "multiline": True,
                         "default": "",
-                        "tooltip": f"More terms for this workflow only, one per line (# for comments), added to "
-                        f"those in {BLOCKLIST_FILENAME}.",
+                        "tooltip": f"More terms for this workflow only, one per line (# for comments, ! for an "
+                        f"exception), added to those in {BLOCKLIST_FILENAME}.",
                     },
                 ),
             },

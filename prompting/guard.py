@@ -39,7 +39,8 @@ INVISIBLE = regex.compile(r"[\p{Default_Ignorable_Code_Point}\p{Cf}]")
 # LETTER SCRIPT G" (ɡ), "REGIONAL INDICATOR SYMBOL LETTER G". Turned and reversed letters are other letters.
 NAMED_LATIN = re.compile(
     r"(?P<family>LATIN|REGIONAL INDICATOR SYMBOL|(?:NEGATIVE )?(?:SQUARED|CIRCLED) LATIN)"
-    r"(?P<case> SMALL CAPITAL| SMALL| CAPITAL)? LETTER (?:(?P<look>SMALL CAPITAL|SCRIPT) |(?P<mark>DOTLESS|BARRED) )?(?P<letter>[A-Z])(?P<with> WITH .+)?"
+    r"(?P<case> SMALL CAPITAL| SMALL| CAPITAL)? LETTER "
+    r"(?:(?P<look>SMALL CAPITAL|SCRIPT) |(?P<mark>DOTLESS|BARRED) )?(?P<letter>[A-Z])(?P<with> WITH .+)?"
 )
 # Letters of other scripts that look like Latin ones (after NFKC, which already folds fullwidth and
 # mathematical letters); the most used subset of Unicode's confusables.txt.
