@@ -13,11 +13,12 @@ from .checkpoint import convert_pickle_to_safetensors
 from .dit.attention import BACKENDS
 from .ops import COMPUTE_DTYPES, default_compute_dtype
 from .pipeline import TINY_WORLD_SETTINGS, Settings
+from .prompting import check_prompt, user_blocklist
 from .samplers.schedules import SCHEDULES
 from .samplers.solvers import SOLVERS
 from .samplers.step_cache import RECOMMENDED_THRESHOLD
 from .streaming import DoesNotFit
-from .text_encoders import WAN_NEGATIVE_PROMPT
+from .text_encoders import WAN_NEGATIVE_PROMPT, check_text
 from .video import FORMATS, Encoding, Provenance, combine_video
 from .video.patterns import moving_pattern
 
@@ -54,6 +55,10 @@ def _with_loras(dit, loras: list[tuple[str, float]]):
 
 
 def _generate(args: argparse.Namespace) -> int:
+    check_text(args.prompt, "the prompt")
+    if args.negative_prompt is not None:
+        check_text(args.negative_prompt, "--negative-prompt")
+    check_prompt(args.prompt, user_blocklist())  # the user's blocklist, as the Prompt Guard node reads it
     import torch
 
     from .dit import load_dit

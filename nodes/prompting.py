@@ -11,10 +11,10 @@ from ..prompting import (
     Shot,
     check_prompt,
     expand_caption,
-    load_blocklist,
     load_language_model,
     parse_blocklist,
     shot_prompt,
+    user_blocklist,
 )
 
 
@@ -125,9 +125,10 @@ class SpacetimePromptGuard:
     OUTPUT_TOOLTIPS = ("The prompt, unchanged, when it names nothing on the blocklist.",)
     DESCRIPTION = (
         f"Stops the workflow when the prompt names a term from the blocklist ({BLOCKLIST_FILENAME} in "
-        "ComfyUI's user folder, one term or name per line, # for comments; empty until you create it) or from "
-        "extra_terms. Sees through case, accents, look-alike letters, zero-width characters, spaced-out letters "
-        "and digits for letters; matches whole words only. The error names the entry and the rule that caught it."
+        "ComfyUI's user folder, one term or name per line, # for comments, ! for an exception; empty until you "
+        "create it) or from extra_terms. Sees through case, accents and strokes, look-alike letters, invisible "
+        "characters, letters split by spaces or punctuation, digits for letters and English plural and verb "
+        "endings; matches whole words only. The error names the entry and the rule that caught it."
     )
 
     @classmethod
@@ -146,8 +147,8 @@ class SpacetimePromptGuard:
                     {
                         "multiline": True,
                         "default": "",
-                        "tooltip": f"More terms for this workflow only, one per line (# for comments), added to "
-                        f"those in {BLOCKLIST_FILENAME}.",
+                        "tooltip": f"More terms for this workflow only, one per line (# for comments, ! for an "
+                        f"exception), added to those in {BLOCKLIST_FILENAME}.",
                     },
                 ),
             },
@@ -162,5 +163,4 @@ class SpacetimePromptGuard:
     def check(self, prompt, enabled, extra_terms=""):
         if not enabled:
             return (prompt,)
-        blocklist = load_blocklist(host.user_directory() / BLOCKLIST_FILENAME)
-        return (check_prompt(prompt, blocklist + parse_blocklist(extra_terms, "extra_terms")),)
+        return (check_prompt(prompt, user_blocklist() + parse_blocklist(extra_terms, "extra_terms")),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import host
 from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
-from ..text_encoders import WAN_NEGATIVE_PROMPT, load_text_encoder
+from ..text_encoders import WAN_NEGATIVE_PROMPT, check_text, load_text_encoder
 
 TEXT_ENCODER = "SPACETIME_TEXT_ENCODER"
 
@@ -90,6 +90,8 @@ class SpacetimeTextEncode:
         }
 
     def encode(self, text_encoder, prompt, negative_prompt):
+        check_text(prompt, "prompt")
+        check_text(negative_prompt, "negative_prompt")
         host.throw_if_interrupted()
         with host.on_compute_device(text_encoder.model) as device:
             embeddings = text_encoder.encode([prompt, negative_prompt], device)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from spacetime import cli, host
+from spacetime.nodes.prompting import SpacetimePromptGuard
+from spacetime.prompting import BLOCKLIST_FILENAME, PromptBlocked
+from spacetime.prompting.guard import EXAMPLE_BLOCKLIST
+
 from media import decode
 
 
-def run(*args: str, output: Path) -> subprocess.CompletedProcess:
+def run(*args: str | bytes, output: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"SPACETIME_OUTPUT_DIR": str(output)}
     return subprocess.run(
         [sys.executable, "-m", "spacetime", *args], capture_output=True, text=True, env=env, timeout=120
@@ -70,3 +76,92 @@ def test_convert_refuses_a_pickle_that_would_run_code(tmp_path: Path):
     assert "was refused" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "evil.safetensors").exists()
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+@pytest.fixture
+def example_blocklist(tmp_path: Path, monkeypatch) -> Path:
+    """The example blocklist as the user's, for the command line and the node alike."""
+    user = tmp_path / "user"
+    user.mkdir()
+    shutil.copy(EXAMPLE_BLOCKLIST, user / BLOCKLIST_FILENAME)
+    monkeypatch.setenv(host.USER_DIR_ENV, str(user))
+    host._comfy_module.cache_clear()
+    yield user
+    host._comfy_module.cache_clear()
+
+
+MISSING_MODELS = (
+    "--dit",
+    "missing_dit.safetensors",
+    "--text-encoder",
+    "te.safetensors",
+    "--vae",
+    "v.safetensors",
+)
+
+
+def generate_in_process(*args: str, monkeypatch, capsys) -> tuple[int, str]:
+    """`generate` through the command line's main(), as argv would give it (no console log handler)."""
+    monkeypatch.setattr(cli, "_console_log", lambda: None)
+    code = cli.main(["generate", *args])
+    return code, capsys.readouterr().err
+
+
+def test_generate_applies_the_users_blocklist_before_loading_models(example_blocklist, tmp_path):
+    """P07: the blocklist the Prompt Guard node reads, with its message, before any model file is opened."""
+    with pytest.raises(PromptBlocked) as caught:
+        SpacetimePromptGuard().check("a gore scene", True)
+    result = run("generate", "a gore scene", *MISSING_MODELS, output=tmp_path / "out")
+    assert (result.returncode, result.stderr) == (2, f"error: {caught.value}\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "found"),
+    [
+        ("a g o r e s scene", "'g o r e' matched 'gore'"),
+        ("Al Gore beheading a statue", "'beheading' matched"),
+    ],
+)
+def test_generate_blocks_as_the_node_does(example_blocklist, monkeypatch, capsys, prompt, found):
+    with pytest.raises(PromptBlocked) as caught:
+        SpacetimePromptGuard().check(prompt, True)
+    assert found in str(caught.value)
+    assert generate_in_process(prompt, *MISSING_MODELS, monkeypatch=monkeypatch, capsys=capsys) == (
+        2,
+        f"error: {caught.value}\n",
+    )
+
+
+def test_generate_lets_an_allowed_prompt_through_to_the_models(example_blocklist, monkeypatch, capsys):
+    code, err = generate_in_process(
+        "Al Gore speaking", *MISSING_MODELS, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 2 and "missing_dit.safetensors" in err and "blocked" not in err
+
+
+def test_generate_refuses_bytes_that_are_not_utf8(tmp_path: Path):
+    """P05: a byte that is not UTF-8 in argv, once a pybind RuntimeError from sentencepiece."""
+    result = run("generate", b"red \xff circle", output=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        "error: the prompt has the byte 0xff, which is not UTF-8 text, at character 4 ('red \\udcff circle'). "
+        "Give the text as UTF-8: set the terminal (or the file it came from) to UTF-8"
+    ), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("caf\udce9 scene",),
+            "error: the prompt has the byte 0xe9, which is not UTF-8 text, at character 3",
+        ),
+        (("a fox", "--negative-prompt", "\udce9t\udce9"), "error: --negative-prompt has the byte 0xe9"),
+        (("a fox \ud83e",), "error: the prompt has a lone surrogate U+D83E at character 6"),
+    ],
+)
+def test_generate_refuses_text_the_tokenizer_cannot_read(monkeypatch, capsys, args, message):
+    """What Python makes of such bytes in argv (U+DC80..U+DCFF), and lone surrogates, before any model loads."""
+    code, err = generate_in_process(*args, *MISSING_MODELS, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and err.startswith(message), err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,24 @@ def test_encode_gives_core_conditioning(text_encoder):
 def test_empty_prompts_encode(text_encoder):
     positive, _ = SpacetimeTextEncode().encode(text_encoder, "", "")
     assert torch.count_nonzero(positive[0][0][0, 1:]) == 0 and torch.count_nonzero(positive[0][0][0, 0]) > 0
+
+
+@pytest.mark.parametrize(
+    ("prompt", "negative", "message"),
+    [
+        # T02: a lone surrogate, legal in ComfyUI's JSON, once a pybind RuntimeError from sentencepiece
+        ("red \ud800 circle", "", "prompt has a lone surrogate U+D800 at character 4 ('red \\ud800 circle')"),
+        ("ok", "\udfff", "negative_prompt has a lone surrogate U+DFFF at character 0"),
+        ("a fox 🦊 and half of one \ud83e", "", "prompt has a lone surrogate U+D83E at character 24"),
+        # P05 as the library sees it: a byte that was not UTF-8, kept by Python as U+DC80..U+DCFF
+        ("red \udcff circle", "", "prompt has the byte 0xff, which is not UTF-8 text, at character 4"),
+        # T03: not text at all
+        (None, "", "prompt is None (NoneType), not text"),
+        ("ok", 7, "negative_prompt is 7 (int), not text"),
+    ],
+)
+def test_encode_refuses_text_the_tokenizer_cannot_read(text_encoder, prompt, negative, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SpacetimeTextEncode().encode(text_encoder, prompt, negative)
+    with pytest.raises(ValueError, match=r"the prompt (is|has)"):  # any caller of the tokenizer
+        text_encoder.encode([prompt if message.startswith("prompt") else negative])

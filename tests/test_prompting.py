@@ -25,7 +25,7 @@ from spacetime.prompting import (
     parse_blocklist,
     shot_prompt,
 )
-from spacetime.prompting.guard import EXAMPLE_BLOCKLIST, Rule, find_blocked
+from spacetime.prompting.guard import EXAMPLE_BLOCKLIST, Rule, endings, find_blocked
 
 # Shot prompts ---------------------------------------------------------------------------------
 
@@ -182,13 +182,41 @@ BLOCKLIST = parse_blocklist(
         ("a b\u200bad idea", "bad", {Rule.INVISIBLE}),
         ("a ba\u00add idea", "bad", {Rule.INVISIBLE}),  # soft hyphen
         ("a b\u2060a\ufeffd idea", "bad", {Rule.INVISIBLE}),
+        ("a b\u2067a\u2069d idea", "bad", {Rule.INVISIBLE}),  # bidi isolates
+        ("a b\u202ea\u202cd idea", "bad", {Rule.INVISIBLE}),  # right-to-left override, pop
+        ("a ba\ufe00\U000e0100d idea", "bad", {Rule.INVISIBLE}),  # variation selectors 1 and 17
+        ("a b\U000e0020a\U000e007fd idea", "bad", {Rule.INVISIBLE}),  # tag space, cancel tag
+        ("a b\u180ca\u180fd idea", "bad", {Rule.INVISIBLE}),  # Mongolian free variation selectors
+        ("a b\u115fa\uffa0d idea", "bad", {Rule.INVISIBLE}),  # Hangul fillers
+        ("a b\u061ca\U0001d173d idea", "bad", {Rule.INVISIBLE}),  # Arabic letter mark, musical format
+        ("a b\u0338a\u20ddd idea", "bad", {Rule.ACCENTS}),  # an overlay and an enclosing mark
+        ("what the \u0127e\u0142\u0142", "hell", {Rule.ACCENTS}),  # h and l with strokes
+        ("a \u0180a\u0111 idea", "bad", {Rule.ACCENTS}),  # b and d with strokes
+        ("what the he\u019a\u026b", "hell", {Rule.ACCENTS}),  # l with a bar, l with a middle tilde
+        ("\u0237ane q example", "Jane Q. Example", {Rule.ACCENTS}),  # dotless j
+        ("a \u0299\u1d00\u1d05 idea", "bad", {Rule.LOOKALIKES}),  # small capitals
+        ("\U0001f171\U0001f170\U0001f173", "bad", {Rule.LOOKALIKES}),  # negative squared letters
+        ("\U0001f1e7\U0001f1e6\U0001f1e9", "bad", {Rule.LOOKALIKES}),  # regional indicators
+        ("a \u0432a\u0501 idea", "bad", {Rule.LOOKALIKES}),  # Cyrillic ve, komi de
+        ("\u04bb\u0435\u04cf\u04cf", "hell", {Rule.LOOKALIKES}),  # Cyrillic shha, ie, palochka
         ("a b a d idea", "bad", {Rule.SPACING}),
         ("a b.a.d idea", "bad", {Rule.SPACING}),
         ("a b-a-d idea", "bad", {Rule.SPACING}),
         ("a b _ a _ d idea", "bad", {Rule.SPACING}),
+        ("a b\t\t\t\t\ta\n\n\n\nd idea", "bad", {Rule.SPACING}),  # any width
+        ("a b ~ ~ ~ ~ a ~ ~ ~ ~ d idea", "bad", {Rule.SPACING}),  # any run of punctuation
+        ("a ba d idea", "bad", {Rule.SPACING}),  # split once
+        ("a b/ad idea", "bad", {Rule.SPACING}),
+        ("he\u3000ll", "hell", {Rule.SPACING}),  # ideographic space
+        ("a bads idea", "bad", {Rule.ENDINGS}),
+        ("he badded it", "bad", {Rule.ENDINGS}),  # the doubled consonant
+        ("asses", "ass", {Rule.ENDINGS}),
+        ("JANE Q EXAMPLES", "Jane Q. Example", {Rule.ENDINGS}),
         ("a b4d idea", "bad", {Rule.SUBSTITUTES}),
         ("what the he11", "hell", {Rule.SUBSTITUTES}),
         ("a $illy @$$", "ass", {Rule.SUBSTITUTES}),
+        ("a 8ad idea", "bad", {Rule.SUBSTITUTES}),
+        ("what the h€ll", "hell", {Rule.SUBSTITUTES}),
         ("a b 4 d idea", "bad", {Rule.SPACING, Rule.SUBSTITUTES}),
         ("a B\u200bА\u200bD idea", "bad", {Rule.INVISIBLE, Rule.LOOKALIKES}),
         ("so bad  \n\t word", "bad word", set()),  # the phrase wins over its first word
@@ -216,7 +244,9 @@ def test_guard_sees_through_disguises(prompt, entry, rules):
         "an assassin in Scunthorpe, Massachusetts",
         "hello from the shell of a snail, Michelle",
         "a badger, a badminton court, a bade farewell",
-        "an old man with a cane, an al dente pasta",  # letters are joined all apart or not at all
+        "an analysis of the canal, analogue synths",  # a term inside a word is not the term
+        "a bad, good word",  # a phrase's words next to each other only
+        "badgering, a bass player, hellish",  # no endings but English plural and verb ones
         "a 455 horsepower engine, 4.5.5 on the dial",  # numbers are not disguised words
         "a word, then bad weather",  # a phrase's words in their order only
     ],
@@ -239,8 +269,8 @@ def test_error_names_entry_rule_and_source():
     message = str(caught.value)
     assert "'b\\u200bа\\u200bd' matched 'bad'" in message
     assert (
-        "after removing zero-width characters and reading Cyrillic, Greek and fullwidth look-alikes"
-        in message
+        "after removing invisible characters and reading look-alike letters (Cyrillic, Greek, fullwidth, small "
+        "capitals) as Latin ones" in message
     )
     assert "test list, line 5" in message
     assert isinstance(caught.value, ValueError)
@@ -263,9 +293,150 @@ def test_blocklist_file_comments_blank_lines_and_missing_file(tmp_path: Path):
 
 def test_example_blocklist_parses_and_blocks_its_examples():
     entries = load_blocklist(EXAMPLE_BLOCKLIST)
-    assert [entry.term for entry in entries] == ["gore", "beheading", "jane q. example"]
+    assert [(entry.term, entry.exception) for entry in entries] == [
+        ("gore", False), ("al gore", True), ("beheading", False), ("jane q. example", False),
+    ]  # fmt: skip
     assert find_blocked("a photo of Jane Q Example", entries).entry.term == "jane q. example"
     assert find_blocked("Edward Gorey's drawings", entries) is None
+
+
+# The hostile-input report's rows (reliability-2026-12.md), with its example blocklist: each disguise that
+# once passed, the entry it must match and the rules the error names.
+EXAMPLE = load_blocklist(EXAMPLE_BLOCKLIST)
+
+
+@pytest.mark.parametrize(
+    ("row", "prompt", "term", "rules"),
+    [
+        ("G15", "g    o    r    e", "gore", {Rule.SPACING}),
+        ("G15d", "g . . o . . r . . e", "gore", {Rule.SPACING}),
+        ("G15e", "g - - o - - r - - e", "gore", {Rule.SPACING}),
+        ("G16", "go re", "gore", {Rule.SPACING}),
+        ("G17", "gor e", "gore", {Rule.SPACING}),
+        ("G18", "g\xf8re", "gore", {Rule.ACCENTS}),
+        ("G65", "G\xd8RE", "gore", {Rule.ACCENTS}),
+        ("G19", "\u0261ore", "gore", {Rule.LOOKALIKES}),
+        ("G20", "\u0262\u1d0f\u0280\u1d07", "gore", {Rule.LOOKALIKES}),
+        ("G21", "go\u0433e", "gore", {Rule.LOOKALIKES}),
+        ("G22", "go\u2066re", "gore", {Rule.INVISIBLE}),
+        ("G23", "go\ufe0fre", "gore", {Rule.INVISIBLE}),
+        ("G24", "go\U000e0072re", "gore", {Rule.INVISIBLE}),
+        ("G25", "go\u3164re", "gore", {Rule.INVISIBLE}),
+        ("G26", "go\u180bre", "gore", {Rule.INVISIBLE}),
+        ("G27", "go\xa0re", "gore", {Rule.SPACING}),
+        ("G28", "\U0001f1ec\U0001f1f4\U0001f1f7\U0001f1ea", "gore", {Rule.LOOKALIKES}),
+        ("G30", "g0r\u20ac", "gore", {Rule.SUBSTITUTES}),
+        ("G31", "6ore", "gore", {Rule.SUBSTITUTES}),
+        ("G32", "g()re", "gore", {Rule.SUBSTITUTES}),
+        ("G33", "gores", "gore", {Rule.ENDINGS}),
+        ("G37", "beheadings", "beheading", {Rule.ENDINGS}),
+        ("G38", "beheaded", "beheading", {Rule.ENDINGS}),
+        ("G39", "behead ing", "beheading", {Rule.SPACING}),
+        ("G40", "be heading", "beheading", {Rule.SPACING}),
+        ("G41", "behead\u0131ng", "beheading", {Rule.ACCENTS}),
+        ("G44", "be-head-ing", "beheading", {Rule.SPACING}),
+        ("G67", "g o r e s", "gore", {Rule.SPACING}),  # "gores" and "g o r e s" alike, now
+        ("G68", "jane q. examples", "jane q. example", {Rule.ENDINGS}),
+        # New variants of each class
+        ("spacing", "g\t\t\to\n\n\nr\r\n\r\ne", "gore", {Rule.SPACING}),
+        ("spacing", "b_e_h_e_a_d_i_n_g", "beheading", {Rule.SPACING}),
+        ("split", "behe ad ing", "beheading", {Rule.SPACING}),
+        ("split", "b.e.head-ing", "beheading", {Rule.SPACING}),
+        ("split", "g ore", "gore", {Rule.SPACING}),
+        ("invisible", "be\u2068head\u2069ing", "beheading", {Rule.INVISIBLE}),
+        ("invisible", "go\U000e0101re", "gore", {Rule.INVISIBLE}),
+        ("stroke", "\u01e5ore", "gore", {Rule.ACCENTS}),  # g with stroke
+        ("stroke", "go\u024d\u0247", "gore", {Rule.ACCENTS}),  # r and e with strokes
+        ("stroke", "behea\u0111\u0268ng", "beheading", {Rule.ACCENTS}),  # d and i with strokes
+        (
+            "look-alike",
+            "\u0299\u1d07\u029c\u1d07\u1d00\u1d05\u026a\u0274\u0262",
+            "beheading",
+            {Rule.LOOKALIKES},
+        ),
+        ("look-alike", "\U0001f156\U0001f15e\U0001f161\U0001f154", "gore", {Rule.LOOKALIKES}),
+        ("ending", "gored", "gore", {Rule.ENDINGS}),
+        ("ending", "goring", "gore", {Rule.ENDINGS}),
+        ("ending", "beheads", "beheading", {Rule.ENDINGS}),
+        ("ending", "G0RES", "gore", {Rule.SUBSTITUTES, Rule.ENDINGS}),
+        ("substitute", "9ore", "gore", {Rule.SUBSTITUTES}),
+        ("substitute", "g[]r3", "gore", {Rule.SUBSTITUTES}),
+    ],
+)
+def test_report_disguises_are_blocked(row, prompt, term, rules):
+    match = find_blocked(f"a {prompt} scene", EXAMPLE)
+    assert match is not None, row
+    found = {"G67": "g o r e"}.get(row, prompt)  # the letters apart are the term; the "s" is not needed
+    assert (match.entry.term, match.rules, match.found) == (term, frozenset(rules), found)
+
+
+@pytest.mark.parametrize(
+    ("row", "prompt"),
+    [
+        ("G57", "Al Gore speaking"),  # the example list's exception line: !al gore
+        ("exception", "AL  GORE'S speech"),
+        ("exception", "Al\u200bGore, al-gore"),
+        ("G34", "a gory scene"),  # a different word
+        ("G56", "a gorge at dawn"),
+        ("G55", "a class passage"),
+        ("not caught", "Edward Gorey's drawings, a gorefest"),  # a term inside a longer word
+        ("not caught", "goore, gorre"),  # stretched letters
+        ("not caught", "jane example, example jane q., j. q. example"),  # a name in other forms
+    ],
+)
+def test_example_blocklist_lets_through(row, prompt):
+    assert find_blocked(prompt, EXAMPLE) is None, row
+
+
+def test_exceptions_cover_only_their_own_words():
+    with pytest.raises(PromptBlocked, match=r"'gore' matched 'gore' .*line 17"):
+        check_prompt("Al Gore walks into a gore scene", EXAMPLE)
+    with pytest.raises(PromptBlocked, match=r"'G0re' matched 'gore' \(after reading digits"):
+        check_prompt("Al G0re speaking", EXAMPLE)  # an exception is read as written, not through leetspeak
+    with pytest.raises(PromptBlocked, match=r"'Gores' matched 'gore'"):
+        check_prompt("Al Gores", EXAMPLE)
+    # Spaces inside a term are ignored, so words that spell one together are blocked; an exception lets
+    # those words through, and only them.
+    entries = parse_blocklist("beheading\n!be heading   # 'we will be heading home'", "list")
+    assert find_blocked("we will be heading home", entries[:1]).found == "be heading"
+    assert find_blocked("we will be heading home", entries) is None
+    assert find_blocked("we will be he ading home", entries).found == "be he ading"
+    with pytest.raises(ValueError, match=r"'!  # why' \(x, line 2\) has no letters or digits"):
+        parse_blocklist("fine\n!  # why\n", "x")
+
+
+def test_endings_are_english_plurals_and_verb_forms():
+    assert {stem + ending for stem, endings_ in endings("gore").items() for ending in endings_} == {
+        "gore", "gores", "gored", "goring", "gorings"
+    }  # fmt: skip
+    assert {stem + ending for stem, endings_ in endings("beheading").items() for ending in endings_} == {
+        "beheading", "behead", "beheads", "beheaded", "beheadings"
+    }  # fmt: skip
+    forms = {stem + ending for stem, endings_ in endings("stabbing").items() for ending in endings_}
+    assert {"stab", "stabs", "stabbed", "stabbing", "stabbings"} <= forms
+    assert (
+        endings("сука") == {"сука": [""]}
+        and endings("1984") == {"1984": [""]}
+        and endings("ok") == {"ok": [""]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "byte"),
+    [
+        (b"gore\n\xff\n", 2, "0xff"),  # GB1
+        (b"\xef\xbb\xbfgore\nbeheading\nbeh\xe9ading\n", 3, "0xe9"),  # Latin-1 after a UTF-8 BOM
+        (b"ok\r\nfine\r\n\xc3(\r\n", 3, "0xc3"),  # a broken two-byte sequence
+    ],
+)
+def test_blocklist_that_is_not_utf8_names_the_file_and_line(tmp_path: Path, content, line, byte):
+    path = tmp_path / BLOCKLIST_FILENAME
+    path.write_bytes(content)
+    expected = (
+        f"The blocklist {path} is not UTF-8 text: line {line} has the byte {byte}. Save the file as UTF-8"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_blocklist(path)
 
 
 # Guard node -------------------------------------------------------------------------------------
@@ -303,6 +474,22 @@ def test_guard_node_reads_the_users_blocklist_and_extra_terms(user_dir: Path):
     with pytest.raises(PromptBlocked, match=r"matched 'fox hunt' .*\(extra_terms, line 2\)"):
         node.check("a F O X hunt", True, "# this workflow\nfox hunt")
     assert node.check("a g0re scene", False, "scene")[0] == "a g0re scene"  # switched off
+
+
+def test_guard_node_names_a_blocklist_that_is_not_utf8(user_dir: Path):
+    (user_dir / BLOCKLIST_FILENAME).write_bytes(b"gore\n\xff\n")
+    with pytest.raises(
+        ValueError, match=re.escape(f"{user_dir / BLOCKLIST_FILENAME} is not UTF-8 text: line 2")
+    ):
+        SpacetimePromptGuard().check("hi", True)
+
+
+@pytest.mark.parametrize("prompt", [None, 42])
+def test_guard_node_refuses_a_prompt_that_is_not_text(prompt):
+    with pytest.raises(
+        ValueError, match=re.escape(f"The prompt is {prompt!r} ({type(prompt).__name__}), not text")
+    ):
+        SpacetimePromptGuard().check(prompt, True)
 
 
 def test_guard_is_fast_on_a_long_list():

@@ -8,8 +8,11 @@ import json
 
 import pytest
 
+from spacetime import host
 from spacetime.nodes import NODE_CLASS_MAPPINGS
+from spacetime.prompting import BLOCKLIST_FILENAME, PromptBlocked
 
+from comfyui_host.comfy_workflow import ui_to_api
 from media import PACK_ROOT
 from workflow_check import validate_workflow
 
@@ -26,6 +29,53 @@ def test_shipped_workflow_is_valid(path):
     assert validate_workflow(workflow, NODE_CLASS_MAPPINGS) == []
     notes = [node for node in workflow["nodes"] if node["type"] in ("Note", "MarkdownNote")]
     assert notes, "each workflow tells which model files go where"
+
+
+def _box(node: dict) -> tuple:
+    """Where the frontend draws a node, its title bar (30 px above its position) included."""
+    (x, y), (width, height) = node["pos"], node["size"]
+    return x, y - 30, x + width, y + height
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
+def test_every_prompt_enters_through_the_prompt_guard(path):
+    """P07: the prompt is typed in a Prompt Guard (on), whose output is the Text Encode's prompt; the guard
+    sits where it hides no other node."""
+    workflow = json.loads(path.read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+    encoders = [node for node in workflow["nodes"] if node["type"] == "SpacetimeTextEncode"]
+    assert encoders, "every shipped workflow takes a prompt"
+    for encode in encoders:
+        (entry,) = [entry for entry in encode["inputs"] if entry["name"] == "prompt"]
+        guard = nodes[links[entry["link"]][1]]
+        assert (guard["type"], entry["widget"]) == ("SpacetimePromptGuard", {"name": "prompt"})
+        prompt, enabled, extra_terms = guard["widgets_values"]
+        assert prompt.strip() and enabled is True and extra_terms == ""
+        a = _box(guard)
+        for other in workflow["nodes"]:
+            b = _box(other)
+            overlap = a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+            assert other is guard or not overlap, f"the guard {guard['id']} covers node {other['id']}"
+
+
+def test_the_guard_feeds_the_encoder_and_stops_a_blocked_prompt(tmp_path, monkeypatch):
+    """As ComfyUI queues text_to_video_tiny_world.json: the encoder's prompt is the guard's output, and the
+    guard refuses a prompt that names a term of the user's blocklist."""
+    (tmp_path / BLOCKLIST_FILENAME).write_text("gore\n", encoding="utf-8")
+    monkeypatch.setenv(host.USER_DIR_ENV, str(tmp_path))
+    host._comfy_module.cache_clear()
+    object_info = {name: {"input": cls.INPUT_TYPES()} for name, cls in NODE_CLASS_MAPPINGS.items()}
+    workflow = json.loads((PACK_ROOT / "workflows" / "text_to_video_tiny_world.json").read_text())
+    guard, encode = node_of(workflow, "SpacetimePromptGuard"), node_of(workflow, "SpacetimeTextEncode")
+    guard["widgets_values"][0] = "a g o r e scene"
+    queued = ui_to_api(workflow, object_info)
+    assert queued[str(encode["id"])]["inputs"]["prompt"] == [str(guard["id"]), 0]
+    inputs = queued[str(guard["id"])]["inputs"]
+    assert inputs == {"prompt": "a g o r e scene", "enabled": True, "extra_terms": ""}
+    with pytest.raises(PromptBlocked, match="'g o r e' matched 'gore'"):
+        NODE_CLASS_MAPPINGS["SpacetimePromptGuard"]().check(**inputs)
+    host._comfy_module.cache_clear()
 
 
 def node_of(workflow, node_type):

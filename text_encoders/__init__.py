@@ -2,7 +2,7 @@
 
 from .loader import load_text_encoder
 from .text_encoder import WAN_NEGATIVE_PROMPT, TextEncoder
-from .tokenizer import SentencePieceTokenizer
+from .tokenizer import SentencePieceTokenizer, check_text
 from .umt5 import UMT5_XXL, UMT5Config, UMT5Encoder
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "TextEncoder",
     "UMT5Config",
     "UMT5Encoder",
+    "check_text",
     "load_text_encoder",
 ]

@@ -13,6 +13,32 @@ import torch
 log = logging.getLogger("spacetime")
 
 
+def check_text(text, name: str = "the prompt") -> str:
+    """`text` itself when it is a string the tokenizer can read; a ValueError saying what is wrong with it
+    otherwise: not a string, a byte that was not UTF-8 (Python keeps such bytes from the command line as
+    U+DC80..U+DCFF), or a lone UTF-16 surrogate (legal in JSON, so in a ComfyUI workflow)."""
+    if not isinstance(text, str):
+        raise ValueError(
+            f"{name} is {text!r} ({type(text).__name__}), not text: give a string (connect a STRING output, "
+            "or type it in the widget)."
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code, where = ord(text[error.start]), text[max(error.start - 20, 0) : error.start + 20]
+        if 0xDC80 <= code <= 0xDCFF:
+            raise ValueError(
+                f"{name} has the byte 0x{code - 0xDC00:02x}, which is not UTF-8 text, at character {error.start} "
+                f"({where!r}). Give the text as UTF-8: set the terminal (or the file it came from) to UTF-8, "
+                "e.g. LANG=C.UTF-8, and type or paste it again."
+            ) from None
+        raise ValueError(
+            f"{name} has a lone surrogate U+{code:04X} at character {error.start} ({where!r}): half of a UTF-16 "
+            "pair, not a character (often an emoji cut in half). Remove it, or paste the whole character again."
+        ) from None
+    return text
+
+
 def clean(text: str) -> str:
     """Wan's 'whitespace' cleaning: HTML entities decoded, runs of whitespace collapsed."""
     text = html.unescape(html.unescape(text))
@@ -45,7 +71,7 @@ class SentencePieceTokenizer:
 
     def token_ids(self, text: str) -> list[int]:
         """sentencepiece's own ids for the cleaned text, without the end token."""
-        return self.processor.encode(clean(text))
+        return self.processor.encode(clean(check_text(text)))
 
     def __call__(self, prompts: list[str], length: int = 512) -> Tokens:
         if isinstance(prompts, str):

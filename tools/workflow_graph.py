@@ -66,37 +66,104 @@ class Workflow:
         })  # fmt: skip
 
     def add(self, node_type: str, pos, size, widgets=(), **links) -> dict:
-        inputs, outputs = _spec(node_type)
-        node = {
-            "id": len(self.nodes) + 1, "type": node_type, "pos": list(pos), "size": list(size), "flags": {},
-            "order": len(self.nodes), "mode": 0,
-            "inputs": [{"name": name, "type": kind, "link": None} for name, kind in inputs],
-            "outputs": [
-                {"name": name, "type": kind, "links": [], "slot_index": slot}
-                for slot, (name, kind) in enumerate(outputs)
-            ],
-            "properties": {"Node name for S&R": node_type}, "widgets_values": list(widgets),
-        }  # fmt: skip
+        node = new_node(len(self.nodes) + 1, node_type, pos, size, widgets)
         self.nodes.append(node)
         for name, (source, output) in links.items():
-            self.connect(source, output, node, name)
+            connect(self.links, source, output, node, name)
         return node
 
     def connect(self, source: dict, output: str, target: dict, name: str) -> None:
-        slot = next(i for i, o in enumerate(source["outputs"]) if o["name"] == output)
-        target_slot = next(i for i, entry in enumerate(target["inputs"]) if entry["name"] == name)
-        link_id = len(self.links) + 1
-        kind = source["outputs"][slot]["type"]
-        self.links.append([link_id, source["id"], slot, target["id"], target_slot, kind])
-        source["outputs"][slot]["links"].append(link_id)
-        target["inputs"][target_slot]["link"] = link_id
+        connect(self.links, source, output, target, name)
 
     def json(self) -> dict:
-        return {
+        """The workflow with a Prompt Guard where each prompt enters."""
+        workflow = {
             "id": self.name, "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
             "nodes": self.nodes, "links": self.links, "groups": [], "config": {},
             "extra": {"ds": {"scale": 0.7, "offset": [0, 0]}}, "version": 0.4,
         }  # fmt: skip
+        guard_prompts(workflow)
+        return workflow
+
+
+def new_node(node_id: int, node_type: str, pos, size, widgets=()) -> dict:
+    inputs, outputs = _spec(node_type)
+    return {
+        "id": node_id, "type": node_type, "pos": list(pos), "size": list(size), "flags": {},
+        "order": node_id - 1, "mode": 0,
+        "inputs": [{"name": name, "type": kind, "link": None} for name, kind in inputs],
+        "outputs": [
+            {"name": name, "type": kind, "links": [], "slot_index": slot}
+            for slot, (name, kind) in enumerate(outputs)
+        ],
+        "properties": {"Node name for S&R": node_type}, "widgets_values": list(widgets),
+    }  # fmt: skip
+
+
+def connect(links: list, source: dict, output: str, target: dict, name: str) -> None:
+    """Link `source`'s output to `target`'s input `name` (a widget input becomes a socket, as in the frontend)."""
+    slot = next(i for i, o in enumerate(source["outputs"]) if o["name"] == output)
+    kind = source["outputs"][slot]["type"]
+    if not any(entry["name"] == name for entry in target["inputs"]):
+        target["inputs"].append({"name": name, "type": kind, "widget": {"name": name}, "link": None})
+    target_slot = next(i for i, entry in enumerate(target["inputs"]) if entry["name"] == name)
+    link_id = max((link[0] for link in links), default=0) + 1
+    links.append([link_id, source["id"], slot, target["id"], target_slot, kind])
+    source["outputs"][slot]["links"].append(link_id)
+    target["inputs"][target_slot]["link"] = link_id
+
+
+GUARD_SIZE = (400, 200)
+GUARD_NOTE = (
+    "Type the prompt in *Prompt Guard*: it passes the prompt on, or stops the run when the prompt names a term "
+    "of your blocklist (`ComfyUI/user/spacetime_blocklist.txt`, one term per line; empty until you create it "
+    "from this pack's `prompting/blocklist.example.txt`)."
+)
+TITLE_HEIGHT, MARGIN = 30, 20  # the frontend draws a node's title above its position
+
+
+def guard_prompts(workflow: dict) -> None:
+    """Put a Prompt Guard where each prompt enters (UI format, in place): the prompt moves to the guard,
+    whose output feeds the Text Encode's prompt, at the free place nearest to the left of the encoder;
+    the note says so. Encoders whose prompt is already linked are left as they are."""
+    encoders = [
+        node
+        for node in workflow["nodes"]
+        if node["type"] == "SpacetimeTextEncode"
+        and not any(entry["name"] == "prompt" and entry.get("link") for entry in node["inputs"])
+    ]
+    notes = [node for node in workflow["nodes"] if node["type"] == "MarkdownNote"]
+    if encoders and notes:
+        notes[0]["widgets_values"][0] += "\n\n" + GUARD_NOTE
+    for encode in encoders:
+        prompt = encode["widgets_values"][0]
+        node_id = max(node["id"] for node in workflow["nodes"]) + 1
+        guard = new_node(
+            node_id, "SpacetimePromptGuard", _free_place(workflow, encode), GUARD_SIZE, [prompt, True, ""]
+        )
+        workflow["nodes"].append(guard)
+        connect(workflow["links"], guard, "prompt", encode, "prompt")
+        workflow["last_node_id"], workflow["last_link_id"] = node_id, workflow["links"][-1][0]
+
+
+def _free_place(workflow: dict, beside: dict) -> list[int]:
+    """The grid point nearest to the left of `beside` where a guard overlaps no node."""
+    width, height = GUARD_SIZE
+
+    def box(x, y, w, h):
+        return x - MARGIN, y - TITLE_HEIGHT - MARGIN, x + w + MARGIN, y + h + MARGIN
+
+    taken = [box(*node["pos"], *node["size"]) for node in workflow["nodes"]]
+    x0, y0 = beside["pos"][0] - width - 2 * MARGIN, beside["pos"][1]
+    places = sorted(
+        ((x0 + dx, y0 + dy) for dx in range(-2000, 2001, 20) for dy in range(-2000, 2001, 20)),
+        key=lambda place: ((place[0] - x0) ** 2 + (place[1] - y0) ** 2, place),
+    )
+    for x, y in places:
+        a = box(x, y, width, height)
+        if not any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for b in taken):
+            return [x, y]
+    raise ValueError(f"no free place for a Prompt Guard near node {beside['id']}")
 
 
 def models(w: Workflow, tiny: bool):
