@@ -310,12 +310,11 @@ def output_directory() -> Path:
     return Path(os.environ.get(OUTPUT_DIR_ENV, "output")).absolute()
 
 
-def temp_directory() -> Path:
-    """ComfyUI's temp folder (previews; cleared on restart), or a `.temp` folder beside ./output."""
+def temp_directory() -> Path | None:
+    """ComfyUI's temp folder (previews; cleared on restart); None outside ComfyUI, where no browser
+    shows a preview and nothing would clear one."""
     fp = _comfy_module("folder_paths")
-    if fp is not None:
-        return Path(fp.get_temp_directory())
-    return output_directory().parent / ".spacetime-temp"
+    return Path(fp.get_temp_directory()) if fp is not None else None
 
 
 def user_directory() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ def test_size_and_date_variables_expand(output_dir: Path):
         ("C:/Windows/escape", "absolute"),
         ("", "empty"),
         ("./", "names no file"),
-        ("a\x00b", "NUL"),
+        ("a\x00b", "U\\+0000"),
     ],
 )
 def test_traversal_is_refused(prefix: str, message: str, output_dir: Path):
@@ -133,6 +134,6 @@ def test_files_are_written_under_a_hidden_temporary_name_first(output_dir: Path,
     monkeypatch.setattr(os, "link", spy)
     combine_video(torch.zeros(2, 16, 16, 3), 16.0, output_dir, "clip", "video/h264-mp4")
     ((temporary, final),) = seen
-    assert temporary.startswith(".clip.") and temporary.endswith(".partial.mp4")
+    assert re.fullmatch(rf"\.spacetime\.[0-9a-f]{{8}}\.{os.getpid()}\.[0-9a-f]{{8}}\.partial\.mp4", temporary)
     assert final == "clip_00001_.mp4"
     assert [p.name for p in output_dir.iterdir()] == ["clip_00001_.mp4"]
