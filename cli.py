@@ -433,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        status = _run(argv)
+        try:
+            status = _run(argv)
+        except SystemExit as done:  # argparse: after --help, or on a usage error
+            status = done.code
         sys.stdout.flush()  # a reader that went away is found here, not in the flush at exit
         return status
     except BrokenPipeError:
