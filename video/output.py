@@ -4,8 +4,9 @@ truncated file under the final name.
 
 A partial output is named `.spacetime.<host>.<pid>.<token>.partial[.ext]` after the machine and process
 writing it, so that one left by a run that died (SIGKILL, a power loss) is recognised and removed by
-the next write to the same folder: at once when its process, on this machine, is gone; after
-STALE_AFTER_S untouched when that cannot be told (another machine sharing the folder, or Windows).
+the next write to the same folder: at once when its process, on this machine (or in this container), is
+gone; after STALE_AFTER_S untouched when that cannot be told (another machine or container sharing the
+folder, or Windows).
 """
 
 from __future__ import annotations
@@ -35,10 +36,21 @@ _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 DEFAULT_NAME_MAX, DEFAULT_PATH_MAX = 255, 4096  # where the file system cannot be asked (Windows)
 FRAME_NAME_ROOM = "/frame_00000.png"  # a PNG sequence's frames sit one level deeper
 
-_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+def _machine_tag() -> str:
+    """Where a pid means one process: this host name and pid namespace (two containers sharing a folder
+    differ here even when they share the host's name)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux
+        namespace = ""
+    return f"{zlib.crc32(f'{socket.gethostname()} {namespace}'.encode()):08x}"
+
+
+_HOST = _machine_tag()
 _PARTIAL = re.compile(r"\.spacetime\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{8}\.partial(\.[A-Za-z0-9]+)?")
 # Partials of versions that did not record their writer: `.<stem>.<token>.partial[.ext]`.
-_UNATTRIBUTED_PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.partial(\.[A-Za-z0-9]+)?", re.DOTALL)
+_UNATTRIBUTED_PARTIAL = re.compile(r"\..+\.[0-9a-f]{8}\.partial(\.(mp4|webm|mkv|gif|webp))?", re.DOTALL)
 _PARTIAL_NAME_BYTES = len(".spacetime.00000000.4194304.00000000.partial.webm")  # the longest, Linux's pid_max
 STALE_AFTER_S = 24 * 3600  # a partial untouched for a day is abandoned, whoever wrote it
 
