@@ -32,11 +32,9 @@ TINY_WORLD_COMMAND = replace(TINY_WORLD_SETTINGS, cache=RECOMMENDED_THRESHOLD)
 DEFAULT_FORMAT = "video/h264-mp4"
 
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# A run stopped by a signal ends by it, as the shell reports: 128 + the signal's number.
-STOPPED_BY = {128 + signal.SIGINT: signal.SIGINT, 128 + signal.SIGTERM: signal.SIGTERM}
-if hasattr(signal, "SIGPIPE"):  # not on Windows
-    STOPPED_BY[128 + signal.SIGPIPE] = signal.SIGPIPE
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a program that SIGPIPE ends reports
+# Stopped by a signal: 128 + its number, as the shell reports a program that the signal ended.
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
+STOPPED_BY = {EXIT_INTERRUPTED: "SIGINT", EXIT_BROKEN_PIPE: "SIGPIPE", EXIT_TERMINATED: "SIGTERM"}
 EXIT_STATUSES = (
     "exit status: 0 done; 1 failed (a full disk, a read-only or forbidden folder; verify: nothing found); "
     "2 bad usage (an option, a file or a name refused, with the reason); 130 or 143 stopped by Ctrl-C or "
@@ -371,12 +369,13 @@ def _console_log() -> None:
 
 
 # What to do about a system error, by errno; the errors that name a wrong path are bad usage.
+_ELSEWHERE = f"(-o FILE, or ${host.OUTPUT_DIR_ENV})"
 _ADVICE = {
-    errno.ENOSPC: "the disk is full: free some space, or write elsewhere (-o FILE, or SPACETIME_OUTPUT_DIR)",
-    errno.EDQUOT: "the disk quota is used up: free some space, or write elsewhere (-o FILE, or SPACETIME_OUTPUT_DIR)",
-    errno.EROFS: "the folder is read-only: write elsewhere (-o FILE, or SPACETIME_OUTPUT_DIR)",
-    errno.EACCES: "write to a folder you may write to (-o FILE, or SPACETIME_OUTPUT_DIR), or ask for access",
-    errno.EPERM: "write to a folder you may write to (-o FILE, or SPACETIME_OUTPUT_DIR), or ask for access",
+    errno.ENOSPC: f"the disk is full: free some space, or write elsewhere {_ELSEWHERE}",
+    errno.EDQUOT: f"the disk quota is used up: free some space, or write elsewhere {_ELSEWHERE}",
+    errno.EROFS: f"the folder is read-only: write elsewhere {_ELSEWHERE}",
+    errno.EACCES: f"write to a folder you may write to {_ELSEWHERE}, or ask for access",
+    errno.EPERM: f"write to a folder you may write to {_ELSEWHERE}, or ask for access",
     errno.EEXIST: "choose another name, or remove it first",
 }
 _USAGE_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
@@ -445,10 +444,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("stopped (Ctrl-C)", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return EXIT_INTERRUPTED
     except Terminated:
         print("stopped (SIGTERM)", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return EXIT_TERMINATED
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -457,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 def exit_with(status: int) -> None:
     """End the process with `status`; a run stopped by a signal ends by that signal, so that the shell and
     scripts tell it from a failure (a loop over files stops on Ctrl-C)."""
-    stopped_by = STOPPED_BY.get(status)
+    stopped_by = getattr(signal, STOPPED_BY.get(status, ""), None)  # Windows has no SIGPIPE
     if stopped_by is not None and os.name == "posix":
         sys.stdout.flush()
         sys.stderr.flush()

@@ -151,7 +151,7 @@ def test_generate_writes_the_output_file(tmp_path: Path, output: Path):
     assert decode(path).frames.shape == (1, 32, 32, 3) and not output.exists()
 
 
-ELSEWHERE = "write elsewhere (-o FILE, or SPACETIME_OUTPUT_DIR)"
+ELSEWHERE = "write elsewhere (-o FILE, or $SPACETIME_OUTPUT_DIR)"
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ ELSEWHERE = "write elsewhere (-o FILE, or SPACETIME_OUTPUT_DIR)"
         ("video/h264-mp4", errno.ENOSPC, f"the disk is full: free some space, or {ELSEWHERE}"),  # F01
         ("image/png-sequence", errno.ENOSPC, f"the disk is full: free some space, or {ELSEWHERE}"),  # F02
         ("image/gif", errno.EROFS, f"the folder is read-only: {ELSEWHERE}"),  # W02
-        ("image/webp", errno.EACCES, "write to a folder you may write to (-o FILE, or SPACETIME_OUTPUT_DIR), "
+        ("image/webp", errno.EACCES, "write to a folder you may write to (-o FILE, or $SPACETIME_OUTPUT_DIR), "
                                      "or ask for access"),
     ],
 )  # fmt: skip
@@ -198,7 +198,7 @@ def test_a_read_only_output_folder_is_one_line(output: Path, monkeypatch, capsys
     assert main([*PATTERN, "--prefix", "sub/clip"]) == 1
     assert capsys.readouterr().err == (
         f"error: Read-only file system: {output.resolve() / 'sub'}; the folder is read-only: write elsewhere "
-        "(-o FILE, or SPACETIME_OUTPUT_DIR).\n"
+        "(-o FILE, or $SPACETIME_OUTPUT_DIR).\n"
     )
 
 
