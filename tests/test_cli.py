@@ -132,16 +132,29 @@ def test_output_option_and_prefix_exclude_each_other(tmp_path: Path, capsys):
     assert "not allowed with argument -o/--output" in capsys.readouterr().err
 
 
-def test_generate_refuses_an_existing_output_before_loading_a_model(
-    tmp_path: Path, output: Path, monkeypatch, capsys
+@pytest.mark.parametrize(
+    "writable,message",
+    [
+        (True, "clip.mp4 exists; it is never replaced"),
+        (False, "cannot be written to (read-only, or not yours)"),
+    ],
+)
+def test_generate_refuses_an_output_before_loading_a_model(
+    writable: bool, message: str, tmp_path: Path, output: Path, monkeypatch, capsys
 ):
+    """W03 for -o: the output is checked before the work, not after."""
+
     def load(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr("spacetime.pipeline.load_tiny_world", load)
-    (tmp_path / "clip.mp4").write_bytes(b"keep")
+    if writable:
+        (tmp_path / "clip.mp4").write_bytes(b"keep")
+    else:
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and Path(path) != tmp_path)
     assert main(["generate", "a red circle", "-o", str(tmp_path / "clip.mp4")]) == 2
-    assert "clip.mp4 exists; it is never replaced" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_generate_writes_the_output_file(tmp_path: Path, output: Path):

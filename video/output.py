@@ -375,13 +375,18 @@ def atomic_output(target: OutputTarget, extension: str, is_folder: bool = False)
 
 
 def check_new_path(path: Path) -> None:
-    """An explicit output path (not a prefix) names a new file or folder, in a folder that exists."""
+    """An explicit output path (not a prefix) names a new file or folder, in a folder that exists and may be
+    written to."""
     if path.exists() or path.is_symlink():
         raise FileExistsError(
             f"{path} exists; it is never replaced: choose another name, or remove it first."
         )
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: the folder {path.parent} does not exist; create it first.")
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(
+            f"{path}: the folder {path.parent} cannot be written to (read-only, or not yours)."
+        )
 
 
 @contextlib.contextmanager
