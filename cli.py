@@ -391,12 +391,11 @@ def _os_error(error: OSError) -> tuple[str, int]:
     return message, EXIT_USAGE if error.errno in _USAGE_ERRNOS else EXIT_FAILED
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that the partial file is removed on the way out, as for Ctrl-C."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
+def _stop(signum, frame) -> None:
+    """SIGTERM and Ctrl-C: stop the run here and at its next progress step (host.Stopped)."""
+    name = signal.Signals(signum).name
+    host.request_stop(name)
+    raise host.Stopped(name)
 
 
 def _run(argv: list[str]) -> int:
@@ -426,11 +425,14 @@ def _run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command and return its exit status (EXIT_STATUSES); SIGTERM stops it as Ctrl-C does while it
-    runs (in the main thread), and the previous handler is restored after."""
+    """Run one command and return its exit status (EXIT_STATUSES). While it runs (in the main thread), SIGTERM
+    stops it as Ctrl-C does, removing the partial file; the previous handlers are restored after."""
     argv = sys.argv[1:] if argv is None else argv
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+        handled.append(signal.SIGINT)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    previous = {number: signal.signal(number, _stop) for number in handled} if in_main_thread else {}
     try:
         try:
             status = _run(argv)
@@ -442,15 +444,14 @@ def main(argv: list[str] | None = None) -> int:
         # Python's advice: point stdout at devnull, so that the flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt:
-        print("stopped (Ctrl-C)", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        print("stopped (SIGTERM)", file=sys.stderr)
-        return EXIT_TERMINATED
+    except (KeyboardInterrupt, host.Stopped) as stopped:
+        terminated = isinstance(stopped, host.Stopped) and stopped.args == ("SIGTERM",)
+        print(f"stopped ({'SIGTERM' if terminated else 'Ctrl-C'})", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        host.request_stop(None)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def exit_with(status: int) -> None:

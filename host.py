@@ -223,8 +223,26 @@ def _streamed(module: torch.nn.Module, device: torch.device, budget: int, workin
         ) from None
 
 
+class Stopped(BaseException):
+    """The command line was told to stop (SIGTERM, Ctrl-C): raised where the run is, and again at every later
+    progress step, as ComfyUI's cancel is, so that a library's bare `except:` cannot swallow it for good and
+    the run unwinds, removing its partial file."""
+
+
+_stop_reason: str | None = None
+
+
+def request_stop(reason: str | None) -> None:
+    """Make every later throw_if_interrupted raise Stopped(reason); None withdraws the request."""
+    global _stop_reason
+    _stop_reason = reason
+
+
 def throw_if_interrupted() -> None:
-    """Raise ComfyUI's interruption exception when the user pressed cancel; a no-op outside."""
+    """Raise ComfyUI's interruption exception when the user pressed cancel, or Stopped once the command line
+    was told to stop."""
+    if _stop_reason is not None:
+        raise Stopped(_stop_reason)
     mm = _comfy_module("comfy.model_management")
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()

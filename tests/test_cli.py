@@ -215,10 +215,13 @@ def test_a_read_only_output_folder_is_one_line(output: Path, monkeypatch, capsys
     )
 
 
-def test_sigterm_handler_is_restored(output: Path):
-    before = signal.getsignal(signal.SIGTERM)
+def test_signal_handlers_are_restored(output: Path):
+    from spacetime import host
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     assert main(["formats"]) == 0
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert host._stop_reason is None
 
 
 @pytest.mark.parametrize(

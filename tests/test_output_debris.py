@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from spacetime import host
 from spacetime.video import combine_video
 from spacetime.video import output as output_module
 from spacetime.video.output import STALE_AFTER_S, atomic_output, remove_stale_partials, resolve_target
@@ -21,7 +22,8 @@ from spacetime.video.patterns import moving_pattern
 # The command line with an encoder slowed to 50 ms a frame, so that a partial file stays a while.
 SLOW_CLI = (
     "import sys, time; from spacetime import host; from spacetime.cli import exit_with, main; "
-    "host.throw_if_interrupted = lambda: time.sleep(0.05); exit_with(main(sys.argv[1:]))"
+    "check = host.throw_if_interrupted; host.throw_if_interrupted = lambda: (time.sleep(0.05), check()); "
+    "exit_with(main(sys.argv[1:]))"
 )
 
 
@@ -61,6 +63,16 @@ def test_a_stopped_run_removes_its_partial_file_and_its_new_folders(stop, format
     assert run.returncode == -stop  # ended by the signal, as the shell expects (130, 143)
     assert stderr.strip() == f"stopped ({'SIGTERM' if stop == signal.SIGTERM else 'Ctrl-C'})"
     assert list(output.iterdir()) == []  # the partial and the folder 'new' made for it
+
+
+def test_a_stop_swallowed_once_is_raised_again_at_the_next_frame(output_dir: Path, monkeypatch):
+    """SIGTERM's exception, raised while numpy imported a Cython module, was swallowed by that module's bare
+    `except:`, and the run went on to publish its file; the request stands until the run has unwound."""
+    monkeypatch.setattr(host, "_stop_reason", None)
+    host.request_stop("SIGTERM")
+    with pytest.raises(host.Stopped, match="SIGTERM"):
+        combine_video(moving_pattern(3, 16, 16), 16.0, output_dir, "new/clip", "image/png-sequence")
+    assert list(output_dir.iterdir()) == []
 
 
 def test_the_partial_of_a_killed_run_is_removed_by_the_next_run(tmp_path: Path):
