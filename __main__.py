@@ -1,10 +1,9 @@
 """`python -m spacetime`: see cli.py."""
 
 import gc
-import sys
 
-from .cli import main
+from .cli import exit_with, main
 
 status = main()
 gc.freeze()  # exit without collecting the finished run's objects one by one (the OS frees them at once)
-sys.exit(status)
+exit_with(status)

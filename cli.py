@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,17 +24,42 @@ from .samplers.step_cache import RECOMMENDED_THRESHOLD
 from .streaming import DoesNotFit
 from .text_encoders import WAN_NEGATIVE_PROMPT, check_text
 from .video import FORMATS, Encoding, Provenance, combine_video
+from .video.formats import format_for_path
+from .video.output import check_new_path
 from .video.patterns import moving_pattern
 
 # Tiny World from the command line: its settings with step caching on (benchmarks/tiny_world_speed.py).
 TINY_WORLD_COMMAND = replace(TINY_WORLD_SETTINGS, cache=RECOMMENDED_THRESHOLD)
+DEFAULT_FORMAT = "video/h264-mp4"
+
+EXIT_DONE, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Stopped by a signal: 128 + its number, as the shell reports a program that the signal ended.
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
+STOPPED_BY = {EXIT_INTERRUPTED: "SIGINT", EXIT_BROKEN_PIPE: "SIGPIPE", EXIT_TERMINATED: "SIGTERM"}
+EXIT_STATUSES = (
+    "exit status: 0 done; 1 failed (a full disk, a read-only or forbidden folder; verify: nothing found); "
+    "2 bad usage (an option, a file or a name refused, with the reason); 130 or 143 stopped by Ctrl-C or "
+    "SIGTERM, the partial file removed; 141 the reader of the output went away (| head), quietly."
+)
+
+
+def _destination(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """The format, and with -o the exact file to write: checked before any work is done."""
+    if args.output is None:
+        return args.format or DEFAULT_FORMAT, None
+    path = Path(args.output)
+    fmt = format_for_path(path, args.format)
+    check_new_path(path)
+    return fmt.name, path
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
+    format, path = _destination(args)
     frames = moving_pattern(args.frames, args.height, args.width)
     saved = combine_video(
-        frames, args.fps, host.output_directory(), args.prefix, args.format, encoding=Encoding(crf=args.crf)
-    )
+        frames, args.fps, host.output_directory(), args.prefix, format,
+        encoding=Encoding(crf=args.crf), path=path,
+    )  # fmt: skip
     print(saved.path)
     return 0
 
@@ -66,6 +95,7 @@ def _generate(args: argparse.Namespace) -> int:
     from .text_encoders import load_text_encoder
     from .vae import load_vae
 
+    format, path = _destination(args)
     host.set_memory_budget(args.vram)
     given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
     device = torch.device(args.device) if args.device else None
@@ -111,9 +141,10 @@ def _generate(args: argparse.Namespace) -> int:
         args.fps,
         host.output_directory(),
         args.prefix,
-        args.format,
+        format,
         encoding=Encoding(crf=args.crf),
         provenance=Provenance(watermark=not args.no_watermark),
+        path=path,
     )
     print(saved.path)
     return 0
@@ -164,10 +195,35 @@ def _formats(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_output_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """--format, and where the video goes: the next free name for a prefix in the output folder, or -o FILE."""
+    parser.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        help=f"output format (default: the one -o FILE's extension names, .mp4 being H.264; else {DEFAULT_FORMAT})",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write exactly FILE, in any folder that exists (the output folder is for --prefix); it must not "
+        "exist. Its extension picks the format, or must be --format's (image/png-sequence: a folder, no "
+        "extension). Written under a hidden partial name beside it, then renamed",
+    )
+    where.add_argument(
+        "--prefix",
+        default=prefix,
+        help=f"file name prefix inside the output folder (./output, or ${host.OUTPUT_DIR_ENV}): the file is "
+        f"PREFIX_00001_.mp4, the next free number (default {prefix})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m spacetime",
         description="ComfyUI-Spacetime: Sora-style text-to-video nodes for ComfyUI, and their command line.",
+        epilog=EXIT_STATUSES,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -178,13 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     pattern.add_argument("--width", type=int, default=832, help="width in pixels (default 832)")
     pattern.add_argument("--height", type=int, default=480, help="height in pixels (default 480)")
     pattern.add_argument("--fps", type=float, default=16.0, help="frames per second (default 16)")
-    pattern.add_argument("--format", choices=list(FORMATS), default="video/h264-mp4", help="output format")
     pattern.add_argument("--crf", type=int, default=19, help="quality for H.264/H.265/VP9, lower is better")
-    pattern.add_argument(
-        "--prefix",
-        default="spacetime/test_pattern",
-        help=f"file name prefix inside the output folder (./output, or ${host.OUTPUT_DIR_ENV})",
-    )
+    _add_output_options(pattern, "spacetime/test_pattern")
     pattern.set_defaults(run=_test_pattern)
 
     generate = commands.add_parser(
@@ -264,11 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fit streams its blocks from CPU memory",
     )
     generate.add_argument("--fps", type=float, default=16.0, help="frames per second (default 16)")
-    generate.add_argument("--format", choices=list(FORMATS), default="video/h264-mp4", help="output format")
     generate.add_argument("--crf", type=int, default=19, help="quality for H.264/H.265/VP9, lower is better")
-    generate.add_argument(
-        "--prefix", default="spacetime/video", help="file name prefix inside the output folder"
-    )
+    _add_output_options(generate, "spacetime/video")
     generate.add_argument(
         "--no-watermark", action="store_true", help="leave out the invisible watermark (on by default)"
     )
@@ -303,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     formats = commands.add_parser("formats", help="list the video formats Video Combine writes")
     formats.set_defaults(run=_formats)
+    for command in commands.choices.values():
+        command.epilog = command.epilog or EXIT_STATUSES
     return parser
 
 
@@ -323,27 +373,99 @@ def _console_log() -> None:
         logger.setLevel(logging.INFO)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
+# What to do about a system error, by errno; the errors that name a wrong path are bad usage.
+_ELSEWHERE = f"(-o FILE, or ${host.OUTPUT_DIR_ENV})"
+_ADVICE = {
+    errno.ENOSPC: f"the disk is full: free some space, or write elsewhere {_ELSEWHERE}",
+    errno.EDQUOT: f"the disk quota is used up: free some space, or write elsewhere {_ELSEWHERE}",
+    errno.EROFS: f"the folder is read-only: write elsewhere {_ELSEWHERE}",
+    errno.EACCES: f"write to a folder you may write to {_ELSEWHERE}, or ask for access",
+    errno.EPERM: f"write to a folder you may write to {_ELSEWHERE}, or ask for access",
+    errno.EEXIST: "choose another name, or remove it first",
+}
+_USAGE_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _os_error(error: OSError) -> tuple[str, int]:
+    """The message and exit status for an OSError: the pack's own (no errno) say what to do already."""
+    if error.errno is None:
+        return str(error), EXIT_USAGE
+    where = f": {error.filename}" if error.filename else ""
+    advice = _ADVICE.get(error.errno)
+    message = f"{error.strerror or error}{where}" + (f"; {advice}." if advice else ".")
+    return message, EXIT_USAGE if error.errno in _USAGE_ERRNOS else EXIT_FAILED
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM and Ctrl-C: stop the run here and at its next progress step (host.Stopped)."""
+    name = signal.Signals(signum).name
+    host.request_stop(name)
+    raise host.Stopped(name)
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["evaluate"]:
         try:
             return _evaluate(argv[1:])
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 0
+        return EXIT_DONE
     _console_log()
     try:
         return args.run(args)
-    except (
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        DoesNotFit,
-    ) as error:
+    except (ValueError, DoesNotFit) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # the reader went away: main ends quietly
+    except OSError as error:
+        message, status = _os_error(error)
+        print(f"error: {message}", file=sys.stderr)
+        return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status (EXIT_STATUSES). While it runs (in the main thread), SIGTERM
+    stops it as Ctrl-C does, removing the partial file; the previous handlers are restored after."""
+    argv = sys.argv[1:] if argv is None else argv
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+        handled.append(signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {number: signal.signal(number, _stop) for number in handled} if in_main_thread else {}
+    try:
+        try:
+            status = _run(argv)
+        except SystemExit as done:  # argparse: after --help, or on a usage error
+            status = done.code
+        sys.stdout.flush()  # a reader that went away is found here, not in the flush at exit
+        return status
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull, so that the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except (KeyboardInterrupt, host.Stopped) as stopped:
+        terminated = isinstance(stopped, host.Stopped) and stopped.args == ("SIGTERM",)
+        print(f"stopped ({'SIGTERM' if terminated else 'Ctrl-C'})", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        host.request_stop(None)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def exit_with(status: int) -> None:
+    """End the process with `status`; a run stopped by a signal ends by that signal, so that the shell and
+    scripts tell it from a failure (a loop over files stops on Ctrl-C)."""
+    stopped_by = getattr(signal, STOPPED_BY.get(status, ""), None)  # Windows has no SIGPIPE
+    if stopped_by is not None and os.name == "posix":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(stopped_by, signal.SIG_DFL)
+        os.kill(os.getpid(), stopped_by)
+    sys.exit(status)

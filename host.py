@@ -223,8 +223,26 @@ def _streamed(module: torch.nn.Module, device: torch.device, budget: int, workin
         ) from None
 
 
+class Stopped(BaseException):
+    """The command line was told to stop (SIGTERM, Ctrl-C): raised where the run is, and again at every later
+    progress step, as ComfyUI's cancel is, so that a library's bare `except:` cannot swallow it for good and
+    the run unwinds, removing its partial file."""
+
+
+_stop_reason: str | None = None
+
+
+def request_stop(reason: str | None) -> None:
+    """Make every later throw_if_interrupted raise Stopped(reason); None withdraws the request."""
+    global _stop_reason
+    _stop_reason = reason
+
+
 def throw_if_interrupted() -> None:
-    """Raise ComfyUI's interruption exception when the user pressed cancel; a no-op outside."""
+    """Raise ComfyUI's interruption exception when the user pressed cancel, or Stopped once the command line
+    was told to stop."""
+    if _stop_reason is not None:
+        raise Stopped(_stop_reason)
     mm = _comfy_module("comfy.model_management")
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()
@@ -310,12 +328,11 @@ def output_directory() -> Path:
     return Path(os.environ.get(OUTPUT_DIR_ENV, "output")).absolute()
 
 
-def temp_directory() -> Path:
-    """ComfyUI's temp folder (previews; cleared on restart), or a `.temp` folder beside ./output."""
+def temp_directory() -> Path | None:
+    """ComfyUI's temp folder (previews; cleared on restart); None outside ComfyUI, where no browser
+    shows a preview and nothing would clear one."""
     fp = _comfy_module("folder_paths")
-    if fp is not None:
-        return Path(fp.get_temp_directory())
-    return output_directory().parent / ".spacetime-temp"
+    return Path(fp.get_temp_directory()) if fp is not None else None
 
 
 def user_directory() -> Path:

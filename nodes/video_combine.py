@@ -206,12 +206,13 @@ class SpacetimeVideoCombine:
             provenance=Provenance(metadata=metadata, watermark=watermark, credentials=credentials),
         )
         preview = {"filename": saved.path.name, "subfolder": saved.subfolder, "type": "output"}
-        if not saved.format.browser_plays:
+        temp = host.temp_directory()
+        if not saved.format.browser_plays and temp is not None:
             # The browser cannot play this format: show an H.264 copy from the temp folder instead.
             copy = combine_video(
                 frames(),
                 frame_rate,
-                host.temp_directory(),
+                temp,
                 "spacetime_preview",
                 PREVIEW_FORMAT,
                 node_id=unique_id,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from spacetime import cli, host
+from spacetime.cli import main
 from spacetime.nodes.prompting import SpacetimePromptGuard
 from spacetime.prompting import BLOCKLIST_FILENAME, PromptBlocked
 from spacetime.prompting.guard import EXAMPLE_BLOCKLIST
@@ -29,6 +32,7 @@ def test_help(tmp_path: Path):
     result = run("--help", output=tmp_path)
     assert result.returncode == 0
     assert "test-pattern" in result.stdout and "formats" in result.stdout
+    assert "exit status: 0 done; 1 failed" in " ".join(result.stdout.split())
 
 
 def test_test_pattern_writes_a_video(tmp_path: Path):
@@ -165,3 +169,165 @@ def test_generate_refuses_text_the_tokenizer_cannot_read(monkeypatch, capsys, ar
     """What Python makes of such bytes in argv (U+DC80..U+DCFF), and lone surrogates, before any model loads."""
     code, err = generate_in_process(*args, *MISSING_MODELS, monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2 and err.startswith(message), err
+
+
+PATTERN = ["test-pattern", "--frames", "3", "--width", "32", "--height", "32"]
+
+
+@pytest.fixture
+def output(tmp_path: Path, monkeypatch) -> Path:
+    """The output folder of in-process runs (never made by an -o run)."""
+    monkeypatch.setenv("SPACETIME_OUTPUT_DIR", str(tmp_path / "output"))
+    return tmp_path / "output"
+
+
+@pytest.mark.parametrize(
+    "name,format,codec",
+    [("clip.webm", None, "vp9"), ("CLIP.MP4", None, "h264"), ("clip.mp4", "video/h265-mp4", "hevc")],
+)
+def test_output_option_writes_exactly_that_file(name, format, codec, tmp_path: Path, output: Path, capsys):
+    """-o FILE, anywhere: its extension picks the format (.mp4 is H.264) or must be --format's."""
+    path = tmp_path / "elsewhere" / name
+    path.parent.mkdir()
+    size = ["--width", "64", "--height", "64"] if codec == "hevc" else []
+    assert main([*PATTERN, *size, "-o", str(path), *(["--format", format] if format else [])]) == 0
+    assert capsys.readouterr().out == f"{path}\n"
+    assert decode(path).codec == codec
+    assert list(path.parent.iterdir()) == [path] and not output.exists()
+
+
+def test_output_option_writes_a_png_sequence_folder(tmp_path: Path, output: Path):
+    assert main([*PATTERN, "-o", str(tmp_path / "frames"), "--format", "image/png-sequence"]) == 0
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_0000{i}.png" for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    "name,extra,message",
+    [
+        ("taken.mp4", [], "taken.mp4 exists; it is never replaced: choose another name, or remove it first."),
+        ("clip.mp4", ["--format", "image/gif"], "clip.mp4 does not match the format image/gif: its name must end in .gif."),
+        ("frames.png", ["--format", "image/png-sequence"], "must have no extension (it is a folder)"),
+        ("clip", [], "clip: the format cannot be told from the extension (none); use one of .mp4, .webm, .mkv"),
+        ("clip.avi", [], "the format cannot be told from the extension .avi"),
+        ("missing/clip.mp4", [], "the folder"),
+    ],
+)  # fmt: skip
+def test_output_option_refusals_are_bad_usage(name, extra, message, tmp_path: Path, output: Path, capsys):
+    (tmp_path / "taken.mp4").write_bytes(b"keep")
+    assert main([*PATTERN, "-o", str(tmp_path / name), *extra]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.mp4"]
+    assert (tmp_path / "taken.mp4").read_bytes() == b"keep"
+
+
+def test_output_option_and_prefix_exclude_each_other(tmp_path: Path, capsys):
+    assert main([*PATTERN, "-o", str(tmp_path / "a.mp4"), "--prefix", "x"]) == 2
+    assert "not allowed with argument -o/--output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "writable,message",
+    [
+        (True, "clip.mp4 exists; it is never replaced"),
+        (False, "cannot be written to (read-only, or not yours)"),
+    ],
+)
+def test_generate_refuses_an_output_before_loading_a_model(
+    writable: bool, message: str, tmp_path: Path, output: Path, monkeypatch, capsys
+):
+    """W03 for -o: the output is checked before the work, not after."""
+
+    def load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("spacetime.pipeline.load_tiny_world", load)
+    if writable:
+        (tmp_path / "clip.mp4").write_bytes(b"keep")
+    else:
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and Path(path) != tmp_path)
+    assert main(["generate", "a red circle", "-o", str(tmp_path / "clip.mp4")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_generate_writes_the_output_file(tmp_path: Path, output: Path):
+    path = tmp_path / "clip.gif"
+    args = ["generate", "a red circle", "--frames", "1", "--width", "32", "--height", "32", "--steps", "1"]
+    assert main([*args, "-o", str(path)]) == 0
+    assert decode(path).frames.shape == (1, 32, 32, 3) and not output.exists()
+
+
+ELSEWHERE = "write elsewhere (-o FILE, or $SPACETIME_OUTPUT_DIR)"
+
+
+@pytest.mark.parametrize(
+    "format,number,advice",
+    [
+        ("video/h264-mp4", errno.ENOSPC, f"the disk is full: free some space, or {ELSEWHERE}"),  # F01
+        ("image/png-sequence", errno.ENOSPC, f"the disk is full: free some space, or {ELSEWHERE}"),  # F02
+        ("image/gif", errno.EROFS, f"the folder is read-only: {ELSEWHERE}"),  # W02
+        ("image/webp", errno.EACCES, "write to a folder you may write to (-o FILE, or $SPACETIME_OUTPUT_DIR), "
+                                     "or ask for access"),
+    ],
+)  # fmt: skip
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing(
+    format, number, advice, output: Path, monkeypatch, capsys
+):
+    """F01-F04, W01-W02: was a traceback (the cleanup was right)."""
+    from spacetime.video import combine
+
+    def fail(path: Path, frames, job):
+        target = path / "frame_00000.png" if path.is_dir() else path
+        target.write_bytes(b"half a frame")
+        raise OSError(number, os.strerror(number), str(target))
+
+    monkeypatch.setitem(combine.WRITERS, combine.get_format(format).writer, fail)
+    assert main([*PATTERN, "--format", format, "--prefix", "new/clip"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {os.strerror(number)}: {output.resolve() / 'new'}/.spacetime.")
+    assert error.endswith(f"; {advice}.\n") and "Traceback" not in error
+    assert list(output.iterdir()) == []
+
+
+def test_a_read_only_output_folder_is_one_line(output: Path, monkeypatch, capsys):
+    """W01: the subfolder cannot be made."""
+
+    make = Path.mkdir
+
+    def read_only(path, *args, **kwargs):  # as Linux answers: an existing folder first
+        if path.exists():
+            return make(path, *args, **kwargs)
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    output.mkdir()
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main([*PATTERN, "--prefix", "sub/clip"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: Read-only file system: {output.resolve() / 'sub'}; the folder is read-only: write elsewhere "
+        "(-o FILE, or $SPACETIME_OUTPUT_DIR).\n"
+    )
+
+
+def test_signal_handlers_are_restored(output: Path):
+    from spacetime import host
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert main(["formats"]) == 0
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert host._stop_reason is None
+
+
+@pytest.mark.parametrize(
+    "args", [["formats"], ["test-pattern", "--frames", "2", "--width", "16", "--height", "16"]]
+)
+def test_a_reader_that_went_away_ends_the_run_quietly(args: list[str], tmp_path: Path):
+    """`formats | head -0`: the end of a SIGPIPE (141 in the shell), no traceback; what was written stays."""
+    env = os.environ | {"SPACETIME_OUTPUT_DIR": str(tmp_path)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "spacetime", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    run.stdout.close()  # before the interpreter has started: its first write finds no reader
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == -signal.SIGPIPE and stderr == b""
+    assert [p.name for p in tmp_path.rglob("*.*")] == (["test_pattern_00001_.mp4"] if len(args) > 1 else [])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from spacetime import host
 from spacetime.nodes.video_combine import SpacetimeVideoCombine
 from spacetime.pipeline import TINY_WORLD_DIR, TINY_WORLD_FILES
 from spacetime.vae import load_vae, video_to_frames
@@ -68,13 +69,38 @@ def test_save_metadata_off_writes_none(folders):
     assert not {"prompt", "workflow"} & set(decode(Path(path)).metadata)
 
 
-def test_formats_browsers_cannot_play_preview_an_h264_copy(folders):
+def test_formats_browsers_cannot_play_preview_an_h264_copy(folders, monkeypatch):
     _output, temp = folders
+    monkeypatch.setattr(host, "temp_directory", lambda: temp)  # ComfyUI's temp folder
     returned = run_node(format="video/h265-mp4")
     (preview,) = returned["ui"]["images"]
     assert preview["type"] == "temp" and preview["filename"].endswith(".mp4")
     assert decode(temp.resolve() / preview["subfolder"] / preview["filename"]).codec == "h264"
     assert decode(Path(returned["result"][0])).codec == "hevc"
+
+
+def test_outside_comfyui_no_preview_copy_is_written(folders):
+    """O48: no browser shows it and nothing would clear it; the node's preview names the file itself."""
+    output, _ = folders
+    returned = run_node(format="video/h265-mp4")
+    assert returned["ui"]["images"] == [
+        {"filename": "video_00001_.mp4", "subfolder": "spacetime", "type": "output"}
+    ]
+    assert sorted(p.relative_to(output.parent).as_posix() for p in output.parent.rglob("*")) == [
+        "output", "output/spacetime", "output/spacetime/video_00001_.mp4"
+    ]  # fmt: skip
+
+
+def test_metadata_that_is_not_json_is_refused_before_writing(folders):
+    """O40: a hidden prompt holding a tensor (only standalone callers can pass one) names where it is."""
+    output, _ = folders
+    with pytest.raises(
+        ValueError, match=r"the 'prompt' metadata holds a Tensor at \['1'\]\['inputs'\]\['x'\]"
+    ):
+        run_node(prompt={"1": {"inputs": {"x": torch.zeros(1)}}})
+    with pytest.raises(ValueError, match=r"the 'workflow' metadata holds a tuple key at \['links'\]"):
+        run_node(extra_pnginfo={"workflow": {"links": {(1, 2): 3}}})
+    assert not output.exists() or list(output.rglob("*")) == []
 
 
 def test_gif_previews_as_an_image_not_a_video(folders):

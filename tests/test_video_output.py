@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -47,7 +49,7 @@ def test_size_and_date_variables_expand(output_dir: Path):
         ("C:/Windows/escape", "absolute"),
         ("", "empty"),
         ("./", "names no file"),
-        ("a\x00b", "NUL"),
+        ("a\x00b", "U\\+0000"),
     ],
 )
 def test_traversal_is_refused(prefix: str, message: str, output_dir: Path):
@@ -117,9 +119,10 @@ def test_an_interrupted_write_leaves_nothing(name: str, output_dir: Path, monkey
             raise Cancelled
 
     monkeypatch.setattr("spacetime.host.throw_if_interrupted", cancel_on_third_frame)
+    (output_dir / "kept").mkdir()
     with pytest.raises(Cancelled):
-        combine_video(moving_pattern(6, 32, 32), 16.0, output_dir, "sub/clip", name)
-    assert [p.name for p in output_dir.rglob("*") if not p.is_dir() or p.name != "sub"] == []
+        combine_video(moving_pattern(6, 32, 32), 16.0, output_dir, "kept/new/clip", name)
+    assert [p.name for p in output_dir.rglob("*")] == ["kept"]  # the folder made for it is gone too
 
 
 def test_files_are_written_under_a_hidden_temporary_name_first(output_dir: Path, monkeypatch):
@@ -133,6 +136,68 @@ def test_files_are_written_under_a_hidden_temporary_name_first(output_dir: Path,
     monkeypatch.setattr(os, "link", spy)
     combine_video(torch.zeros(2, 16, 16, 3), 16.0, output_dir, "clip", "video/h264-mp4")
     ((temporary, final),) = seen
-    assert temporary.startswith(".clip.") and temporary.endswith(".partial.mp4")
+    assert re.fullmatch(rf"\.spacetime\.[0-9a-f]{{8}}\.{os.getpid()}\.[0-9a-f]{{8}}\.partial\.mp4", temporary)
     assert final == "clip_00001_.mp4"
     assert [p.name for p in output_dir.iterdir()] == ["clip_00001_.mp4"]
+
+
+def test_a_long_name_that_fits_is_written(output_dir: Path):
+    """O06: the final name 'x…x_00001_.mp4' is 251 bytes; the hidden partial name no longer holds the stem."""
+    saved = combine_video(moving_pattern(2, 16, 16), 16.0, output_dir, "x" * 240, "video/h264-mp4")
+    assert saved.path.name == "x" * 240 + "_00001_.mp4"
+
+
+@pytest.mark.parametrize(
+    "prefix,extension,message",
+    [
+        ("x" * 300, "mp4", "the file name would be 311 bytes"),  # O05
+        ("sub1/sub2/" + "y" * 300, "mp4", "at most 244 bytes"),  # Q04: no empty sub1/sub2 left
+        ("é" * 125, "webm", "the file name would be 262 bytes"),  # bytes, not characters
+        ("x" * 249, "", "the file name would be 256 bytes"),  # a PNG-sequence folder: no extension
+        ("d" * 256 + "/clip", "mp4", "the folder name 'dddd"),
+    ],
+)
+def test_a_name_longer_than_the_file_system_allows_is_refused_first(
+    prefix: str, extension: str, message: str, output_dir: Path
+):
+    with pytest.raises(ValueError, match=message) as refused:
+        resolve_target(prefix, output_dir, extension=extension)
+    assert "limited to 255 bytes here" in str(refused.value)
+    assert list(output_dir.iterdir()) == []
+
+
+def test_a_path_deeper_than_the_file_system_allows_is_refused_before_any_folder(output_dir: Path):
+    """O07: 2100 nested folders took 84 s to make, then failed, and stayed."""
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"makes a path of \d+ bytes .* limited to 4095 bytes here"):
+        combine_video(moving_pattern(2, 16, 16), 16.0, output_dir, "d/" * 2100 + "f", "image/gif")
+    assert time.monotonic() - started < 1 and list(output_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "prefix,character",
+    [
+        ("\u202egnp.exe", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),  # O23: shows as '…exe.png'
+        ("clip\u2066/x", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+        ("zero\u200bwidth", "U+200B (ZERO WIDTH SPACE)"),
+        ("line\nbreak", "U+000A"),
+        ("para\u2029graph", "U+2029 (PARAGRAPH SEPARATOR)"),
+        ("lone\ud800", "U+D800"),
+    ],
+)
+def test_control_and_invisible_characters_are_refused(prefix: str, character: str, output_dir: Path):
+    with pytest.raises(
+        ValueError, match=re.escape(f"contains {character}, a control or invisible formatting")
+    ):
+        resolve_target(prefix, output_dir)
+    assert list(output_dir.iterdir()) == []
+
+
+def test_an_output_folder_that_is_a_file_says_so(tmp_path: Path):
+    """Q13: was a bare '[Errno 17] File exists'."""
+    (tmp_path / "file").write_text("x")
+    for root in (tmp_path / "file", tmp_path / "file" / "below"):
+        with pytest.raises(
+            ValueError, match=r"the output folder .* cannot be made: it, or a folder above it, is a file"
+        ):
+            resolve_target("clip", root)

@@ -452,10 +452,13 @@ def generate_heldout(
     one without a background)."""
     from dataclasses import replace
 
+    import torch
+
     from ..pipeline import TINY_WORLD_SETTINGS, load_tiny_world, text_to_video
     from .world import heldout_prompts, plain_prompts
 
-    dit, text_encoder, vae = load_tiny_world(folder=folder)
+    # fp32 on every machine, so that scores compare across machines (auto would be bf16 on some CPUs)
+    dit, text_encoder, vae = load_tiny_world(folder=folder, dtype=torch.float32)
     videos, targets, texts = [], [], []
     prompts = (plain_prompts if prompt_set == "plain" else heldout_prompts)(count, seed)
     for index, prompt in enumerate(prompts):

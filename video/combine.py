@@ -26,8 +26,8 @@ import torch
 from ..host import progress_ticker
 from ..provenance.credentials import Generation, ensure_identity, require_c2pa, sign_mp4
 from ..provenance.watermark import Marker
-from .formats import X264_PRESETS, VideoFormat, Writer, get_format
-from .output import atomic_output, resolve_target
+from .formats import X264_PRESETS, VideoFormat, Writer, format_for_path, get_format
+from .output import atomic_file, atomic_output, check_new_path, resolve_target
 from .writers import GIF_MAX_FRAME_RATE, WRITERS, EncodeJob
 
 MAX_FRAME_RATE = 1000.0
@@ -166,13 +166,36 @@ def to_uint8_frames(
         yield np.ascontiguousarray(rgb)
 
 
+def _not_json(value, where: str = "") -> tuple[str, str] | None:
+    """(where, what) of the first value in `value` that JSON cannot hold; None when all can."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return where or "the top level", f"a {type(key).__name__} key"
+            found = _not_json(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        return next(filter(None, (_not_json(item, f"{where}[{i}]") for i, item in enumerate(value))), None)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    return where or "the top level", f"a {type(value).__name__}"
+
+
 def metadata_entries(prompt: dict | None, extra_pnginfo: dict | None) -> dict[str, str]:
     """ComfyUI's metadata: `prompt` (the API graph) and each extra_pnginfo key (`workflow`), as JSON."""
     entries: dict[str, str] = {}
-    if prompt is not None:
-        entries["prompt"] = json.dumps(prompt)
-    for key, value in (extra_pnginfo or {}).items():
-        entries[key] = json.dumps(value)
+    given = ([("prompt", prompt)] if prompt is not None else []) + list((extra_pnginfo or {}).items())
+    for key, value in given:
+        try:
+            entries[key] = json.dumps(value)
+        except (TypeError, ValueError) as error:
+            where, what = _not_json(value) or ("", str(error))
+            raise ValueError(
+                f"the {key!r} metadata holds {what}{' at ' + where if where else ''}, which cannot be written "
+                "as JSON: pass plain values (text, numbers, lists, dicts), or turn save_metadata off."
+            ) from None
     return entries
 
 
@@ -207,12 +230,16 @@ def combine_video(
     encoding: Encoding = Encoding(),
     provenance: Provenance = Provenance(),
     node_id: str | None = None,
+    path: Path | None = None,
 ) -> SavedVideo:
-    """Write frames as a video in `output_dir` under ComfyUI's naming, atomically; return what was written.
+    """Write frames as a video in `output_dir` under ComfyUI's naming, or as exactly the file `path` (which
+    must not exist, and whose extension must be the format's), atomically; return what was written.
     Every setting is checked before the first frame is encoded."""
     crf, preset, loop_count, pingpong = encoding.crf, encoding.preset, encoding.loop_count, encoding.pingpong
     metadata, watermark, credentials = provenance.metadata, provenance.watermark, provenance.credentials
-    fmt = get_format(format)
+    fmt = get_format(format) if path is None else format_for_path(path, format)
+    if path is not None:
+        check_new_path(Path(path))
     if credentials is not None and fmt.container != "mp4":
         raise ValueError(
             f"Content Credentials are signed into MP4 files only, and the format is {fmt.name}: choose "
@@ -254,12 +281,16 @@ def combine_video(
         metadata=metadata or {},
         progress=tick,
     )
-    target = resolve_target(filename_prefix, output_dir, width, height)
     is_folder = fmt.writer is Writer.PNG_SEQUENCE
-    with atomic_output(target, fmt.extension, is_folder=is_folder) as pending:
+    if path is None:
+        target = resolve_target(filename_prefix, output_dir, width, height, fmt.extension)
+        output, subfolder = atomic_output(target, fmt.extension, is_folder), target.subfolder
+    else:
+        output, subfolder = atomic_file(Path(path), fmt.extension, is_folder), ""
+    with output as pending:
         marker = Marker(height, width, len(order)) if watermark else None
         frames = _streamed(images) if isinstance(images, FrameStream) else (images[index] for index in order)
         WRITERS[fmt.writer](pending.temporary, to_uint8_frames(frames, padding, marker), job)
         if credentials is not None:
             sign_mp4(pending.temporary, credentials)
-    return SavedVideo(path=pending.final, subfolder=target.subfolder, format=fmt)
+    return SavedVideo(path=pending.final, subfolder=subfolder, format=fmt)

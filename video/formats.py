@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 
 class Writer(Enum):
@@ -115,3 +116,29 @@ def get_format(name: str) -> VideoFormat:
         return FORMATS[name]
     except KeyError:
         raise ValueError(f"Unknown video format {name!r}; expected one of: {', '.join(FORMATS)}.") from None
+
+
+def format_for_path(path: str | Path, name: str | None = None) -> VideoFormat:
+    """The format a file named `path` is written in: `name`, whose extension the path must carry (none for
+    a PNG-sequence folder), or when None the format its extension names (.mp4 is H.264)."""
+    extension = Path(path).suffix.lower().removeprefix(".")
+    if name is not None:
+        fmt = get_format(name)
+        if extension != fmt.extension:
+            expected = f"end in .{fmt.extension}" if fmt.extension else "have no extension (it is a folder)"
+            raise ValueError(
+                f"{path} does not match the format {fmt.name}: its name must {expected}. Change the name, or "
+                "leave the format out to choose it from the extension."
+            )
+        return fmt
+    by_extension: dict[str, VideoFormat] = {}
+    for fmt in FORMATS.values():
+        if fmt.extension:
+            by_extension.setdefault(fmt.extension, fmt)  # the first of a kind: .mp4 is H.264
+    if extension not in by_extension:
+        raise ValueError(
+            f"{path}: the format cannot be told from the extension {'.' + extension if extension else '(none)'}; "
+            f"use one of {', '.join('.' + e for e in by_extension)}, or name the format (a folder of PNG "
+            "frames: image/png-sequence and a name without an extension)."
+        )
+    return by_extension[extension]
