@@ -18,7 +18,9 @@ from .samplers.solvers import SOLVERS
 from .samplers.step_cache import RECOMMENDED_THRESHOLD
 from .streaming import DoesNotFit
 from .text_encoders import WAN_NEGATIVE_PROMPT
+from .vae import MAX_SIZE
 from .video import FORMATS, Encoding, Provenance, combine_video
+from .video.combine import check_output
 from .video.patterns import moving_pattern
 
 # Tiny World from the command line: its settings with step caching on (benchmarks/tiny_world_speed.py).
@@ -26,10 +28,16 @@ TINY_WORLD_COMMAND = replace(TINY_WORLD_SETTINGS, cache=RECOMMENDED_THRESHOLD)
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
-    frames = moving_pattern(args.frames, args.height, args.width)
-    saved = combine_video(
-        frames, args.fps, host.output_directory(), args.prefix, args.format, encoding=Encoding(crf=args.crf)
+    encoding, size = Encoding(crf=args.crf), (args.width, args.height)
+    for name, value in (("width", args.width), ("height", args.height)):
+        if value > MAX_SIZE:
+            raise ValueError(f"--{name} {value} is above the largest size made, {MAX_SIZE} pixels.")
+    output = host.output_directory()
+    check_output(
+        args.format, args.fps, encoding, size, args.frames, output_dir=output, filename_prefix=args.prefix
     )
+    frames = moving_pattern(args.frames, args.height, args.width)
+    saved = combine_video(frames, args.fps, output, args.prefix, args.format, encoding=encoding)
     print(saved.path)
     return 0
 
@@ -53,6 +61,24 @@ def _with_loras(dit, loras: list[tuple[str, float]]):
     return dit
 
 
+def _run_settings(args: argparse.Namespace) -> tuple[Settings, str, bool]:
+    """The run's settings (Tiny World's or Wan's, with the options given), its negative prompt, and whether it
+    is Tiny World's: all checked before any model is loaded."""
+    given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
+    if given and len(given) < 3:
+        missing = ", ".join(
+            "--" + n.replace("_", "-") for n in ("dit", "text_encoder", "vae") if n not in given
+        )
+        raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
+    if args.low_noise_lora and not args.low_noise_dit:
+        raise ValueError("--low-noise-lora is for Wan 2.2 A14B's low-noise expert: give --low-noise-dit too.")
+    preset, negative = (Settings(), WAN_NEGATIVE_PROMPT) if given else (TINY_WORLD_COMMAND, "")
+    chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
+    settings = replace(preset, **chosen)
+    negative = negative if args.negative_prompt is None else args.negative_prompt
+    return settings, negative, not given
+
+
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -61,17 +87,16 @@ def _generate(args: argparse.Namespace) -> int:
     from .text_encoders import load_text_encoder
     from .vae import load_vae
 
+    settings, negative, tiny_world = _run_settings(args)
+    encoding, output = Encoding(crf=args.crf), host.output_directory()
+    size = (settings.width, settings.height)
+    check_output(  # every output option, before a model is loaded: nothing made is thrown away for them
+        args.format, args.fps, encoding, size, settings.frames, output_dir=output, filename_prefix=args.prefix
+    )
     host.set_memory_budget(args.vram)
-    given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
     device = torch.device(args.device) if args.device else None
-    if not given:  # Tiny World, shipped with the pack
+    if tiny_world:  # shipped with the pack
         dit, text_encoder, vae = load_tiny_world(vae_device=device, dtype=COMPUTE_DTYPES[args.dtype])
-        preset, negative = TINY_WORLD_COMMAND, ""
-    elif len(given) < 3:
-        missing = ", ".join(
-            "--" + n.replace("_", "-") for n in ("dit", "text_encoder", "vae") if n not in given
-        )
-        raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
     else:
         # weights wait in CPU memory, work on the GPU
         compute = COMPUTE_DTYPES[args.dtype] or default_compute_dtype(host.compute_device())
@@ -81,14 +106,11 @@ def _generate(args: argparse.Namespace) -> int:
         )
         vae = load_vae(args.vae, device=device or host.offload_device())
         vae = vae if device is None else replace(vae, device=device)
-        preset, negative = Settings(), WAN_NEGATIVE_PROMPT
     low_noise = (
         load_dit(args.low_noise_dit, compute_dtype=dit.compute_dtype, device=host.offload_device())
         if args.low_noise_dit
         else None
     )
-    if args.low_noise_lora and low_noise is None:
-        raise ValueError("--low-noise-lora is for Wan 2.2 A14B's low-noise expert: give --low-noise-dit too.")
     for model in (dit, low_noise):
         if model is not None:
             model.attention = args.attention
@@ -96,18 +118,15 @@ def _generate(args: argparse.Namespace) -> int:
                 model.compile_blocks()
     dit = _with_loras(dit, args.lora)
     low_noise = _with_loras(low_noise, args.low_noise_lora) if low_noise is not None else None
-    chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
-    settings = replace(preset, **chosen)
-    negative = negative if args.negative_prompt is None else args.negative_prompt
     make = long_video if settings.frames > settings.window else text_to_video
     frames = make(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
     saved = combine_video(
         frames,
         args.fps,
-        host.output_directory(),
+        output,
         args.prefix,
         args.format,
-        encoding=Encoding(crf=args.crf),
+        encoding=encoding,
         provenance=Provenance(watermark=not args.no_watermark),
     )
     print(saved.path)

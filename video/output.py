@@ -57,17 +57,12 @@ def _outside_error(prefix: str, root: Path, why: str) -> ValueError:
     )
 
 
-def resolve_target(prefix: str, root: Path, width: int = 0, height: int = 0) -> OutputTarget:
-    """Turn a filename_prefix into a folder strictly inside `root`, creating it as needed.
-
-    Refused: absolute paths, drive letters, '..' parts, and any folder that resolves outside
-    the output folder through a symbolic link.
-    """
+def _prefix_parts(prefix: str, root: Path, width: int, height: int) -> list[str]:
+    """A filename_prefix's subfolders and stem, refusing absolute paths, drive letters and '..' parts."""
     if not isinstance(prefix, str) or not prefix.strip():
         raise ValueError("filename_prefix is empty; give a name such as 'spacetime/clip'.")
     if "\x00" in prefix:
         raise ValueError(f"filename_prefix={prefix!r} contains a NUL character; remove it.")
-    root = Path(root).resolve()
     expanded = _expand_variables(prefix, width, height)
     if os.path.isabs(expanded) or expanded.startswith(("/", "\\")) or _DRIVE.match(expanded):
         raise _outside_error(prefix, root, "absolute paths are not allowed")
@@ -76,7 +71,53 @@ def resolve_target(prefix: str, root: Path, width: int = 0, height: int = 0) -> 
         raise _outside_error(prefix, root, "'..' parts are not allowed")
     if not parts:
         raise ValueError(f"filename_prefix={prefix!r} names no file; give a name such as 'spacetime/clip'.")
-    *subfolders, stem = parts
+    return parts
+
+
+def _check_folder(prefix: str, root: Path, folder: Path) -> None:
+    """An existing subfolder of the prefix: inside the output folder, and a folder."""
+    if not folder.resolve().is_relative_to(root):
+        raise _outside_error(prefix, root, f"'{folder.relative_to(root)}' is a link that leads outside")
+    if not folder.is_dir():
+        raise ValueError(
+            f"filename_prefix={prefix!r}: '{folder}' exists and is not a folder; pick another name."
+        )
+
+
+def check_target(prefix: str, root: Path, width: int = 0, height: int = 0) -> None:
+    """What resolve_target would refuse, found without creating or writing anything: the prefix's rules,
+    an output folder or subfolder that is a file or a link leading outside, and a folder this process
+    cannot write in (a read-only file system, no permission)."""
+    root = Path(root).resolve()
+    *subfolders, _ = _prefix_parts(prefix, root, width, height)
+    nearest = root  # the folder the first missing one would be made in, or the deepest that exists
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        where = "is a file" if nearest == root else f"would be made inside {nearest}, which is a file"
+        raise ValueError(f"the output folder {root} {where}, not a folder: choose a folder for the output.")
+    if nearest == root:
+        for part in subfolders:
+            folder = nearest / part
+            if not (folder.exists() or folder.is_symlink()):
+                break
+            _check_folder(prefix, root, folder)
+            nearest = folder
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"cannot write in {nearest}: it is on a read-only file system or this user may not write there. "
+            "Choose a writable output folder, or change its permissions."
+        )
+
+
+def resolve_target(prefix: str, root: Path, width: int = 0, height: int = 0) -> OutputTarget:
+    """Turn a filename_prefix into a folder strictly inside `root`, creating it as needed.
+
+    Refused: absolute paths, drive letters, '..' parts, and any folder that resolves outside
+    the output folder through a symbolic link.
+    """
+    root = Path(root).resolve()
+    *subfolders, stem = _prefix_parts(prefix, root, width, height)
 
     folder = root
     root.mkdir(parents=True, exist_ok=True)
@@ -84,12 +125,7 @@ def resolve_target(prefix: str, root: Path, width: int = 0, height: int = 0) -> 
         folder = folder / part
         if not (folder.exists() or folder.is_symlink()):
             folder.mkdir()
-        if not folder.resolve().is_relative_to(root):
-            raise _outside_error(prefix, root, f"'{folder.relative_to(root)}' is a link that leads outside")
-        if not folder.is_dir():
-            raise ValueError(
-                f"filename_prefix={prefix!r}: '{folder}' exists and is not a folder; pick another name."
-            )
+        _check_folder(prefix, root, folder)
     return OutputTarget(root=root, folder=folder.resolve(), subfolder="/".join(subfolders), stem=stem)
 
 
