@@ -208,6 +208,7 @@ def long_video(
     written as it is made: a FrameStream for combine_video, in the memory of one window."""
     s = settings
     vae.tiling(s.tile, s.overlap)
+    vae.latent_shape(s.frames, s.height, s.width)
     windows = Windows.from_frames(s.window, s.window_overlap, vae.temporal_stride, s.correction)
     guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
     made = LongVideo(guider, settings_sampling(s), vae, (s.frames, s.height, s.width), windows)

@@ -29,11 +29,7 @@ def assemble(
     the known frame, the decoder's step between its latent frames, and whatever the model did not carry
     over. The jump is spread evenly over the join and the `blend` steps after it (an offset falling
     linearly to 0 over `blend` new frames), so no single step carries it."""
-    if not isinstance(plan, ClipPlan):
-        raise TypeError(
-            f"plan must be the SPACETIME_CLIP_PLAN of an editing node (Image to Video, Extend Video, Connect "
-            f"Videos, Loop Video, Video to Video), got {type(plan).__name__}."
-        )
+    ClipPlan.check(plan)
     check_image(decoded, "images")
     batch, count, known = plan.batch, plan.frames, plan.known
     size = None if plan.sources is None else tuple(plan.sources.shape[2:4])

@@ -115,6 +115,15 @@ class ClipPlan:
         frame, nor the dropped tail)."""
         return [0, *range(1 + self.held, self.frames - self.drop_tail)]
 
+    @staticmethod
+    def check(plan) -> None:
+        """`plan` is a ClipPlan, as a node takes it from its SPACETIME_CLIP_PLAN input."""
+        if not isinstance(plan, ClipPlan):
+            raise TypeError(
+                "plan must be the SPACETIME_CLIP_PLAN of an editing node (Image to Video, Extend Video, Connect "
+                f"Videos, Loop Video, Video to Video), got {type(plan).__name__}."
+            )
+
     def describe(self) -> str:
         parts = [
             f"{self.operation}: {self.batch}x{self.frames} frames generated ({int(self.known.sum())} known)"

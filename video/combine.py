@@ -117,7 +117,7 @@ def validate_settings(fmt: VideoFormat, frame_rate: float, crf: int, preset: str
         )
     if not 0 <= loop_count <= MAX_LOOP_COUNT:
         raise ValueError(
-            f"loop_count={loop_count} must be from 0 to {MAX_LOOP_COUNT} (the number of extra repeats)."
+            f"loop_count={loop_count} must be 0 or more, up to {MAX_LOOP_COUNT} (the number of extra repeats)."
         )
 
 
