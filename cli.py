@@ -72,6 +72,13 @@ def _run_settings(args: argparse.Namespace) -> tuple[Settings, str, bool]:
         raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
     if args.low_noise_lora and not args.low_noise_dit:
         raise ValueError("--low-noise-lora is for Wan 2.2 A14B's low-noise expert: give --low-noise-dit too.")
+    files = [(name, getattr(args, name)) for name in (*given, "low_noise_dit")]
+    files += [(name, path) for name in ("lora", "low_noise_lora") for path, _ in getattr(args, name) or ()]
+    missing = [
+        f"--{name.replace('_', '-')} {path}" for name, path in files if path and not Path(path).is_file()
+    ]
+    if missing:  # found before the others load
+        raise FileNotFoundError(f"Model file not found: {', '.join(missing)}.")
     preset, negative = (Settings(), WAN_NEGATIVE_PROMPT) if given else (TINY_WORLD_COMMAND, "")
     chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
     settings = replace(preset, **chosen)

@@ -149,6 +149,7 @@ def generate(capsys, *options: str) -> tuple[int, str]:
         (["--cache", "-1"], "cache=-1.0 must be a finite number from 0 to 1"),
         (["--dit", "x.safetensors"], "also give --text-encoder, --vae"),
         (["--low-noise-lora", "x.safetensors"], "give --low-noise-dit too"),
+        (["--lora", "missing.safetensors:0.5"], "Model file not found: --lora missing.safetensors."),
     ],
 )
 def test_generate_refuses_bad_options_before_loading_a_model(options, message, capsys, output, no_work):
