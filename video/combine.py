@@ -233,7 +233,7 @@ def check_output(
                 "video/h264-mp4."
             )
     if filename_prefix is not None:
-        check_target(filename_prefix, output_dir, width, height)
+        check_target(filename_prefix, output_dir, width, height, fmt.extension)
     return fmt
 
 

@@ -57,8 +57,9 @@ def _outside_error(prefix: str, root: Path, why: str) -> ValueError:
     )
 
 
-def _prefix_parts(prefix: str, root: Path, width: int, height: int) -> list[str]:
-    """A filename_prefix's subfolders and stem, refusing absolute paths, drive letters and '..' parts."""
+def split_prefix(prefix: str, root: Path, extension: str = "", width: int = 0, height: int = 0) -> list[str]:
+    """Check a filename_prefix without touching the disk; return its parts (subfolders, then the stem).
+    Refused: absolute paths, drive letters, '..' parts."""
     if not isinstance(prefix, str) or not prefix.strip():
         raise ValueError("filename_prefix is empty; give a name such as 'spacetime/clip'.")
     if "\x00" in prefix:
@@ -84,12 +85,12 @@ def _check_folder(prefix: str, root: Path, folder: Path) -> None:
         )
 
 
-def check_target(prefix: str, root: Path, width: int = 0, height: int = 0) -> None:
+def check_target(prefix: str, root: Path, width: int = 0, height: int = 0, extension: str = "") -> None:
     """What resolve_target would refuse, found without creating or writing anything: the prefix's rules,
     an output folder or subfolder that is a file or a link leading outside, and a folder this process
     cannot write in (a read-only file system, no permission)."""
     root = Path(root).resolve()
-    *subfolders, _ = _prefix_parts(prefix, root, width, height)
+    *subfolders, _ = split_prefix(prefix, root, extension, width, height)
     nearest = root  # the folder the first missing one would be made in, or the deepest that exists
     while not nearest.exists():
         nearest = nearest.parent
@@ -117,7 +118,7 @@ def resolve_target(prefix: str, root: Path, width: int = 0, height: int = 0) -> 
     the output folder through a symbolic link.
     """
     root = Path(root).resolve()
-    *subfolders, stem = _prefix_parts(prefix, root, width, height)
+    *subfolders, stem = split_prefix(prefix, root, "", width, height)
 
     folder = root
     root.mkdir(parents=True, exist_ok=True)
