@@ -28,14 +28,12 @@ TINY_WORLD_COMMAND = replace(TINY_WORLD_SETTINGS, cache=RECOMMENDED_THRESHOLD)
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
-    encoding, size = Encoding(crf=args.crf), (args.width, args.height)
+    encoding, video = Encoding(crf=args.crf), (args.frames, args.height, args.width)
     for name, value in (("width", args.width), ("height", args.height)):
         if value > MAX_SIZE:
             raise ValueError(f"--{name} {value} is above the largest size made, {MAX_SIZE} pixels.")
     output = host.output_directory()
-    check_output(
-        args.format, args.fps, encoding, size, args.frames, output_dir=output, filename_prefix=args.prefix
-    )
+    check_output(args.format, args.fps, encoding, video, output_dir=output, filename_prefix=args.prefix)
     frames = moving_pattern(args.frames, args.height, args.width)
     saved = combine_video(frames, args.fps, output, args.prefix, args.format, encoding=encoding)
     print(saved.path)
@@ -96,9 +94,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     settings, negative, tiny_world = _run_settings(args)
     encoding, output = Encoding(crf=args.crf), host.output_directory()
-    size = (settings.width, settings.height)
+    video = (settings.frames, settings.height, settings.width)
     check_output(  # every output option, before a model is loaded: nothing made is thrown away for them
-        args.format, args.fps, encoding, size, settings.frames, output_dir=output, filename_prefix=args.prefix
+        args.format, args.fps, encoding, video, output_dir=output, filename_prefix=args.prefix
     )
     host.set_memory_budget(args.vram)
     device = torch.device(args.device) if args.device else None

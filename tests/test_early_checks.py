@@ -223,9 +223,7 @@ def test_test_pattern_checks_its_options_and_sizes_before_drawing(capsys, output
 
 def test_check_output_writes_nothing_and_accepts_what_combine_writes(tmp_path: Path):
     root = tmp_path / "not" / "yet"
-    fmt = check_output(
-        "video/h264-mp4", 16.0, size=(33, 17), frame_count=5, output_dir=root, filename_prefix="a/b/c"
-    )
+    fmt = check_output("video/h264-mp4", 16.0, video=(5, 17, 33), output_dir=root, filename_prefix="a/b/c")
     assert fmt.name == "video/h264-mp4" and not (tmp_path / "not").exists()
     assert check_output("image/gif", 0.002).name == "image/gif"  # the slowest GIF, without a size or a folder
     with pytest.raises(ValueError, match="Content Credentials are signed into MP4 files only"):

@@ -199,16 +199,15 @@ def check_output(
     format: str,
     frame_rate: float,
     encoding: Encoding = Encoding(),
-    size: tuple[int, int] | None = None,
-    frame_count: int | None = None,
+    video: tuple[int, int, int] | None = None,
     signed: bool = False,
     output_dir: Path | None = None,
     filename_prefix: str | None = None,
 ) -> VideoFormat:
     """Every output option checked, without writing anything: the format and its settings, the codec's
-    rules for the frames' `size` (width, height) and for `frame_count` frames written (when known), Content
-    Credentials (`signed`), and the filename prefix in the output folder (when given). `generate` calls it
-    before any model is loaded, Video Combine when ComfyUI validates its widgets and again before encoding."""
+    rules for the `video` (frames written, height, width) when known, Content Credentials (`signed`), and the
+    filename prefix in the output folder when given. `generate` calls it before any model is loaded, Video
+    Combine when ComfyUI validates its widgets and again before encoding."""
     fmt = get_format(format)
     if signed and fmt.container != "mp4":
         raise ValueError(
@@ -218,20 +217,19 @@ def check_output(
     if signed:
         require_c2pa()
     validate_settings(fmt, frame_rate, encoding.crf, encoding.preset, encoding.loop_count)
-    width, height = size if size is not None else (0, 0)
-    if size is not None and min(width, height) < fmt.min_side:
+    count, height, width = video if video is not None else (0, 0, 0)
+    if video is not None and min(width, height) < fmt.min_side:
         raise ValueError(
             f"{fmt.name} needs frames of at least {fmt.min_side}x{fmt.min_side} pixels, got {width}x{height}; "
             "upscale the frames or choose video/h264-mp4."
         )
-    if frame_count is not None and fmt.writer is Writer.WEBP:
-        milliseconds = frame_count * 1000 / frame_rate
-        if milliseconds > WEBP_MAX_DURATION_MS:
-            raise ValueError(
-                f"{frame_count} frames at {frame_rate:g} fps last {milliseconds / 3.6e6:.0f} hours, longer than "
-                f"an animated WebP holds ({WEBP_MAX_DURATION_MS / 3.6e6:.0f}): raise the frame rate or choose "
-                "video/h264-mp4."
-            )
+    milliseconds = count * 1000 / frame_rate
+    if fmt.writer is Writer.WEBP and milliseconds > WEBP_MAX_DURATION_MS:
+        raise ValueError(
+            f"{count} frames at {frame_rate:g} fps last {milliseconds / 3.6e6:.0f} hours, longer than an "
+            f"animated WebP holds ({WEBP_MAX_DURATION_MS / 3.6e6:.0f}): raise the frame rate or choose "
+            "video/h264-mp4."
+        )
     if filename_prefix is not None:
         check_target(filename_prefix, output_dir, width, height, fmt.extension)
     return fmt
@@ -266,7 +264,7 @@ def combine_video(
     repeats = 1 if animated_image or fmt.writer is Writer.PNG_SEQUENCE else loop_count + 1
     written = len(frame_order(count, pingpong, 1)) * repeats
     signed = credentials is not None
-    check_output(format, frame_rate, encoding, (width, height), written, signed, output_dir, filename_prefix)
+    check_output(format, frame_rate, encoding, (written, height, width), signed, output_dir, filename_prefix)
     order = frame_order(count, pingpong, repeats)
     if signed:  # fail before encoding, not after
         ensure_identity()
