@@ -118,7 +118,7 @@ def generate(capsys, *options: str) -> tuple[int, str]:
         ),
         (["--prefix", "../x"], "'..' parts are not allowed"),  # Q11
         (["--prefix", "/tmp/x"], "absolute paths are not allowed"),
-        (["--prefix", "a/\x00b"], "contains a NUL character"),
+        (["--prefix", "a/\x00b"], "filename_prefix='a/\\x00b' contains"),
         (["--cfg", "-5"], "cfg=-5.0 must be a finite number from 0 to 30.0"),  # S14
         (["--cfg", "1e30"], "cfg=1e+30 is above the largest the nodes take, 30.0"),  # S15
         (["--cfg", "nan"], "cfg=nan must be a finite number"),  # S12

@@ -96,7 +96,10 @@ def check_target(prefix: str, root: Path, width: int = 0, height: int = 0, exten
         nearest = nearest.parent
     if not nearest.is_dir():
         where = "is a file" if nearest == root else f"would be made inside {nearest}, which is a file"
-        raise ValueError(f"the output folder {root} {where}, not a folder: choose a folder for the output.")
+        raise ValueError(
+            f"the output folder {root} {where}, not a folder: point SPACETIME_OUTPUT_DIR (or ComfyUI's "
+            "--output-directory) at a folder."
+        )
     if nearest == root:
         for part in subfolders:
             folder = nearest / part
