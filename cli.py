@@ -23,9 +23,9 @@ from .samplers.solvers import SOLVERS
 from .samplers.step_cache import RECOMMENDED_THRESHOLD
 from .streaming import DoesNotFit
 from .text_encoders import WAN_NEGATIVE_PROMPT, check_text
+from .vae import MAX_SIZE
 from .video import FORMATS, Encoding, Provenance, combine_video
-from .video.formats import format_for_path
-from .video.output import check_new_path
+from .video.combine import check_output
 from .video.patterns import moving_pattern
 
 # Tiny World from the command line: its settings with step caching on (benchmarks/tiny_world_speed.py).
@@ -43,18 +43,23 @@ EXIT_STATUSES = (
 )
 
 
-def _destination(args: argparse.Namespace) -> tuple[str, Path | None]:
-    """The format, and with -o the exact file to write: checked before any work is done."""
-    if args.output is None:
-        return args.format or DEFAULT_FORMAT, None
-    path = Path(args.output)
-    fmt = format_for_path(path, args.format)
-    check_new_path(path)
+def _destination(args: argparse.Namespace, video: tuple[int, int, int]) -> tuple[str, Path | None]:
+    """The format, and with -o the exact file to write; every output option (video: frames, height, width)
+    checked before any work is done."""
+    path = None if args.output is None else Path(args.output)
+    format = args.format or (DEFAULT_FORMAT if path is None else None)
+    encoding, output = Encoding(crf=args.crf), host.output_directory()
+    fmt = check_output(
+        format, args.fps, encoding, video, output_dir=output, filename_prefix=args.prefix, path=path
+    )
     return fmt.name, path
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
-    format, path = _destination(args)
+    for name, value in (("width", args.width), ("height", args.height)):
+        if value > MAX_SIZE:
+            raise ValueError(f"--{name} {value} is above the largest size made, {MAX_SIZE} pixels.")
+    format, path = _destination(args, (args.frames, args.height, args.width))
     frames = moving_pattern(args.frames, args.height, args.width)
     saved = combine_video(
         frames, args.fps, host.output_directory(), args.prefix, format,
@@ -83,6 +88,31 @@ def _with_loras(dit, loras: list[tuple[str, float]]):
     return dit
 
 
+def _run_settings(args: argparse.Namespace) -> tuple[Settings, str, bool]:
+    """The run's settings (Tiny World's or Wan's, with the options given), its negative prompt, and whether it
+    is Tiny World's: all checked before any model is loaded."""
+    given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
+    if given and len(given) < 3:
+        missing = ", ".join(
+            "--" + n.replace("_", "-") for n in ("dit", "text_encoder", "vae") if n not in given
+        )
+        raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
+    if args.low_noise_lora and not args.low_noise_dit:
+        raise ValueError("--low-noise-lora is for Wan 2.2 A14B's low-noise expert: give --low-noise-dit too.")
+    files = [(name, getattr(args, name)) for name in (*given, "low_noise_dit")]
+    files += [(name, path) for name in ("lora", "low_noise_lora") for path, _ in getattr(args, name) or ()]
+    missing = [
+        f"--{name.replace('_', '-')} {path}" for name, path in files if path and not Path(path).is_file()
+    ]
+    if missing:  # found before the others load
+        raise FileNotFoundError(f"Model file not found: {', '.join(missing)}.")
+    preset, negative = (Settings(), WAN_NEGATIVE_PROMPT) if given else (TINY_WORLD_COMMAND, "")
+    chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
+    settings = replace(preset, **chosen)
+    negative = negative if args.negative_prompt is None else args.negative_prompt
+    return settings, negative, not given
+
+
 def _generate(args: argparse.Namespace) -> int:
     check_text(args.prompt, "the prompt")
     if args.negative_prompt is not None:
@@ -95,18 +125,12 @@ def _generate(args: argparse.Namespace) -> int:
     from .text_encoders import load_text_encoder
     from .vae import load_vae
 
-    format, path = _destination(args)
+    settings, negative, tiny_world = _run_settings(args)
+    format, path = _destination(args, (settings.frames, settings.height, settings.width))
     host.set_memory_budget(args.vram)
-    given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
     device = torch.device(args.device) if args.device else None
-    if not given:  # Tiny World, shipped with the pack
+    if tiny_world:  # shipped with the pack
         dit, text_encoder, vae = load_tiny_world(vae_device=device, dtype=COMPUTE_DTYPES[args.dtype])
-        preset, negative = TINY_WORLD_COMMAND, ""
-    elif len(given) < 3:
-        missing = ", ".join(
-            "--" + n.replace("_", "-") for n in ("dit", "text_encoder", "vae") if n not in given
-        )
-        raise ValueError(f"generate needs all three model files, or none (Tiny World): also give {missing}.")
     else:
         # weights wait in CPU memory, work on the GPU
         compute = COMPUTE_DTYPES[args.dtype] or default_compute_dtype(host.compute_device())
@@ -116,14 +140,11 @@ def _generate(args: argparse.Namespace) -> int:
         )
         vae = load_vae(args.vae, device=device or host.offload_device())
         vae = vae if device is None else replace(vae, device=device)
-        preset, negative = Settings(), WAN_NEGATIVE_PROMPT
     low_noise = (
         load_dit(args.low_noise_dit, compute_dtype=dit.compute_dtype, device=host.offload_device())
         if args.low_noise_dit
         else None
     )
-    if args.low_noise_lora and low_noise is None:
-        raise ValueError("--low-noise-lora is for Wan 2.2 A14B's low-noise expert: give --low-noise-dit too.")
     for model in (dit, low_noise):
         if model is not None:
             model.attention = args.attention
@@ -131,9 +152,6 @@ def _generate(args: argparse.Namespace) -> int:
                 model.compile_blocks()
     dit = _with_loras(dit, args.lora)
     low_noise = _with_loras(low_noise, args.low_noise_lora) if low_noise is not None else None
-    chosen = {name: getattr(args, name) for name in vars(preset) if getattr(args, name, None) is not None}
-    settings = replace(preset, **chosen)
-    negative = negative if args.negative_prompt is None else args.negative_prompt
     make = long_video if settings.frames > settings.window else text_to_video
     frames = make(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
     saved = combine_video(

@@ -4,6 +4,7 @@ Unpatchify, VAE Decode)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,13 +13,15 @@ import torch
 
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
-from .editing.long_video import LongVideo, Windows
+from .editing.long_video import MAX_LONG_FRAMES, LongVideo, Windows
 from .host import Progress
 from .samplers.denoiser import Sampling, denoise
-from .samplers.guidance import Guider
-from .samplers.schedules import schedule_by_name
+from .samplers.guidance import MAX_CFG, Guider
+from .samplers.noise import MAX_SEED
+from .samplers.schedules import MAX_SHIFT, MIN_SHIFT, check_steps, schedule_by_name
+from .samplers.solvers import SOLVERS
 from .text_encoders import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
-from .vae import VideoVAE, load_vae, video_to_frames
+from .vae import MAX_FRAMES, MAX_SIZE, VideoVAE, load_vae, video_to_frames
 from .video.combine import FrameStream
 
 # Tiny World: the pack's own small model, trained by training/train.py, shipped in the repository.
@@ -50,6 +53,39 @@ class Settings:
     window_overlap: int = 16  # frames each window continues from
     correction: float = 1.0  # colour-drift correction between windows
     cache: float = 0.0  # step caching's threshold (samplers/step_cache.py); 0: off
+
+    def __post_init__(self):
+        """The bounds of the nodes' widgets, checked before any model is loaded; the multiples that sizes
+        and frame counts must be are the VAE's and the DiT's to check (they differ by model)."""
+        for name, low, high in (
+            ("width", 1, MAX_SIZE), ("height", 1, MAX_SIZE), ("frames", 1, MAX_LONG_FRAMES),
+            ("window", 1, MAX_FRAMES), ("window_overlap", 0, MAX_FRAMES), ("tile", 0, MAX_SIZE),
+            ("overlap", 0, MAX_SIZE), ("seed", 0, MAX_SEED),
+        ):  # fmt: skip
+            _check_bounds(name, getattr(self, name), low, high, whole=True)
+        for name, low, high in (
+            ("cfg", 0, MAX_CFG), ("shift", MIN_SHIFT, MAX_SHIFT), ("correction", 0, 1), ("cache", 0, 1),
+        ):  # fmt: skip
+            _check_bounds(name, getattr(self, name), low, high, whole=False)
+        if self.boundary is not None:
+            _check_bounds("boundary", self.boundary, 0, 1, whole=False)
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver {self.solver!r}: expected one of {', '.join(SOLVERS)}.")
+        schedule_by_name(self.schedule)
+        check_steps(self.steps)
+
+
+def _check_bounds(name: str, value, low, high, whole: bool) -> None:
+    """`value` is a whole number (or a finite number) from `low` to `high`."""
+    if whole:
+        fits = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not fits or value < low:
+        kind = "a whole number" if whole else "a finite number"
+        raise ValueError(f"{name}={value!r} must be {kind} from {low} to {high}.")
+    if value > high:
+        raise ValueError(f"{name}={value!r} is above the largest the nodes take, {high}: use {high} or less.")
 
 
 TINY_WORLD_SETTINGS = replace(
@@ -152,8 +188,9 @@ def text_to_video(
     """A prompt -> IMAGE frames T×H×W×3 in 0..1. `progress(description, total)` returns a per-step tick
     (default: ComfyUI's or the console's progress bar, which also honours cancel)."""
     s = settings
-    guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
+    vae.tiling(s.tile, s.overlap)
     empty = torch.zeros(vae.latent_shape(s.frames, s.height, s.width))
+    guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
     return edit_video(guider, settings_sampling(s), vae, empty, progress=progress, tiles=(s.tile, s.overlap))
 
 
@@ -170,6 +207,8 @@ def long_video(
     """A prompt -> a video longer than one window, made window by window (editing/long_video.py) and
     written as it is made: a FrameStream for combine_video, in the memory of one window."""
     s = settings
+    vae.tiling(s.tile, s.overlap)
+    vae.latent_shape(s.frames, s.height, s.width)
     windows = Windows.from_frames(s.window, s.window_overlap, vae.temporal_stride, s.correction)
     guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
     made = LongVideo(guider, settings_sampling(s), vae, (s.frames, s.height, s.width), windows)

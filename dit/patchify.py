@@ -123,6 +123,7 @@ def core_mask(noise_mask: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.
             f"noise_mask has shape {tuple(noise_mask.shape)}; expected H×W, frames×H×W or B×C×T×H×W "
             "(1 where the latent is denoised, 0 where it is kept), as core's mask nodes make."
         )
+    _check_mask(noise_mask, latent_shape)
     mask = noise_mask.float()
     if mask.ndim < 5:
         mask = mask.reshape(1, 1, -1, mask.shape[-2], mask.shape[-1])
@@ -133,6 +134,22 @@ def core_mask(noise_mask: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.
     if mask.shape[0] < batch:
         mask = mask.repeat(-(-batch // mask.shape[0]), 1, 1, 1, 1)
     return mask[:batch]
+
+
+def _check_mask(noise_mask: torch.Tensor, latent_shape: tuple[int, ...]) -> None:
+    """What core_mask's resize would hide: values that are not in 0..1, and a frame of other proportions
+    than the latent's (a 1×1 mask, one value for everything, fits any)."""
+    if not torch.isfinite(noise_mask).all() or noise_mask.min() < 0 or noise_mask.max() > 1:
+        raise ValueError(
+            "noise_mask holds values outside 0..1 (or NaN): a mask is 1 where the latent is denoised and 0 "
+            "where it is kept; connect a mask node's output, or clamp it."
+        )
+    (height, width), (latent_height, latent_width) = noise_mask.shape[-2:], latent_shape[3:]
+    if (height, width) != (1, 1) and abs(width * latent_height / height - latent_width) > 1:
+        raise ValueError(
+            f"noise_mask frames of {width}x{height} do not have the latent's proportions ({latent_width}x"
+            f"{latent_height} latent pixels): it would be stretched. Make the mask at the video's size."
+        )
 
 
 def pinned_tokens(

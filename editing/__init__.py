@@ -2,7 +2,15 @@
 connect, loop), putting a decoded clip back together with its sources, and long videos window by window."""
 
 from .assembly import DEFAULT_BLEND, assemble, spread_joins, spread_jump
-from .long_video import WINDOWS_KEY, Codec, LongVideo, Windows, decode_long_video, decode_steps
+from .long_video import (
+    MAX_LONG_FRAMES,
+    WINDOWS_KEY,
+    Codec,
+    LongVideo,
+    Windows,
+    decode_long_video,
+    decode_steps,
+)
 from .placement import (
     FIT_RULES,
     OPENINGS,
@@ -22,6 +30,7 @@ from .placement import (
 __all__ = [
     "DEFAULT_BLEND",
     "FIT_RULES",
+    "MAX_LONG_FRAMES",
     "OPENINGS",
     "WINDOWS_KEY",
     "ClipPlan",

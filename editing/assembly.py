@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from ..inputs import check_image
 from .placement import ClipPlan
 
 DEFAULT_BLEND = 4  # new frames over which the jump where known and new frames meet is spread
@@ -28,6 +29,8 @@ def assemble(
     the known frame, the decoder's step between its latent frames, and whatever the model did not carry
     over. The jump is spread evenly over the join and the `blend` steps after it (an offset falling
     linearly to 0 over `blend` new frames), so no single step carries it."""
+    ClipPlan.check(plan)
+    check_image(decoded, "images")
     batch, count, known = plan.batch, plan.frames, plan.known
     size = None if plan.sources is None else tuple(plan.sources.shape[2:4])
     if (

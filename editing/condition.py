@@ -60,6 +60,7 @@ def known_mask(known: torch.Tensor, stride: int, size: tuple[int, int], batch: i
 def image_condition(plan: ClipPlan, encode: EncodeClips, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The plan's clip as an image-to-video model's condition: (raw latent B×C×T×H×W of condition_clips,
     known_mask at its size)."""
+    ClipPlan.check(plan)
     latent = torch.cat([latent.float().cpu() for latent in encode(condition_clips(plan))])
     known, _ = condition_known(plan)
     return latent, known_mask(known, stride, tuple(latent.shape[3:]), plan.batch)

@@ -39,6 +39,7 @@ from ..host import Progress
 from ..image_encoders import encode_images
 from ..samplers.denoiser import Sampling, denoise
 from ..samplers.guidance import Guider
+from ..samplers.noise import MAX_SEED
 from ..vae import VideoVAE, video_to_frames
 from ..video.combine import FrameStream
 from .assembly import DEFAULT_BLEND, spread_joins
@@ -48,6 +49,7 @@ Encode = Callable[[torch.Tensor], torch.Tensor]  # video B×3×F×H×W in -1..1 
 Decode = Callable[[torch.Tensor], torch.Tensor]  # raw latent B×C×T×h×w -> video B×3×F×H×W in -1..1
 FrameChunks = Callable[[torch.Tensor], Iterator[torch.Tensor]]  # raw latent 1×C×T×h×w -> IMAGE chunks
 WINDOWS_KEY = "spacetime_windows"  # in a LATENT: windows_entry(...), how Long Video made it
+MAX_LONG_FRAMES = 16 * 60 * 60 + 1  # an hour at 16 fps
 
 
 def check_windows(frames: int, window: int, overlap: int) -> None:
@@ -75,6 +77,12 @@ def window_joins(frames: int, window: int, overlap: int) -> list[int]:
 def join_frames(frames: int, window: int, overlap: int, stride: int) -> list[int]:
     """The video frames at which each window after the first begins its new frames."""
     return [1 + (join - 1) * stride for join in window_joins(frames, window, overlap)]
+
+
+def window_seed(seed: int, index: int) -> int:
+    """Window `index`'s seed: seed + index, wrapping past MAX_SEED to 0, so every seed a widget takes works
+    for any number of windows."""
+    return (seed + index) % (MAX_SEED + 1)
 
 
 def latent_windows(window_frames: int, overlap_frames: int, stride: int) -> tuple[int, int]:
@@ -139,14 +147,27 @@ def windows_entry(frames: int, window: int, overlap: int, stride: int, openings:
 
 
 def latent_windows_entry(latent: dict) -> dict | None:
-    """The windows a LATENT names, if they still belong to its samples; else None."""
+    """The windows a LATENT names, if they still belong to its samples; else None. An entry for these
+    samples that lacks what windows_entry writes is refused."""
     entry = latent.get(WINDOWS_KEY)
     samples = latent["samples"]
     if not isinstance(entry, dict) or entry.get("latent_frames") != samples.shape[2]:
         return None
+    unusable = [key for key in ("window", "overlap", "stride") if not _whole_positive(entry.get(key))]
+    if not isinstance(entry.get("openings"), torch.Tensor):
+        unusable.append("openings")
+    if unusable:
+        raise ValueError(
+            f"the latent's {WINDOWS_KEY!r} has no usable {', '.join(unusable)} (what Long Video writes there): "
+            "connect Long Video's latent as it comes, or remove that key to decode the latent as one video."
+        )
     count = window_count(samples.shape[2], entry["window"], entry["overlap"])
     expected = (*samples.shape[:2], (count - 1) * entry["overlap"], *samples.shape[3:])
     return entry if tuple(entry["openings"].shape) == expected else None  # else resized or batched anew
+
+
+def _whole_positive(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def decode_long_video(
@@ -243,11 +264,11 @@ def long_video_windows(
     start: torch.Tensor | None = None,
 ) -> Iterator[LongVideoWindow]:
     """The windows of a raw latent video of `shape` (B×C×T×H×W, T as long as wanted), each as it is made;
-    window k uses the sampling's seed + k. Each window after the first opens with the last frames of the one
-    before, decoded (LongVideoWindow.video, which the caller may use too: it is decoded once) and encoded
-    again; the first opens with `start` (a video B×3×1×H×W in -1..1), if given, as its first frame. Known
-    frames are pinned, or given through the image condition of an image-to-video model. `window_callback(k,
-    count)` is called as each window starts."""
+    window k uses the sampling's seed + k (window_seed: wrapping past 2**64 - 1 to 0). Each window after the
+    first opens with the last frames of the one before, decoded (LongVideoWindow.video, which the caller may
+    use too: it is decoded once) and encoded again; the first opens with `start` (a video B×3×1×H×W in
+    -1..1), if given, as its first frame. Known frames are pinned, or given through the image condition of an
+    image-to-video model. `window_callback(k, count)` is called as each window starts."""
     batch, channels, frames, height, width = shape
     window = windows.window
     count = windows.count(frames)
@@ -279,7 +300,9 @@ def long_video_windows(
                 condition = replace(condition, features=codec.image_features(known[:, :, :1]))
             window_guider = replace(guider, image=condition)
         patches = SpacetimePatches.from_latent(latent, patch, fmt, mask)
-        patches = denoise(window_guider, patches, sampling.reseeded(sampling.seed + index), step_callback)
+        patches = denoise(
+            window_guider, patches, sampling.reseeded(window_seed(sampling.seed, index)), step_callback
+        )
         generated = patches.to_latent().float().cpu()[:, :, opened:]
         if reference is None:
             reference = generated

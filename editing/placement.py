@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..host import Progress
+from ..inputs import check_image
 from ..vae import VideoVAE, frames_to_video
 
 FIT_RULES = ("crop", "pad", "stretch")
@@ -39,13 +40,9 @@ EncodeClips = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
 def rgb_frames(images: torch.Tensor, name: str) -> torch.Tensor:
-    """An IMAGE (B×H×W×C floats in 0..1) as RGB: an alpha channel is composited over black (transparent
-    pixels become black, as most video players show them); 1 channel is grey."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name}: got {shape}; expected an IMAGE batch B×H×W×3 (floats in 0..1).")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} holds 0 frames; connect a node that produces at least one.")
+    """An IMAGE (B×H×W×C floats in 0..1, checked) as RGB: an alpha channel is composited over black
+    (transparent pixels become black, as most video players show them); 1 channel is grey."""
+    check_image(images, name)
     channels = images.shape[-1]
     images = images.float()
     if channels == 4:
@@ -117,6 +114,15 @@ class ClipPlan:
         """The generated clip's frames that the result keeps, in order (not the held copies of the first
         frame, nor the dropped tail)."""
         return [0, *range(1 + self.held, self.frames - self.drop_tail)]
+
+    @staticmethod
+    def check(plan) -> None:
+        """`plan` is a ClipPlan, as a node takes it from its SPACETIME_CLIP_PLAN input."""
+        if not isinstance(plan, ClipPlan):
+            raise TypeError(
+                "plan must be the SPACETIME_CLIP_PLAN of an editing node (Image to Video, Extend Video, Connect "
+                f"Videos, Loop Video, Video to Video), got {type(plan).__name__}."
+            )
 
     def describe(self) -> str:
         parts = [
@@ -290,10 +296,11 @@ def tail_overlap(requested: int, available: int, stride: int, what: str) -> int:
     return used
 
 
-def new_latent_frames(frames: int, stride: int, opens_clip: bool) -> int:
-    """Latent frames for at least `frames` new pixel frames (1 + stride·(n-1) when they open the clip,
-    stride·n otherwise)."""
-    frames = max(1, frames)
+def new_latent_frames(frames: int, stride: int, opens_clip: bool, name: str = "new_frames") -> int:
+    """Latent frames for at least `frames` (`name`, at least 1) new pixel frames (1 + stride·(n-1) when they
+    open the clip, stride·n otherwise)."""
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"{name}={frames!r} must be a whole number of new frames, at least 1.")
     return 1 + math.ceil((frames - 1) / stride) if opens_clip else math.ceil(frames / stride)
 
 
@@ -345,7 +352,7 @@ def connect(
             f"a loop of a {len(first)}-frame clip with an overlap of {overlap} would reuse frames at both ends: "
             f"give a clip of at least {head + tail} frames or lower the overlap."
         )
-    new = new_latent_frames(bridge_frames, stride, False)
+    new = new_latent_frames(bridge_frames, stride, False, "bridge_frames")
     operation = "loop" if loop else "connect"
     edit = edit_latent(encode, stride, latent_size, new, first[len(first) - head :], second[:tail], operation)
     if loop:  # the bridge's last frames are the clip's first: left out, the result plays on into its start

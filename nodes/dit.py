@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import host
 from ..dit import SpacetimePatches, load_dit
 from ..dit.attention import BACKEND_HELP, BACKENDS
+from ..inputs import latent_samples
 from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
 
 DIT = "SPACETIME_DIT"
@@ -95,7 +96,7 @@ class SpacetimePatchifier:
         }
 
     def patchify(self, dit, latent):
-        raw = latent["samples"]
+        raw = latent_samples(latent)
         dit.check_latent(raw)
         mask = latent.get("noise_mask")
         return (SpacetimePatches.from_latent(raw, dit.config.patch_size, dit.latent_format, mask),)

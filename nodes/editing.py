@@ -10,19 +10,17 @@ import torch
 from .. import editing as edits
 from .. import host
 from ..samplers.denoiser import Sampling
-from ..samplers.guidance import Guider
+from ..samplers.guidance import MAX_CFG, Guider
 from ..samplers.noise import MAX_SEED
 from ..samplers.solvers import SOLVERS
-from ..vae import frames_to_video
+from ..vae import MAX_FRAMES, MAX_SIZE, frames_to_video
 from .dit import DIT
 from .image_encoder import IMAGE_ENCODER
-from .vae import MAX_SIZE, VAE
+from .vae import VAE
 
 PLAN = "SPACETIME_CLIP_PLAN"
 LATENT_TOOLTIP = "The latent to denoise: connect the Patchifier. Known frames are kept by its noise_mask."
 PLAN_TOOLTIP = "How the decoded frames join their sources: connect Join Edited Clip."
-MAX_FRAMES = 4097
-MAX_LONG_FRAMES = 16 * 60 * 60 + 1  # an hour at 16 fps
 
 
 def _latent_size(vae, height: int, width: int) -> tuple[int, int, int]:
@@ -278,13 +276,13 @@ class SpacetimeLongVideo:
                 "sigmas": ("SIGMAS", {"tooltip": "Each window's schedule, from Scheduler (Spacetime)."}),
                 "width": ("INT", {"default": 832, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Pixels; a multiple of 16 (32 for Wan 2.2 TI2V). Tiny World: 128."}),
                 "height": ("INT", {"default": 480, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Pixels; a multiple of 16 (32 for Wan 2.2 TI2V). Tiny World: 128."}),
-                "frames": ("INT", {"default": 961, "min": 1, "max": MAX_LONG_FRAMES, "step": 4, "tooltip": "Frames of the whole video, 4k+1: 961 is a minute at 16 fps."}),
+                "frames": ("INT", {"default": 961, "min": 1, "max": edits.MAX_LONG_FRAMES, "step": 4, "tooltip": "Frames of the whole video, 4k+1: 961 is a minute at 16 fps."}),
                 "window_frames": ("INT", {"default": 81, "min": 9, "max": MAX_FRAMES, "step": 4, "tooltip": "Frames the DiT makes at once, 4k+1: the length the model was trained at (Wan: 81, Tiny World: 17). Memory depends on this, not on the length."}),
                 "overlap_frames": ("INT", {"default": 16, "min": 4, "max": MAX_FRAMES, "step": 4, "tooltip": "How much each window continues from, a multiple of 4 (rounded down): overlap / 4 latent frames, which hold the last overlap - 3 frames of the window before (16: 13 frames). More carries motion on better; each window adds window - overlap frames."}),
                 "correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Colour-drift correction: how far each window's latent mean per channel is moved towards the first window's (from nothing at the join, rising over the window). 0: off."}),
                 "solver": (list(SOLVERS), {"default": "unipc", "tooltip": "As in the DiT Denoiser."}),
-                "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance (1: off)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": "Window k uses seed + k."}),
+                "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": MAX_CFG, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance (1: off)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": "Window k uses seed + k (wrapping past the largest seed to 0)."}),
             },
             "optional": {
                 "low_noise_dit": (DIT, {"tooltip": "Wan 2.2 A14B: the low-noise expert, which takes over below the boundary."}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .. import host
 from ..image_encoders import encode_images, load_image_encoder
+from ..inputs import check_image
 from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
 
 IMAGE_ENCODER = "SPACETIME_IMAGE_ENCODER"
@@ -86,6 +87,7 @@ class SpacetimeImageEncode:
         }
 
     def encode(self, image_encoder, image, crop):
+        check_image(image, "image")
         host.throw_if_interrupted()
         with host.on_compute_device(image_encoder) as device:
             features = encode_images(image_encoder, image, crop=CROPS[crop], device=device)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .. import host
 from ..samplers.denoiser import Sampling, denoise
-from ..samplers.guidance import Guider
+from ..samplers.guidance import MAX_CFG, Guider
 from ..samplers.noise import MAX_SEED
-from ..samplers.schedules import SCHEDULES
+from ..samplers.schedules import MAX_SHIFT, MIN_SHIFT, SCHEDULES, TRAINING_LEVELS
 from ..samplers.solvers import SOLVERS
 from .dit import DIT, PATCHES
 
@@ -37,14 +37,20 @@ class SpacetimeScheduler:
                 ),
                 "steps": (
                     "INT",
-                    {"default": 30, "min": 1, "max": 1000, "tooltip": "Denoising steps. Wan uses 40 to 50."},
+                    {
+                        "default": 30,
+                        "min": 1,
+                        "max": TRAINING_LEVELS,
+                        "tooltip": "Denoising steps. Wan uses 40 to 50. At most 1000 (the models' noise levels), "
+                        "also for steps / denoise when denoise is below 1.",
+                    },
                 ),
                 "shift": (
                     "FLOAT",
                     {
                         "default": 5.0,
-                        "min": 0.01,
-                        "max": 100.0,
+                        "min": MIN_SHIFT,
+                        "max": MAX_SHIFT,
                         "step": 0.01,
                         "tooltip": "Moves steps towards high noise, where the layout forms. Wan: 5 for 480p, "
                         "up to 8-12 for 720p and 1.3B; Tiny World: 3. 1 leaves the schedule as is.",
@@ -114,7 +120,7 @@ class SpacetimeDiTDenoiser:
                     {
                         "default": 5.0,
                         "min": 0.0,
-                        "max": 30.0,
+                        "max": MAX_CFG,
                         "step": 0.1,
                         "round": 0.01,
                         "tooltip": "Classifier-free guidance: how strongly to follow the prompt (Wan: 5). 1 turns "

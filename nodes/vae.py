@@ -6,11 +6,13 @@ import torch
 
 from .. import host
 from ..editing import decode_long_video, decode_steps
-from ..vae import frames_to_video, load_vae
+from ..inputs import check_image, latent_samples
+from ..vae import MAX_FRAMES, MAX_SIZE, frames_to_video, load_vae
+from ..vae.video_vae import pixel_tiling
 
 VAE = "SPACETIME_VAE"
 VAE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-MAX_SIZE = 8192
+SMALLEST_STRIDE = 8  # pixels a latent pixel covers in every Wan VAE (Wan 2.1: 8, Wan 2.2: 16)
 
 
 class SpacetimeVAELoader:
@@ -89,7 +91,7 @@ class SpacetimeEmptyLatentVideo:
                     {
                         "default": 81,
                         "min": 1,
-                        "max": 4097,
+                        "max": MAX_FRAMES,
                         "step": 4,
                         "tooltip": "4k+1 frames (1, 5, ..., 81): the first frame is encoded alone, then groups of four. 81 frames at 16 fps is 5 s.",
                     },
@@ -138,7 +140,22 @@ class SpacetimeVAEDecode:
             },
         }  # fmt: skip
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, tile_size=None, overlap=None):
+        """The tiles, checked when ComfyUI validates the prompt, before the sampling upstream of this node: as
+        multiples of 8, every VAE's stride (Wan 2.2's 16 is checked as it decodes; so are linked inputs)."""
+        if tile_size is None or overlap is None:
+            return True
+        if not (0 <= tile_size <= MAX_SIZE and 0 <= overlap <= MAX_SIZE):
+            return f"tile_size={tile_size} and overlap={overlap} must be from 0 to {MAX_SIZE} pixels."
+        try:
+            pixel_tiling(tile_size, overlap if tile_size else 0, SMALLEST_STRIDE)
+        except ValueError as error:
+            return str(error)
+        return True
+
     def decode(self, vae, latent, tile_size=0, overlap=64):
+        latent_samples(latent)
         tick = host.progress_ticker(decode_steps(latent), "VAE decode")
         overlap = overlap if tile_size else 0
         # every item's frames, in order, as the decoder hands them over (a Long Video latent window by window)
@@ -167,8 +184,9 @@ class SpacetimeVAEEncode:
         }
 
     def encode(self, vae, images):
-        if images.ndim != 4 or images.shape[-1] != 3:
-            channels = images.shape[-1] if images.ndim == 4 else "?"
+        check_image(images)
+        if images.shape[-1] != 3:
+            channels = images.shape[-1]
             hint = " Drop the alpha channel with 'Split Image with Alpha' first." if channels == 4 else ""
             raise ValueError(
                 f"images of shape {tuple(images.shape)} ({channels} channels): expected RGB frames T×H×W×3.{hint}"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from .. import host
 from ..editing import decode_long_video, decode_steps
+from ..inputs import latent_samples
 from ..provenance.credentials import describe_graph
 from ..video import FORMATS, Encoding, Provenance, combine_video, metadata_entries
-from ..video.combine import MAX_FRAME_RATE, FrameStream
+from ..video.combine import MAX_FRAME_RATE, MAX_LOOP_COUNT, MIN_FRAME_RATE, FrameStream, check_output
 from ..video.formats import X264_PRESETS, Writer
+from ..video.output import check_target
 from .vae import VAE
 
 PREVIEW_FORMAT = "video/h264-mp4"
@@ -25,7 +27,7 @@ def _frames(images, latent, vae):
             f"Video Combine got {given}: connect images (frames), or both latent and vae (a latent video to "
             "decode as it is written)."
         )
-    samples = latent["samples"]
+    samples = latent_samples(latent)
     batch, _, length, height, width = samples.shape
     vae.check_latent(samples)  # now, before the file is opened
 
@@ -63,7 +65,7 @@ class SpacetimeVideoCombine:
                     "FLOAT",
                     {
                         "default": 16.0,
-                        "min": 0.001,
+                        "min": MIN_FRAME_RATE,
                         "max": MAX_FRAME_RATE,
                         "step": 0.001,
                         "tooltip": "Frames per second; any positive value. 23.976, 29.97 and 59.94 are written "
@@ -75,7 +77,7 @@ class SpacetimeVideoCombine:
                     {
                         "default": 0,
                         "min": 0,
-                        "max": 100,
+                        "max": MAX_LOOP_COUNT,
                         "tooltip": "Extra repeats. Video files repeat the frames this many more times. GIF and WebP "
                         "store it as their loop setting instead, where 0 loops forever. "
                         "PNG sequences ignore it.",
@@ -162,6 +164,42 @@ class SpacetimeVideoCombine:
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(
+        cls,
+        frame_rate=None,
+        loop_count=None,
+        filename_prefix=None,
+        format=None,
+        crf=None,
+        preset=None,
+        content_credentials=None,
+    ):
+        """The output options, checked when ComfyUI validates the prompt, before any node of it runs: a mistake
+        here throws no sampling away. (An input connected to another node is absent here and is checked when
+        this node runs.)"""
+        options = {"crf": crf, "preset": preset, "loop_count": loop_count}
+        try:
+            if content_credentials not in (None, *CREDENTIALS):
+                raise ValueError(
+                    f"content_credentials is {content_credentials!r}; choose one of {', '.join(CREDENTIALS)}."
+                )
+            if format is None:  # connected: what the other options mean depends on it
+                if filename_prefix is not None:
+                    check_target(filename_prefix, host.output_directory())
+                return True
+            check_output(
+                format,
+                16.0 if frame_rate is None else frame_rate,
+                Encoding(**{name: value for name, value in options.items() if value is not None}),
+                signed=content_credentials not in (None, "off"),
+                output_dir=host.output_directory(),
+                filename_prefix=filename_prefix,
+            )
+        except ValueError as error:
+            return str(error)
+        return True
 
     def combine(
         self,

@@ -22,6 +22,7 @@ from .image_condition import ImageCondition
 from .solvers import denoiser_from_velocity
 from .step_cache import StepCache
 
+MAX_CFG = 30.0  # the guidance widgets' maximum
 ConditionedVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -68,6 +69,11 @@ def classifier_free_guidance(
 def _check_guidance(cfg: float, uncond: torch.Tensor | None) -> None:
     if not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
         raise ValueError(f"cfg={cfg!r} must be a finite number (1 turns guidance off).")
+    if cfg < 0:
+        raise ValueError(
+            f"cfg={cfg} must be 0 or more: 1 turns guidance off, larger values follow the prompt more "
+            "closely (Wan: 5)."
+        )
     if cfg != 1 and uncond is None:
         raise ValueError(f"cfg={cfg} needs a negative (unconditional) context; give one, or set cfg to 1.")
 
@@ -75,6 +81,11 @@ def _check_guidance(cfg: float, uncond: torch.Tensor | None) -> None:
 def _check_context(name: str, context: torch.Tensor) -> None:
     if context.ndim != 3:
         raise ValueError(f"{name} has shape {tuple(context.shape)}; expected text embeddings B×L×D.")
+    if not torch.isfinite(context).all():
+        raise ValueError(
+            f"{name} holds NaN or infinite values: the text encoder overflowed or its weights are damaged "
+            "(try fp32 or bf16 instead of fp16, or check the text encoder file). Nothing can be sampled from it."
+        )
 
 
 def _per_item(context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

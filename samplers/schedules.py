@@ -1,7 +1,9 @@
 """Noise schedules for rectified flow: descending float32 sigmas from 1 (pure noise) to exactly 0.
 
 Every schedule is `fn(steps, shift=1.0, denoise=1.0) -> sigmas` with steps + 1 values (see `beta_schedule`
-for its one exception), and SCHEDULES lists them by the name a node shows.
+for its one exception), and SCHEDULES lists them by the name a node shows. A schedule has at most
+TRAINING_LEVELS steps (with denoise < 1, its whole schedule of steps / denoise): the models were trained on
+that many noise levels, and `simple` and `beta` read them from a table of that many.
 
 Two schedules sample the shifted line, and differ only in rounding:
 - `linear` is Wan's: `shift_sigmas(linspace(1, 0, steps + 1))`, as Wan's `get_sampling_sigmas` (its
@@ -21,8 +23,9 @@ from collections.abc import Callable
 
 import torch
 
-TRAINING_LEVELS = 1000  # ComfyUI's flow sigma table, and the model's timestep = 1000 * sigma
+TRAINING_LEVELS = 1000  # ComfyUI's flow sigma table, the model's timestep = 1000 * sigma, and the most steps
 FULL_DENOISE = 0.9999  # ComfyUI's KSampler treats any denoise above this as 1
+MIN_SHIFT, MAX_SHIFT = 0.01, 100.0  # the shift widget's range
 
 
 def shift_sigmas(sigmas, shift: float):
@@ -90,21 +93,38 @@ def schedule_by_name(name: str) -> Callable[..., torch.Tensor]:
 def _keep_last(full: Callable[[int], torch.Tensor], steps: int, shift: float, denoise: float) -> torch.Tensor:
     """ComfyUI's partial denoise (KSampler.set_steps): build the schedule for int(steps / denoise)
     steps and keep its last steps + 1 sigmas, so sampling starts part-way down from the top."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a whole number, at least 1.")
     if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
         raise ValueError(
             f"shift={shift!r} must be a positive number: 1 leaves the schedule as it is, larger values "
             "spend more steps at high noise (Wan uses 3 to 8)."
         )
+    total = check_steps(steps, denoise)
+    return full(total) if total == steps else full(total)[-(steps + 1) :]
+
+
+def check_steps(steps: int, denoise: float = 1.0) -> int:
+    """The steps of the whole schedule that `steps` at `denoise` are the tail of (ComfyUI's
+    int(steps / denoise)), refused beyond the schedule's resolution: its TRAINING_LEVELS noise levels."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a whole number, at least 1.")
     if not (isinstance(denoise, (int, float)) and 0 < denoise <= 1):
         raise ValueError(
             f"denoise={denoise!r} must be in (0, 1]: 1 starts from pure noise, smaller values keep more "
             "of the input latent."
         )
-    if denoise > FULL_DENOISE:
-        return full(steps)
-    return full(int(steps / denoise))[-(steps + 1) :]
+    total = steps if denoise > FULL_DENOISE else int(steps / denoise)
+    if total <= TRAINING_LEVELS:
+        return total
+    if total == steps:
+        raise ValueError(
+            f"steps={steps} is beyond the schedule's resolution: it has {TRAINING_LEVELS} noise levels (the "
+            f"model's timesteps), so at most {TRAINING_LEVELS} steps; use {TRAINING_LEVELS} or fewer."
+        )
+    raise ValueError(
+        f"steps={steps} at denoise={denoise:g} is the tail of a {total}-step schedule, beyond the schedule's "
+        f"resolution of {TRAINING_LEVELS} noise levels (the model's timesteps): use at most "
+        f"{int(TRAINING_LEVELS * denoise)} steps at this denoise, or a higher denoise."
+    )
 
 
 def _comfyui_flow_table(shift: float) -> torch.Tensor:

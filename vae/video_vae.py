@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ MEMORY_HEADROOM = 0.8  # of the free memory a decode may plan to use
 ACTIVATION_COPIES = 6  # full-resolution tensors of the decoder's last stage alive at once, at most
 AUTO_TILES = (1024, 768, 512, 384, 256)  # pixels, largest first: tiles tried when a whole frame won't fit
 AUTO_OVERLAP = 64  # pixels shared by neighbouring automatic tiles
+MAX_SIZE = 8192  # pixels: the widest and tallest video the nodes and the command line make
+MAX_FRAMES = 4097  # frames of one clip the nodes make at once (a Long Video window at most)
 
 
 @dataclass
@@ -58,8 +61,12 @@ class VideoVAE:
             yield device
 
     def check_size(self, frames: int, height: int, width: int) -> None:
-        """Frames must be 4k+1 and sizes multiples of the spatial stride; the error names the nearest valid values."""
+        """Frames must be 4k+1 and sizes multiples of the spatial stride up to MAX_SIZE; the error names the
+        nearest valid values."""
         t, s = self.temporal_stride, self.spatial_stride
+        for name, value in (("frames", frames), ("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name}={value!r} must be a whole number, got {type(value).__name__}.")
         if frames < 1 or (frames - 1) % t:
             below = 1 + max(0, (frames - 1) // t) * t
             raise ValueError(
@@ -72,9 +79,15 @@ class VideoVAE:
                 raise ValueError(
                     f"{name}={value} must be a multiple of {s} (the VAE's stride): use {options}."
                 )
+            if value > MAX_SIZE:
+                raise ValueError(f"{name}={value} is above the largest size made, {MAX_SIZE} pixels.")
 
     def latent_shape(self, frames: int, height: int, width: int, batch: int = 1) -> tuple[int, ...]:
         self.check_size(frames, height, width)
+        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+            raise ValueError(
+                f"batch_size={batch!r} must be a whole number, at least 1 (videos made together)."
+            )
         s = self.spatial_stride
         return (
             batch,
@@ -94,9 +107,14 @@ class VideoVAE:
             return self.model.encode(video.to(device, self.dtype), progress).float()
 
     def check_latent(self, latent: torch.Tensor) -> None:
-        """What a decode needs of a raw latent (its channels, finite values), checked before any of it is
-        decoded or written."""
+        """What a decode needs of a raw latent (its channels, at least one frame, finite values), checked
+        before any of it is decoded or written."""
         self.latent_format.check_channels(latent)
+        if 0 in latent.shape:
+            raise ValueError(
+                f"latent of shape {tuple(latent.shape)} is empty (B×C×T×H×W with a size of 0): there is nothing "
+                "to decode; connect a latent with at least one frame."
+            )
         if not torch.isfinite(latent).all():
             raise ValueError(
                 "latent holds NaN or infinite values; the sampler or the model overflowed (try fp32 or bf16 "
@@ -139,15 +157,12 @@ class VideoVAE:
     def _chosen_tiling(self, latent: torch.Tensor, tile: int, overlap: int) -> SpatialTiling | None:
         """The latent checked and the tiles asked for: None for whole frames or automatic tiles (tile 0)."""
         self.check_latent(latent)
-        if not tile:
-            return None
-        s = self.spatial_stride
-        if tile % s or overlap % s or not 0 <= overlap < tile:
-            raise ValueError(
-                f"tile={tile}, overlap={overlap}: both must be multiples of {s} pixels with overlap < tile "
-                f"(e.g. tile=512, overlap=64)."
-            )
-        return SpatialTiling(tile // s, overlap // s, s)
+        return self.tiling(tile, overlap)
+
+    def tiling(self, tile: int, overlap: int) -> SpatialTiling | None:
+        """The tiles of `tile` pixels overlapping by `overlap` (checked: a caller may ask before sampling);
+        None for whole frames or automatic tiles (tile 0)."""
+        return pixel_tiling(tile, overlap, self.spatial_stride)
 
     @torch.no_grad()
     def decode(
@@ -208,6 +223,19 @@ class VideoVAE:
 
     def frames_for(self, latent_frames: int) -> int:
         return 1 + (latent_frames - 1) * self.temporal_stride
+
+
+def pixel_tiling(tile: int, overlap: int, stride: int) -> SpatialTiling | None:
+    """Tiles of `tile` pixels overlapping by `overlap` for a VAE of spatial `stride`: multiples of it, at least
+    two latent pixels a tile, overlap below tile; None for tile 0 (whole frames or automatic tiles)."""
+    if tile == 0:
+        return None
+    if tile % stride or overlap % stride or tile < 2 * stride or not 0 <= overlap < tile:
+        raise ValueError(
+            f"tile={tile}, overlap={overlap}: both must be multiples of {stride} pixels with overlap < tile and "
+            f"tile at least {2 * stride} (e.g. tile=512, overlap=64), or tile 0 for whole frames."
+        )
+    return SpatialTiling(tile // stride, overlap // stride, stride)
 
 
 def frames_to_video(images: torch.Tensor) -> torch.Tensor:

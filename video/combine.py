@@ -24,13 +24,22 @@ import numpy as np
 import torch
 
 from ..host import progress_ticker
+from ..inputs import check_image
 from ..provenance.credentials import Generation, ensure_identity, require_c2pa, sign_mp4
 from ..provenance.watermark import Marker
 from .formats import X264_PRESETS, VideoFormat, Writer, format_for_path, get_format
-from .output import atomic_file, atomic_output, check_new_path, resolve_target
-from .writers import GIF_MAX_FRAME_RATE, WRITERS, EncodeJob
+from .output import atomic_file, atomic_output, check_new_path, check_target, resolve_target
+from .writers import (
+    GIF_MAX_FRAME_RATE,
+    GIF_MIN_FRAME_RATE,
+    WEBP_MAX_DURATION_MS,
+    WRITERS,
+    EncodeJob,
+)
 
+MIN_FRAME_RATE = 0.001  # the slowest rate written exactly (rates are fractions with denominators up to 1000)
 MAX_FRAME_RATE = 1000.0
+MAX_LOOP_COUNT = 100
 # Rates users type for NTSC video mean k*1000/1001 (23.976 is 24000/1001).
 _NTSC_BASES = (24, 30, 48, 60, 120, 240)
 
@@ -64,19 +73,10 @@ def frame_rate_fraction(frame_rate: float) -> Fraction:
 
 
 def validate_frames(images: torch.Tensor) -> None:
-    """Refuse what cannot be encoded, saying what was received and how to fix it."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(
-            f"images must be an IMAGE tensor (B×H×W×3 floats in 0..1), got {type(images).__name__}."
-        )
-    if images.ndim != 4:
-        raise ValueError(
-            f"images has shape {tuple(images.shape)}; expected an IMAGE batch B×H×W×3. "
-            "A single frame needs a batch dimension of 1."
-        )
-    count, height, width, channels = images.shape
-    if count == 0:
-        raise ValueError("images holds 0 frames; connect a node that produces at least one frame.")
+    """Refuse what cannot be encoded, saying what was received and how to fix it (values outside 0..1 are
+    clamped as they are written)."""
+    check_image(images, "images", clamped=True)
+    channels = images.shape[-1]
     if channels != 3:
         hint = (
             " To drop the alpha channel, pass the frames through 'Split Image with Alpha'."
@@ -84,18 +84,6 @@ def validate_frames(images: torch.Tensor) -> None:
             else ""
         )
         raise ValueError(f"images has {channels} channels; Video Combine expects RGB frames (B×H×W×3).{hint}")
-    if height == 0 or width == 0:
-        raise ValueError(f"images has an empty frame size {width}x{height}.")
-    if not images.is_floating_point():
-        raise TypeError(f"images has dtype {images.dtype}; an IMAGE holds floats in 0..1.")
-    bad = ~torch.isfinite(images)
-    if bad.any():
-        frames_with_bad = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(
-            f"images holds {int(bad.sum())} NaN or infinite values in {len(frames_with_bad)} frame(s), "
-            f"first in frame {frames_with_bad[0]}. This usually means the model or VAE overflowed "
-            "(try fp32 or bf16 instead of fp16); Video Combine will not write corrupt frames."
-        )
 
 
 def validate_settings(fmt: VideoFormat, frame_rate: float, crf: int, preset: str, loop_count: int) -> None:
@@ -103,14 +91,21 @@ def validate_settings(fmt: VideoFormat, frame_rate: float, crf: int, preset: str
         raise ValueError(
             f"frame_rate={frame_rate!r} must be a positive number of frames per second, such as 16 or 23.976."
         )
-    if frame_rate > MAX_FRAME_RATE:
+    if not MIN_FRAME_RATE <= frame_rate <= MAX_FRAME_RATE:
         raise ValueError(
-            f"frame_rate={frame_rate} is above the maximum {MAX_FRAME_RATE:g}; use a lower rate."
+            f"frame_rate={frame_rate:g} is outside {MIN_FRAME_RATE:g}..{MAX_FRAME_RATE:g} frames per second; "
+            "use a rate in that range."
         )
-    if fmt.writer is Writer.GIF and frame_rate > GIF_MAX_FRAME_RATE:
+    if fmt.writer is Writer.GIF and not GIF_MIN_FRAME_RATE <= frame_rate <= GIF_MAX_FRAME_RATE:
+        why = (
+            "browsers play delays under 20 ms as 100 ms"
+            if frame_rate > GIF_MAX_FRAME_RATE
+            else "a GIF frame shows for at most 655 s"
+        )
         raise ValueError(
-            f"frame_rate={frame_rate} is too fast for a GIF: browsers play delays under 20 ms as 100 ms. "
-            f"Use at most {GIF_MAX_FRAME_RATE:g} fps for GIF, or choose video/h264-mp4."
+            f"frame_rate={frame_rate:g} is too {'fast' if frame_rate > GIF_MAX_FRAME_RATE else 'slow'} for a "
+            f"GIF: {why}. Use {GIF_MIN_FRAME_RATE:g} to {GIF_MAX_FRAME_RATE:g} fps for GIF, or choose "
+            "video/h264-mp4."
         )
     if fmt.max_crf is not None and not 0 <= crf <= fmt.max_crf:
         raise ValueError(
@@ -120,8 +115,10 @@ def validate_settings(fmt: VideoFormat, frame_rate: float, crf: int, preset: str
         raise ValueError(
             f"preset={preset!r} is not an encoder preset; expected one of: {', '.join(X264_PRESETS)}."
         )
-    if loop_count < 0:
-        raise ValueError(f"loop_count={loop_count} must be 0 or more (the number of extra repeats).")
+    if not 0 <= loop_count <= MAX_LOOP_COUNT:
+        raise ValueError(
+            f"loop_count={loop_count} must be 0 or more, up to {MAX_LOOP_COUNT} (the number of extra repeats)."
+        )
 
 
 def frame_order(count: int, pingpong: bool, repeats: int) -> list[int]:
@@ -221,6 +218,50 @@ class Provenance:
     credentials: Generation | None = None
 
 
+def check_output(
+    format: str,
+    frame_rate: float,
+    encoding: Encoding = Encoding(),
+    video: tuple[int, int, int] | None = None,
+    signed: bool = False,
+    output_dir: Path | None = None,
+    filename_prefix: str | None = None,
+    path: Path | None = None,
+) -> VideoFormat:
+    """Every output option checked, without writing anything: the format and its settings, the codec's
+    rules for the `video` (frames written, height, width) when known, Content Credentials (`signed`), and
+    where it goes: the filename prefix in the output folder, or exactly `path` (`format` None: the one its
+    extension names). `generate` calls it before any model is loaded, Video Combine when ComfyUI validates
+    its widgets and again before encoding."""
+    fmt = get_format(format) if path is None else format_for_path(path, format)
+    if signed and fmt.container != "mp4":
+        raise ValueError(
+            f"Content Credentials are signed into MP4 files only, and the format is {fmt.name}: choose "
+            "video/h264-mp4 or video/h265-mp4, or set content_credentials to off."
+        )
+    if signed:
+        require_c2pa()
+    validate_settings(fmt, frame_rate, encoding.crf, encoding.preset, encoding.loop_count)
+    count, height, width = video if video is not None else (0, 0, 0)
+    if video is not None and min(width, height) < fmt.min_side:
+        raise ValueError(
+            f"{fmt.name} needs frames of at least {fmt.min_side}x{fmt.min_side} pixels, got {width}x{height}; "
+            "upscale the frames or choose video/h264-mp4."
+        )
+    milliseconds = count * 1000 / frame_rate
+    if fmt.writer is Writer.WEBP and milliseconds > WEBP_MAX_DURATION_MS:
+        raise ValueError(
+            f"{count} frames at {frame_rate:g} fps last {milliseconds / 3.6e6:.0f} hours, longer than an "
+            f"animated WebP holds ({WEBP_MAX_DURATION_MS / 3.6e6:.0f}): raise the frame rate or choose "
+            "video/h264-mp4."
+        )
+    if path is not None:
+        check_new_path(Path(path))
+    elif filename_prefix is not None:
+        check_target(filename_prefix, output_dir, width, height, fmt.extension)
+    return fmt
+
+
 def combine_video(
     images: torch.Tensor | FrameStream,
     frame_rate: float,
@@ -237,18 +278,6 @@ def combine_video(
     Every setting is checked before the first frame is encoded."""
     crf, preset, loop_count, pingpong = encoding.crf, encoding.preset, encoding.loop_count, encoding.pingpong
     metadata, watermark, credentials = provenance.metadata, provenance.watermark, provenance.credentials
-    fmt = get_format(format) if path is None else format_for_path(path, format)
-    if path is not None:
-        check_new_path(Path(path))
-    if credentials is not None and fmt.container != "mp4":
-        raise ValueError(
-            f"Content Credentials are signed into MP4 files only, and the format is {fmt.name}: choose "
-            "video/h264-mp4 or video/h265-mp4, or set content_credentials to off."
-        )
-    if credentials is not None:  # fail before encoding, not after
-        require_c2pa()
-        ensure_identity()
-    validate_settings(fmt, frame_rate, crf, preset, loop_count)
     if isinstance(images, FrameStream):
         if pingpong or loop_count:
             raise ValueError(
@@ -259,16 +288,18 @@ def combine_video(
     else:
         validate_frames(images)
         count, height, width, _ = images.shape
-    if min(width, height) < fmt.min_side:
-        raise ValueError(
-            f"{fmt.name} needs frames of at least {fmt.min_side}x{fmt.min_side} pixels, got {width}x{height}; "
-            "upscale the frames or choose video/h264-mp4."
-        )
-    padding = (height % 2, width % 2) if fmt.chroma_subsampled else (0, 0)
-    size = (width + padding[1], height + padding[0])
+    fmt = get_format(format) if path is None else format_for_path(path, format)
     animated_image = fmt.writer in (Writer.GIF, Writer.WEBP)
     repeats = 1 if animated_image or fmt.writer is Writer.PNG_SEQUENCE else loop_count + 1
+    written = len(frame_order(count, pingpong, 1)) * repeats
+    signed = credentials is not None
+    video = (written, height, width)
+    check_output(fmt.name, frame_rate, encoding, video, signed, output_dir, filename_prefix, path)
     order = frame_order(count, pingpong, repeats)
+    if signed:  # fail before encoding, not after
+        ensure_identity()
+    padding = (height % 2, width % 2) if fmt.chroma_subsampled else (0, 0)
+    size = (width + padding[1], height + padding[0])
     tick = progress_ticker(len(order), f"Writing {fmt.name}", node_id)  # cancel stops within a frame
     job = EncodeJob(
         format=fmt,

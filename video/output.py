@@ -189,6 +189,45 @@ def _remove_empty(folders: Iterable[Path]) -> None:
             return
 
 
+def _check_folder(prefix: str, root: Path, folder: Path) -> None:
+    """An existing subfolder of the prefix: inside the output folder, and a folder."""
+    if not folder.resolve().is_relative_to(root):
+        raise _outside_error(prefix, root, f"'{folder.relative_to(root)}' is a link that leads outside")
+    if not folder.is_dir():
+        raise ValueError(
+            f"filename_prefix={_shown(prefix)}: '{folder}' exists and is not a folder; pick another name."
+        )
+
+
+def check_target(prefix: str, root: Path, width: int = 0, height: int = 0, extension: str = "") -> None:
+    """What resolve_target would refuse, found without creating or writing anything: the prefix's rules,
+    an output folder or subfolder that is a file or a link leading outside, and a folder this process
+    cannot write in (a read-only file system, no permission)."""
+    root = Path(root).resolve()
+    *subfolders, _ = split_prefix(prefix, root, extension, width, height)
+    nearest = root  # the folder the first missing one would be made in, or the deepest that exists
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        where = "is a file" if nearest == root else f"would be made inside {nearest}, which is a file"
+        raise ValueError(
+            f"the output folder {root} {where}, not a folder: point SPACETIME_OUTPUT_DIR (or ComfyUI's "
+            "--output-directory) at a folder."
+        )
+    if nearest == root:
+        for part in subfolders:
+            folder = nearest / part
+            if not (folder.exists() or folder.is_symlink()):
+                break
+            _check_folder(prefix, root, folder)
+            nearest = folder
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"cannot write in {nearest}: it is on a read-only file system or this user may not write there. "
+            "Choose a writable output folder, or change its permissions."
+        )
+
+
 def resolve_target(
     prefix: str, root: Path, width: int = 0, height: int = 0, extension: str = ""
 ) -> OutputTarget:
@@ -210,14 +249,7 @@ def resolve_target(
                 continue
             except FileExistsError:
                 pass
-            if not folder.resolve().is_relative_to(root):
-                raise _outside_error(
-                    prefix, root, f"'{folder.relative_to(root)}' is a link that leads outside"
-                )
-            if not folder.is_dir():
-                raise ValueError(
-                    f"filename_prefix={_shown(prefix)}: '{folder}' exists and is not a folder; pick another name."
-                )
+            _check_folder(prefix, root, folder)
     except BaseException:
         _remove_empty(created)
         raise

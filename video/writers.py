@@ -27,6 +27,8 @@ _RGB_TO_YUV = Interpolation.BICUBIC | Interpolation.ACCURATE_RND
 _WEBP_QUALITY = 90
 GIF_TICK_MS = 10  # GIF delays are whole hundredths of a second
 GIF_MAX_FRAME_RATE = 50.0  # browsers replace delays under 20 ms by 100 ms
+GIF_MIN_FRAME_RATE = 0.002  # a GIF delay is 16-bit hundredths of a second: at most 655 s a frame
+WEBP_MAX_DURATION_MS = 2**31 - 1  # libwebp counts an animation's time in 32-bit milliseconds
 _GIF_PALETTE_SAMPLES = 64  # frames sampled to build the shared palette
 _EXIF_PROMPT_TAG = 0x0110  # ComfyUI's SaveAnimatedWEBP: Model = "prompt:{json}"
 _EXIF_FIRST_EXTRA_TAG = 0x010F  # then Make = "workflow:{json}", counting down

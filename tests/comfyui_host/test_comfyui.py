@@ -6,8 +6,11 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from spacetime.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
+from comfyui_host.comfy_workflow import ui_to_api
 from comfyui_host.conftest import load_workflow
 from media import decode
 
@@ -42,6 +45,24 @@ def test_load_image_repeat_combine_writes_a_playable_mp4_with_the_workflow(comfy
     assert json.loads(decoded.metadata["workflow"]) == workflow
     prompt = json.loads(decoded.metadata["prompt"])
     assert prompt["3"]["class_type"] == "SpacetimeVideoCombine"
+
+
+def test_a_bad_output_option_is_refused_when_the_prompt_is_queued(comfyui):
+    """Video Combine's options are checked as ComfyUI validates the prompt, before any node runs (issue 35:
+    no sampling is thrown away for them); the good prompt beside it still runs."""
+    prompt = ui_to_api(load_workflow("still_image_to_video.json"), comfyui.request("/object_info"))
+    for change, message in (
+        ({"crf": 99}, "crf=99 is outside 0..51"),
+        ({"format": "image/gif", "frame_rate": 60.0}, "too fast for a GIF"),
+        ({"filename_prefix": "../escape"}, "'..' parts are not allowed"),
+    ):
+        bad = json.loads(json.dumps(prompt))
+        bad["3"]["inputs"] |= change
+        with pytest.raises(AssertionError, match=r"/prompt answered 400") as refused:
+            comfyui.queue_prompt(bad)
+        assert message in str(refused.value)
+    assert not (comfyui.base / "escape_00001_.mp4").exists()
+    comfyui.run_prompt(prompt)
 
 
 def test_cancel_stops_the_encode_within_a_frame_and_leaves_no_file(comfyui):
