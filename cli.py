@@ -54,7 +54,6 @@ def _with_loras(dit, loras: list[tuple[str, float]]):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
 
     from .dit import load_dit
     from .pipeline import load_tiny_world, long_video, text_to_video
@@ -63,7 +62,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     host.set_memory_budget(args.vram)
     given = [name for name in ("dit", "text_encoder", "vae") if getattr(args, name) is not None]
-    device = torch.device(args.device) if args.device else None
+    device = args.device
     if not given:  # Tiny World, shipped with the pack
         dit, text_encoder, vae = load_tiny_world(vae_device=device, dtype=COMPUTE_DTYPES[args.dtype])
         preset, negative = TINY_WORLD_COMMAND, ""
@@ -126,7 +125,13 @@ def _evaluate(arguments: list[str]) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    count = convert_pickle_to_safetensors(Path(args.source), Path(args.destination))
+    try:
+        count = convert_pickle_to_safetensors(Path(args.source), Path(args.destination))
+    except (FileNotFoundError, FileExistsError):
+        raise
+    except OSError as error:  # the destination could not be written (disk full, no permission)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {count} tensors to {args.destination}")
     return 0
 
@@ -250,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--solver", choices=list(SOLVERS), help=f"default {wan.solver}")
     generate.add_argument("--schedule", choices=list(SCHEDULES), help=f"default {wan.schedule}")
-    generate.add_argument("--device", help="where the VAE decodes (default: the GPU when there is one)")
+    generate.add_argument(
+        "--device", type=_device, help="where the VAE decodes (default: the GPU when there is one)"
+    )
     generate.add_argument(
         "--vram",
         type=_gigabytes,
@@ -301,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _device(text: str):
+    """--device: a device this machine has (checked before any model loads)."""
+    try:
+        return host.usable_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _gigabytes(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -324,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["evaluate"]:
         try:
             return _evaluate(argv[1:])
-        except ValueError as error:
+        except (ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ import torch
 
 from .. import host
 from ..editing import decode_long_video, decode_steps
+from ..ops import dtype_choice
 from ..vae import frames_to_video, load_vae
 
 VAE = "SPACETIME_VAE"
@@ -43,7 +44,8 @@ class SpacetimeVAELoader:
         }
 
     def load(self, vae_name, dtype):
-        return (load_vae(host.model_path("vae", vae_name), VAE_DTYPES[dtype], device=host.offload_device()),)
+        chosen = dtype_choice(VAE_DTYPES, dtype, "dtype")
+        return (load_vae(host.model_path("vae", vae_name), chosen, device=host.offload_device()),)
 
 
 class SpacetimeEmptyLatentVideo:
