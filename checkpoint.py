@@ -239,6 +239,10 @@ class _open:
         self.file, self.device = file, str(device)
 
     def __enter__(self):
+        if self.file.is_dir():
+            raise CheckpointError(
+                f"{self.file} is a folder, not a model file: give the .safetensors file in it."
+            )
         if not self.file.is_file():
             raise FileNotFoundError(f"Model file not found: {self.file}")
         if self.file.suffix.lower() != ".safetensors":

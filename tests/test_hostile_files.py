@@ -159,6 +159,12 @@ def test_dit_sizes_beyond_the_family_are_refused(key, empty, message, state, tmp
         load_dit(write(crafted, tmp_path / "dit.safetensors"))
 
 
+def test_a_folder_named_like_a_model_file_is_called_a_folder(tmp_path):  # M29
+    (tmp_path / "dit.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=r"dit.safetensors is a folder, not a model file"):
+        load_dit(tmp_path / "dit.safetensors")
+
+
 def test_errors_quote_a_file_s_names_and_metadata_briefly(state, tmp_path):
     """The header may hold 100 MB of names and metadata: messages stay short."""
     path = tmp_path / "dit.safetensors"
