@@ -54,7 +54,6 @@ def _with_loras(dit, loras: list[tuple[str, float]]):
 
 
 def _generate(args: argparse.Namespace) -> int:
-
     from .dit import load_dit
     from .pipeline import load_tiny_world, long_video, text_to_video
     from .text_encoders import load_text_encoder

@@ -18,9 +18,10 @@ from .wan22 import RGB, Wan22VAE, Wan22VAEConfig
 
 PREFIXES = ("first_stage_model.", "vae.")
 MODELS = {Wan21VAEConfig: Wan21VAE, Wan22VAEConfig: Wan22VAE}
-_RESAMPLE_21 = re.compile(r"^encoder\.downsamples\.(\d+)\.resample\.1\.weight$")
-_STAGE_22 = re.compile(r"^encoder\.downsamples\.(\d+)\.downsamples\.0\.residual\.2\.weight$")
-_RESIDUAL_22 = re.compile(r"^encoder\.downsamples\.0\.downsamples\.(\d+)\.residual\.0\.gamma$")
+# Stage and block numbers of up to 6 digits (a longer one is no Wan VAE's, and check_layout names it).
+_RESAMPLE_21 = re.compile(r"^encoder\.downsamples\.(\d{1,6})\.resample\.1\.weight$")
+_STAGE_22 = re.compile(r"^encoder\.downsamples\.(\d{1,6})\.downsamples\.0\.residual\.2\.weight$")
+_RESIDUAL_22 = re.compile(r"^encoder\.downsamples\.0\.downsamples\.(\d{1,6})\.residual\.0\.gamma$")
 _NESTED_22 = re.compile(r"^(encoder\.downsamples|decoder\.upsamples)\.\d+\.(downsamples|upsamples)\.")
 # The sizes Wan's VAEs use (Wan 2.1: width 96, 16 latent channels; Wan 2.2: 160 and 256 wide, 48 channels, 2x2
 # patches; Tiny World's: 16 wide, 12 channels; all with 2 residual blocks or fewer in 4 stages or fewer), with
