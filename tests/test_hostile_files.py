@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pickle
 import signal
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -562,6 +564,25 @@ def test_the_language_model_is_looked_up_inside_models_llm_only(models):  # H12
     assert len(set(refusals.values())) == 1  # the same answer whether the path exists or not
     with pytest.raises(FileNotFoundError, match=r"There is no folder '~root' in .*LLM"):
         shot.write(**SHOT, language_model="~root")
+
+
+def test_inside_comfyui_language_models_are_looked_up_in_its_llm_folders(tmp_path, monkeypatch):
+    folder_paths = types.ModuleType("folder_paths")  # ComfyUI's, as far as model_folder uses it
+    folder_paths.models_dir, folder_paths.folder_names_and_paths = str(tmp_path / "models"), {}
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    host._comfy_module.cache_clear()
+    try:
+        (tmp_path / "models" / "LLM" / "qwen").mkdir(parents=True)
+        assert host.model_folder("LLM", "qwen") == tmp_path / "models" / "LLM" / "qwen"
+        extra = tmp_path / "extra_llm"  # a folder registered in extra_model_paths.yaml
+        (extra / "llama").mkdir(parents=True)
+        folder_paths.folder_names_and_paths = {"LLM": ([str(extra)], set())}
+        folder_paths.get_folder_paths = lambda kind: list(folder_paths.folder_names_and_paths[kind][0])
+        assert host.model_folder("LLM", "llama") == extra / "llama"
+        with pytest.raises(ValueError, match="must name something inside the 'LLM' models folder"):
+            host.model_folder("LLM", str(tmp_path / "models" / "LLM" / "qwen"))
+    finally:
+        host._comfy_module.cache_clear()
 
 
 def test_a_language_model_with_pickled_weights_is_refused_unopened(models):  # H11
