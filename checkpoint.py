@@ -266,6 +266,11 @@ class _open:
         try:
             self.context = safe_open(str(self.file), framework="pt", device=self.device)
             return self.context.__enter__()
+        except PermissionError:
+            raise CheckpointError(
+                f"{self.file} cannot be read: permission denied (the file itself may be fine). Give the user "
+                "running Spacetime read access to it."
+            ) from None
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise _corrupt(self.file, error) from None
 

@@ -6,6 +6,7 @@ never repeats torch's advice to let a file's code run; loader nodes read nothing
 
 from __future__ import annotations
 
+import json
 import pickle
 import signal
 import sys
@@ -13,6 +14,7 @@ import types
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -172,6 +174,20 @@ def test_a_folder_named_like_a_model_file_is_called_a_folder(tmp_path):  # M29
         load_dit(tmp_path / "dit.safetensors")
 
 
+def test_an_unreadable_file_is_not_called_corrupt(state, tmp_path, monkeypatch):
+    from spacetime import checkpoint
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint, "safe_open", denied)
+    with pytest.raises(
+        CheckpointError, match=r"dit.safetensors cannot be read: permission denied"
+    ) as refused:
+        load_dit(write(state, tmp_path / "dit.safetensors"))
+    assert "corrupt" not in str(refused.value)
+
+
 def test_errors_quote_a_file_s_names_and_metadata_briefly(state, tmp_path):
     """The header may hold 100 MB of names and metadata: messages stay short."""
     path = tmp_path / "dit.safetensors"
@@ -287,8 +303,6 @@ def test_lora_factors_of_rank_zero_or_a_wide_alpha_are_refused(state, tmp_path):
     ],
 )
 def test_a_shard_index_names_files_beside_it_only(index, message, tmp_path):
-    import json
-
     path = tmp_path / "dit.safetensors.index.json"
     path.write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=message):
@@ -473,8 +487,6 @@ def test_convert_keeps_string_named_dense_tensors_and_refuses_sparse_ones(tmp_pa
 
 
 def test_a_failed_write_leaves_nothing_and_exits_1(tmp_path, monkeypatch, capsys):  # F04
-    import safetensors.torch
-
     torch.save({"w": torch.zeros(2)}, tmp_path / "model.pth")
 
     def full_disk(tensors, filename, metadata=None):
