@@ -19,6 +19,7 @@ from . import host
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 _SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}\.safetensors$")
+MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors' own limit on a header's length
 MAX_INDEX_BYTES = 64 * 2**20  # a shard index lists names only: the largest released ones are a few hundred KB
 FINITE_CHECK_CHUNK = 2**24  # elements looked at a time when checking weights for NaN and infinity
 
@@ -279,6 +280,8 @@ class _open:
 
 
 def _corrupt(file: Path, error: Exception) -> CheckpointError:
+    if _pickled(file):
+        return _misnamed_pickle(file)
     try:
         size = f"{file.stat().st_size:,} bytes"
     except OSError:
@@ -287,6 +290,30 @@ def _corrupt(file: Path, error: Exception) -> CheckpointError:
     return CheckpointError(
         f"{file.name} ({size}) is not a readable safetensors file: {reason}. "
         "It is probably truncated or corrupt (an interrupted download?): download it again."
+    )
+
+
+def _pickled(file: Path) -> bool:
+    """Whether a file starts as torch.save's files do (a zip archive, or a pickle of protocol 2 to 5), and
+    not as a safetensors file may (its first 8 bytes: the length of a header that the file holds)."""
+    try:
+        with file.open("rb") as handle:
+            start = handle.read(8)
+        size = file.stat().st_size
+    except OSError:
+        return False
+    header = int.from_bytes(start, "little")
+    if len(start) == 8 and header <= MAX_SAFETENSORS_HEADER and header + 8 <= size:
+        return False
+    return start[:4] == b"PK\x03\x04" or (len(start) >= 2 and start[0] == 0x80 and 2 <= start[1] <= 5)
+
+
+def _misnamed_pickle(file: Path) -> CheckpointError:
+    renamed = file.with_suffix(".pth")
+    return CheckpointError(
+        f"{file.name} is a pickle checkpoint (a torch.save file) under a .safetensors name; Spacetime loads only "
+        f"safetensors (unpickling a file can run arbitrary code). Rename it to {renamed.name}, then convert it "
+        f"once, safely, with:\n  python -m spacetime convert {renamed} {file}"
     )
 
 
@@ -347,6 +374,8 @@ def _check_conversion(source: Path, destination: Path) -> None:
         raise FileNotFoundError(f"{source} does not exist.")
     if source.stat().st_size == 0:
         raise CheckpointError(f"{source.name} is empty (0 bytes): there is nothing in it to convert.")
+    if source.suffix.lower() == ".safetensors" and _pickled(source):
+        raise _misnamed_pickle(source)
     if destination.suffix.lower() != ".safetensors":
         raise ValueError(
             f"{destination.name}: the converted file's name must end in .safetensors (Spacetime loads only "

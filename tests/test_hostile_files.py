@@ -174,6 +174,18 @@ def test_a_folder_named_like_a_model_file_is_called_a_folder(tmp_path):  # M29
         load_dit(tmp_path / "dit.safetensors")
 
 
+@pytest.mark.parametrize("form", ["zip", "legacy", "pickle"])
+def test_a_pickle_named_safetensors_is_called_a_pickle(form, tmp_path):  # M01
+    marker = tmp_path / "pwned"
+    path = hostile(form, tmp_path / "evil.safetensors", marker)
+    rename = r"Rename it to evil.pth, then convert it once, safely, with:\n  python -m spacetime convert .*evil.pth"
+    with pytest.raises(CheckpointError, match=f"evil.safetensors is a pickle checkpoint .*{rename}"):
+        load_dit(path)
+    with pytest.raises(CheckpointError, match=rename):
+        convert_pickle_to_safetensors(path, tmp_path / "converted.safetensors")
+    assert not marker.exists()
+
+
 def test_an_unreadable_file_is_not_called_corrupt(state, tmp_path, monkeypatch):
     from spacetime import checkpoint
 
