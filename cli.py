@@ -118,8 +118,6 @@ def _generate(args: argparse.Namespace) -> int:
     if args.negative_prompt is not None:
         check_text(args.negative_prompt, "--negative-prompt")
     check_prompt(args.prompt, user_blocklist())  # the user's blocklist, as the Prompt Guard node reads it
-    import torch
-
     from .dit import load_dit
     from .pipeline import load_tiny_world, long_video, text_to_video
     from .text_encoders import load_text_encoder
@@ -128,7 +126,7 @@ def _generate(args: argparse.Namespace) -> int:
     settings, negative, tiny_world = _run_settings(args)
     format, path = _destination(args, (settings.frames, settings.height, settings.width))
     host.set_memory_budget(args.vram)
-    device = torch.device(args.device) if args.device else None
+    device = args.device  # checked (_device)
     if tiny_world:  # shipped with the pack
         dit, text_encoder, vae = load_tiny_world(vae_device=device, dtype=COMPUTE_DTYPES[args.dtype])
     else:
@@ -180,7 +178,13 @@ def _evaluate(arguments: list[str]) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    count = convert_pickle_to_safetensors(Path(args.source), Path(args.destination))
+    try:
+        count = convert_pickle_to_safetensors(Path(args.source), Path(args.destination))
+    except (FileNotFoundError, FileExistsError):
+        raise
+    except OSError as error:  # the destination could not be written (disk full, no permission)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {count} tensors to {args.destination}")
     return 0
 
@@ -324,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--solver", choices=list(SOLVERS), help=f"default {wan.solver}")
     generate.add_argument("--schedule", choices=list(SCHEDULES), help=f"default {wan.schedule}")
-    generate.add_argument("--device", help="where the VAE decodes (default: the GPU when there is one)")
+    generate.add_argument(
+        "--device", type=_device, help="where the VAE decodes (default: the GPU when there is one)"
+    )
     generate.add_argument(
         "--vram",
         type=_gigabytes,
@@ -372,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():
         command.epilog = command.epilog or EXIT_STATUSES
     return parser
+
+
+def _device(text: str):
+    """--device: a device this machine has (checked before any model loads)."""
+    try:
+        return host.usable_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _gigabytes(text: str) -> float:
@@ -425,7 +439,7 @@ def _run(argv: list[str]) -> int:
     if argv[:1] == ["evaluate"]:
         try:
             return _evaluate(argv[1:])
-        except ValueError as error:
+        except (ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
     parser = build_parser()

@@ -54,6 +54,35 @@ def compute_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def usable_device(device: torch.device | str) -> torch.device:
+    """`device` as a torch.device when this machine can use it, else a ValueError saying why: a name torch
+    does not know, a backend this machine or this torch build lacks, or an index past the devices present."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device {str(device)!r} is not a device name: use cpu, cuda, cuda:1 (a GPU by number) or mps."
+        ) from None
+    if parsed.type in ("cpu", "meta"):
+        if parsed.index:
+            raise ValueError(f"device {str(parsed)!r}: the CPU is one device; use cpu.")
+        return parsed
+    backend = getattr(torch, parsed.type, None)  # torch.cuda, torch.mps, torch.xpu; others pass unchecked
+    available = getattr(backend, "is_available", None)
+    if available is not None and not available():
+        raise ValueError(
+            f"device {str(parsed)!r}: this machine has no {parsed.type} device that torch {torch.__version__} "
+            "can use (no such GPU, or a torch built without it). Use cpu, or leave the device out to use what "
+            "is there."
+        )
+    count = getattr(backend, "device_count", lambda: 1)()
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(
+            f"device {str(parsed)!r}: this machine has {count} {parsed.type} device(s), numbered from 0."
+        )
+    return parsed
+
+
 def offload_device() -> torch.device:
     """Where idle weights wait (ComfyUI's offload device; the CPU outside)."""
     mm = _comfy_module("comfy.model_management")
@@ -376,18 +405,50 @@ def model_filenames(kind: str) -> list[str]:
 
 
 def model_path(kind: str, filename: str) -> Path:
-    """Full path of a model file picked from `model_filenames(kind)`."""
+    """Full path of a model file picked from `model_filenames(kind)`: a name inside the kind's folders."""
     fp = _comfy_module("folder_paths")
     if fp is not None:
         return Path(fp.get_full_path_or_raise(kind, filename))
     folders = _fallback_models_dirs(kind)
+    relative = _inside_name(kind, filename)
     for folder in folders:
-        if (folder / filename).is_file():
-            return folder / filename
+        if (folder / relative).is_file():
+            return folder / relative
     raise FileNotFoundError(
         f"Model file {filename!r} was not found in {folders[0]} (the {kind!r} folder). "
         f"Put it there, or set {MODELS_DIR_ENV} to the folder that holds '{kind}/'."
     )
+
+
+def model_folder(kind: str, name: str) -> Path:
+    """A model kept as a folder (a transformers language model) named inside models/<kind>: ComfyUI's
+    models folder, or $SPACETIME_MODELS_DIR, or ./models. Nothing outside it is looked at."""
+    relative = _inside_name(kind, name)
+    fp = _comfy_module("folder_paths")
+    if fp is not None:
+        known = kind in getattr(fp, "folder_names_and_paths", {})
+        folders = [Path(f) for f in fp.get_folder_paths(kind)] if known else [Path(fp.models_dir) / kind]
+    else:
+        folders = _fallback_models_dirs(kind)
+    for folder in folders:
+        if (folder / relative).is_dir():
+            return folder / relative
+    raise FileNotFoundError(
+        f"There is no folder {name!r} in {folders[0]} (the {kind!r} folder). Put the model's folder there, "
+        f"or set {MODELS_DIR_ENV} to the folder that holds '{kind}/'."
+    )
+
+
+def _inside_name(kind: str, name: str) -> Path:
+    """A name picked from a model folder's list, as a path relative to it: never absolute, never with '..'
+    (which would reach outside the models folder), whether or not such a file exists."""
+    relative = Path(name)
+    if not name or "\0" in name or relative.is_absolute() or relative.anchor or ".." in relative.parts:
+        raise ValueError(
+            f"{kind} name {name!r} must name something inside the {kind!r} models folder (a name such as "
+            "'model.safetensors' or 'wan/model.safetensors'; no absolute path, no '..')."
+        )
+    return relative
 
 
 def metadata_disabled() -> bool:

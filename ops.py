@@ -29,6 +29,21 @@ WEIGHT_DTYPES = {
 COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def dtype_choice(choices: dict[str, torch.dtype | None], value: str, setting: str) -> torch.dtype | None:
+    """A dtype widget's value as a dtype (ComfyUI checks it against the list; other callers get this
+    message instead of a KeyError)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{setting}={value!r}: choose one of {', '.join(choices)}.")
+    return choices[value]
+
+
+def loader_dtypes(weight_dtype: str, compute_dtype: str) -> tuple[torch.dtype | None, torch.dtype]:
+    """A loader node's weight_dtype and compute_dtype widgets as dtypes, auto resolved for the compute device."""
+    weights = dtype_choice(WEIGHT_DTYPES, weight_dtype, "weight_dtype")
+    compute = dtype_choice(COMPUTE_DTYPES, compute_dtype, "compute_dtype")
+    return weights, compute or default_compute_dtype(host.compute_device())
+
+
 # CPU features that make bf16 matmuls and convolutions faster than fp32 (oneDNN uses them).
 NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "sve_bf16")
 
@@ -217,7 +232,7 @@ def check_layout(model: nn.Module, shapes: dict[str, tuple[int, ...]], source: s
     if missing:
         problems.append(f"{len(missing)} missing (first: {', '.join(missing[:4])})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:4])})")
+        problems.append(f"{len(unexpected)} unexpected (first: {', '.join(k[:80] for k in unexpected[:4])})")
     if wrong:
         first = wrong[0]
         problems.append(

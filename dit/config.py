@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from ..checkpoint import CheckpointError, describe
+from ..checkpoint import CheckpointError, check_limits, describe, layer_count
 from ..latent_formats import WAN21, WAN22, LatentFormat, identity_format
 
 MASK_CHANNELS = 4  # the concat condition's mask: one channel per frame of a latent frame's group of 4
@@ -65,7 +65,9 @@ class WanConfig:
                 f"latent format {self.latent_format.name} has {self.latent_format.channels} channels; "
                 f"this DiT denoises {self.out_channels}-channel latents"
             )
-        for name in ("dim", "ffn_dim", "num_layers", "in_channels", "out_channels", "text_dim", "freq_dim"):
+        positive = ("dim", "ffn_dim", "num_layers", "in_channels", "out_channels", "text_dim", "freq_dim",
+                    "head_dim", "text_len")  # fmt: skip
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"WanConfig.{name} must be positive, got {getattr(self, name)}")
         if self.dim % self.head_dim:
@@ -141,6 +143,24 @@ WAN_FAMILIES = {
 }
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+# The sizes Wan-architecture models use (Wan 2.1 and 2.2 at every size: PRESETS; Tiny World: 6 layers of width
+# 192, heads of 64, 64 text tokens), with room to spare: a file outside them is refused before anything is
+# built from it (a block numbered 200000 would otherwise build 200001 blocks).
+FAMILY = "Wan-architecture (Wan 2.1, Wan 2.2, Tiny World)"
+MAX_LAYERS = 200  # Wan: 30 or 40
+LIMITS = {
+    "dim": (1, 16384),  # 1536, 3072, 5120
+    "ffn_dim": (1, 65536),  # 8960 to 14336
+    "in_channels": (1, 1024),  # 16, 36, 48
+    "out_channels": (1, 256),  # 16, 48
+    "patch_size": (1, 16),  # 1 x 2 x 2
+    "text_dim": (1, 16384),  # UMT5-XXL's 4096
+    "freq_dim": (2, 4096),  # 256
+    "head_dim": (6, 1024),  # 128; Tiny World 64
+    "text_len": (1, 4096),  # 512; Tiny World 64
+    "image_dim": (0, 16384),  # CLIP ViT-H/14's 1280
+    "image_tokens": (0, 4096),  # FLF2V: 2 x 257
+}
 
 
 def config_from_shapes(
@@ -163,20 +183,36 @@ def config_from_shapes(
         ffn_dim = shapes["blocks.0.ffn.0.weight"][0]
         text_dim = shapes["text_embedding.0.weight"][1]
         freq_dim = shapes["time_embedding.0.weight"][1]
-        num_layers = 1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK.match(key)))
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError, IndexError) as error:
         raise CheckpointError(
             f"{source} is an incomplete Wan diffusion model (missing or odd {error})."
         ) from None
+    num_layers = layer_count(shapes, _BLOCK, source, "transformer blocks", MAX_LAYERS)
     patch_size = tuple(patch)
+    if len(patch_size) != 3:
+        raise CheckpointError(
+            f"{source}: its patch embedding has shape {shapes['patch_embedding.weight']}; a Wan DiT's is "
+            "dim x channels x 3 patch sizes (t, h, w)."
+        )
     image_dim, image_tokens = _image_fields(shapes, source)
+    check_limits(source, {"patch_size": patch_size}, LIMITS, FAMILY)
+    out_channels, odd = divmod(head_out, math.prod(patch_size))
+    if odd:
+        raise CheckpointError(
+            f"{source}: its output head's {head_out} channels are not whole patches of {patch_size}; the file "
+            "is damaged."
+        )
+    sizes = dict(dim=dim, ffn_dim=ffn_dim, in_channels=in_channels, out_channels=out_channels, text_dim=text_dim,
+                 freq_dim=freq_dim, image_dim=image_dim, image_tokens=image_tokens)  # fmt: skip
+    sizes |= {k: v for k, v in (overrides or {}).items() if k in ("head_dim", "text_len")}
+    check_limits(source, sizes, LIMITS, FAMILY)
     family = WAN_FAMILIES.get(in_channels)
     fields = dict(
         dim=dim,
         ffn_dim=ffn_dim,
         num_layers=num_layers,
         in_channels=in_channels,
-        out_channels=head_out // math.prod(patch_size),
+        out_channels=out_channels,
         patch_size=patch_size,
         text_dim=text_dim,
         freq_dim=freq_dim,
@@ -187,7 +223,12 @@ def config_from_shapes(
         image_dim=image_dim,
         image_tokens=image_tokens,
     )
-    config = WanConfig(**(fields | (overrides or {})))
+    try:
+        config = WanConfig(**(fields | (overrides or {})))
+    except ValueError as error:
+        raise CheckpointError(
+            f"{source} is not a Wan diffusion model this pack reads: {error}. The file is damaged or crafted."
+        ) from None
     name = next((name for name, preset in PRESETS.items() if preset == config), None)
     return config if name is None else replace(config, name=name)
 
@@ -204,6 +245,10 @@ def _image_fields(shapes: dict[str, tuple[int, ...]], source: str) -> tuple[int,
         )
     if not has_projection:
         return 0, 0
-    image_dim = shapes["img_emb.proj.1.weight"][1]
-    position = shapes.get("img_emb.emb_pos")
-    return image_dim, 0 if position is None else position[1]
+    projection, position = shapes["img_emb.proj.1.weight"], shapes.get("img_emb.emb_pos", (1, 0))
+    if len(projection) != 2 or len(position) < 2:
+        raise CheckpointError(
+            f"{source}: its image projection has shape {projection} and positions {position}; Wan 2.1 I2V / FLF2V's "
+            "are 2-D (out x CLIP width) and 1 x tokens x width. The file is damaged."
+        )
+    return projection[1], position[1]

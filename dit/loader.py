@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, read_keys, read_metadata
+from .. import host
+from ..checkpoint import CheckpointError, metadata_int, read_keys, read_metadata
 from ..ops import assign_checkpoint, default_compute_dtype
 from .attention import BACKENDS
 from .config import config_from_shapes
@@ -51,27 +52,13 @@ def load_dit(
     """
     if attention not in BACKENDS:
         raise ValueError(f"attention backend {attention!r}: choose one of {', '.join(BACKENDS)}.")
-    path, device = Path(path), torch.device(device)
+    path, device = Path(path), host.usable_device(device)
     stored = read_keys(path)
     prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in stored)), "")
     names = {key: _strip(key, prefix) for key in stored}
     shapes = {name: stored[key][0] for key, name in names.items() if name is not None}
-    metadata = read_metadata(path)
-    overrides = {}  # the shapes do not tell these; a non-Wan model (Tiny World) says them in its metadata
-    try:
-        if HEAD_DIM_KEY in metadata:
-            overrides["head_dim"] = int(metadata[HEAD_DIM_KEY])
-        if TEXT_LEN_KEY in metadata:
-            overrides["text_len"] = int(metadata[TEXT_LEN_KEY])
-        if CLEAN_PINS_KEY in metadata:
-            overrides["clean_pins"] = metadata[CLEAN_PINS_KEY] == "true"
-        config = config_from_shapes(shapes, source=path.name, overrides=overrides)
-    except CheckpointError:
-        raise
-    except ValueError as error:
-        if not metadata.keys() & {HEAD_DIM_KEY, TEXT_LEN_KEY, CLEAN_PINS_KEY}:
-            raise
-        raise CheckpointError(f"{path.name} has unusable spacetime metadata {metadata}: {error}") from None
+    overrides = _overrides(read_metadata(path), path.name)
+    config = config_from_shapes(shapes, source=path.name, overrides=overrides)
     with torch.device("meta"):
         model = WanDiT(config)
     assign_checkpoint(model, path, names, shapes, weight_dtype, device)
@@ -81,3 +68,21 @@ def load_dit(
     if compile:
         model.compile_blocks()
     return model
+
+
+def _overrides(metadata: dict[str, str], source: str) -> dict:
+    """What the shapes do not tell, for a non-Wan model (Tiny World) that says it in its metadata; the
+    numbers are checked against the family's limits with the rest of the config."""
+    overrides = {}
+    for key, field in ((HEAD_DIM_KEY, "head_dim"), (TEXT_LEN_KEY, "text_len")):
+        value = metadata_int(metadata, key, source)
+        if value is not None:
+            overrides[field] = value
+    if CLEAN_PINS_KEY in metadata:
+        if metadata[CLEAN_PINS_KEY] not in ("true", "false"):
+            raise CheckpointError(
+                f"{source} has unusable metadata {CLEAN_PINS_KEY}={metadata[CLEAN_PINS_KEY][:40]!r}: expected "
+                "true or false."
+            )
+        overrides["clean_pins"] = metadata[CLEAN_PINS_KEY] == "true"
+    return overrides

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +223,10 @@ class WanDiT(nn.Module):
     def with_lora(self, lora: Lora, strength: float) -> WanDiT:
         """This model with `lora` at `strength` after its LoRAs: a new handle on the same weights (nothing is
         copied; the host manages both as one model). The model it came from is unchanged."""
+        if not math.isfinite(strength):
+            raise ValueError(
+                f"LoRA strength {strength!r} for {lora.name}: give a number, 1 as trained, 0 for none."
+            )
         handle = copy.copy(self)
         handle.__dict__["loras"] = (*self.loras, (lora, float(strength)))
         handle.__dict__.setdefault("_spacetime_base", self)

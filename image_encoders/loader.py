@@ -12,7 +12,16 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, describe, read_keys, read_metadata
+from .. import host
+from ..checkpoint import (
+    CheckpointError,
+    check_limits,
+    describe,
+    layer_count,
+    metadata_int,
+    read_keys,
+    read_metadata,
+)
 from ..ops import assign_checkpoint, default_compute_dtype
 from .clip_vision import COLOUR_CHANNELS, VIT_H_14, CLIPVisionConfig, CLIPVisionEncoder
 
@@ -40,27 +49,22 @@ POSITION_KEY = "vision_model.embeddings.position_embedding.weight"
 MLP_KEY = "vision_model.encoder.layers.0.mlp.fc1.weight"
 PROJECTION_KEY = "visual_projection.weight"
 _LAYER = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.")
+# The sizes CLIP vision encoders use (ViT-H/14: 32 layers of width 1280, heads of 80, 257 positions; ViT-bigG:
+# 48 layers of 1664), with room to spare: a file outside them is refused before anything is built from it.
+FAMILY = "CLIP vision (ViT-B to ViT-bigG)"
+MAX_LAYERS = 128
+LIMITS = {
+    "width": (1, 8192),
+    "patch_size": (1, 64),  # 14
+    "positions": (2, 16385),  # a class token and a square grid: 1 + 16 x 16 for ViT-H/14 at 224
+    "mlp_dim": (1, 32768),  # 5120
+    "head_dim": (1, 1024),  # 80
+}
 
 
 def canonical_name(key: str) -> str | None:
     """Our (transformers) name for a tensor, or None for tensors the vision encoder does not use."""
     return None if key.startswith(UNUSED) else key
-
-
-def layer_count(shapes: dict[str, tuple[int, ...]], source: str) -> int:
-    """The number of encoder layers, whose indices must run from 0 without a gap."""
-    indices = {int(m.group(1)) for key in shapes if (m := _LAYER.match(key))}
-    if not indices:
-        raise CheckpointError(
-            f"{source} is a CLIP vision encoder without encoder layers; the file is damaged."
-        )
-    gaps = sorted(set(range(max(indices) + 1)) - indices)
-    if gaps:
-        raise CheckpointError(
-            f"{source} has encoder layers up to {max(indices)} but no layer {', '.join(map(str, gaps[:4]))}: "
-            "the file is damaged or was cut from several models. Download it again."
-        )
-    return max(indices) + 1
 
 
 def config_from_shapes(
@@ -82,14 +86,23 @@ def config_from_shapes(
         raise CheckpointError(
             f"{source} is a vision encoder without a class token (SigLIP's), not CLIP: {WAN_NEEDS}."
         )
+    if len(shapes[PATCH_KEY]) != 4:
+        raise CheckpointError(
+            f"{source}: its patch embedding has shape {shapes[PATCH_KEY]}; a CLIP vision encoder's is "
+            "width x 3 x patch x patch. The file is damaged."
+        )
     width, channels, patch_size, patch_width = shapes[PATCH_KEY]
     if width in OTHER_FAMILIES:
         raise CheckpointError(f"{source} is {OTHER_FAMILIES[width]}: {WAN_NEEDS}.")
-    num_layers = layer_count(shapes, source)
+    num_layers = layer_count(shapes, _LAYER, source, "encoder layers", MAX_LAYERS)
     if POSITION_KEY not in shapes or MLP_KEY not in shapes:
         missing = POSITION_KEY if POSITION_KEY not in shapes else MLP_KEY
         raise CheckpointError(f"{source} is an incomplete CLIP vision encoder: it has no {missing}.")
+    if not shapes[POSITION_KEY] or not shapes[MLP_KEY]:
+        raise CheckpointError(f"{source}: its position embedding or MLP is a scalar; the file is damaged.")
     positions, mlp_dim = shapes[POSITION_KEY][0], shapes[MLP_KEY][0]
+    sizes = dict(width=width, patch_size=patch_size, positions=positions, mlp_dim=mlp_dim, head_dim=head_dim)
+    check_limits(source, sizes, LIMITS, FAMILY)
     grid = math.isqrt(max(positions - 1, 0))
     if channels != COLOUR_CHANNELS or patch_size != patch_width or grid * grid != positions - 1:
         raise CheckpointError(
@@ -115,14 +128,8 @@ def config_from_shapes(
 
 
 def _head_dim(path: Path) -> int:
-    value = read_metadata(path).get(HEAD_DIM_KEY)
-    if value is None:
-        return VIT_H_HEAD_DIM
-    if not value.isdigit() or int(value) == 0:
-        raise CheckpointError(
-            f"{path.name} has unusable metadata {HEAD_DIM_KEY}={value!r}: expected a positive integer."
-        )
-    return int(value)
+    value = metadata_int(read_metadata(path), HEAD_DIM_KEY, path.name)
+    return VIT_H_HEAD_DIM if value is None else value
 
 
 def load_image_encoder(
@@ -133,7 +140,7 @@ def load_image_encoder(
 ) -> CLIPVisionEncoder:
     """A CLIP vision encoder on `device`; weight_dtype None keeps the file's dtypes (fp8 stays fp8);
     compute_dtype None: bf16 on GPUs, fp32 on the CPU. The file is checked before anything is allocated."""
-    path, device = Path(path), torch.device(device)
+    path, device = Path(path), host.usable_device(device)
     stored = read_keys(path)
     names = {key: canonical_name(key) for key in stored}
     shapes = {name: stored[key][0] for key, name in names.items() if name is not None}

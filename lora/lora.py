@@ -161,7 +161,12 @@ def _patches(name, target, group, tensors, value) -> list[LowRank | Difference]:
                 f"{name}: {where} has only half a LoRA pair (up without down, or down without up)."
             )
         up, down = tensors[group["up"]], tensors[group["down"]]
-        rank = down.shape[0]
+        rank = down.shape[0] if down.ndim else 0
+        if rank == 0 or up.ndim < 2:
+            raise LoraError(
+                f"{name}: {where} has factors up {tuple(up.shape)} · down {tuple(down.shape)}, not a LoRA pair "
+                "of rank 1 or more. The file is damaged."
+            )
         if (
             up.shape[1] != rank
             or up.shape[0] != value.shape[0]
@@ -170,8 +175,13 @@ def _patches(name, target, group, tensors, value) -> list[LowRank | Difference]:
             raise LoraError(
                 _shape_error(name, where, f"up {tuple(up.shape)} · down {tuple(down.shape)}", value)
             )
-        alpha = float(tensors[group["alpha"]]) if "alpha" in group else rank
-        patches.append(LowRank(up, down, alpha / rank))
+        alpha = tensors[group["alpha"]] if "alpha" in group else torch.tensor(rank)
+        if alpha.numel() != 1:
+            raise LoraError(
+                f"{name}: {where} has an alpha of shape {tuple(alpha.shape)}; alpha is one number (the "
+                "LoRA's scale times its rank). The file is damaged."
+            )
+        patches.append(LowRank(up, down, float(alpha) / rank))
     if "diff" in group:
         diff = tensors[group["diff"]]
         if diff.numel() != value.numel():

@@ -6,7 +6,7 @@ from .. import host
 from ..dit import SpacetimePatches, load_dit
 from ..dit.attention import BACKEND_HELP, BACKENDS
 from ..inputs import latent_samples
-from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
+from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, loader_dtypes
 
 DIT = "SPACETIME_DIT"
 PATCHES = "SPACETIME_PATCHES"
@@ -66,10 +66,9 @@ class SpacetimeDiTLoader:
         }
 
     def load(self, model_name, weight_dtype, compute_dtype, attention="auto", compile=False):
-        compute = COMPUTE_DTYPES[compute_dtype] or default_compute_dtype(host.compute_device())
+        weights, compute = loader_dtypes(weight_dtype, compute_dtype)
         path = host.model_path("diffusion_models", model_name)
-        device = host.offload_device()
-        return (load_dit(path, WEIGHT_DTYPES[weight_dtype], compute, device, attention, compile),)
+        return (load_dit(path, weights, compute, host.offload_device(), attention, compile),)
 
 
 class SpacetimePatchifier:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .. import host
 from ..image_encoders import encode_images, load_image_encoder
 from ..inputs import check_image
-from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
+from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, loader_dtypes
 
 IMAGE_ENCODER = "SPACETIME_IMAGE_ENCODER"
 CROPS = {"center": True, "none": False}
@@ -49,9 +49,9 @@ class SpacetimeImageEncoderLoader:
         }
 
     def load(self, image_encoder_name, weight_dtype, compute_dtype):
-        compute = COMPUTE_DTYPES[compute_dtype] or default_compute_dtype(host.compute_device())
+        weights, compute = loader_dtypes(weight_dtype, compute_dtype)
         path = host.model_path("clip_vision", image_encoder_name)
-        return (load_image_encoder(path, WEIGHT_DTYPES[weight_dtype], compute, device=host.offload_device()),)
+        return (load_image_encoder(path, weights, compute, device=host.offload_device()),)
 
 
 class SpacetimeImageEncode:

@@ -17,6 +17,8 @@ from ..prompting import (
     user_blocklist,
 )
 
+LANGUAGE_MODELS = "LLM"  # models/LLM: the folder Shot Prompt's language models are named in
+
 
 def _line(tooltip: str) -> tuple:
     return ("STRING", {"default": "", "tooltip": tooltip})
@@ -86,10 +88,10 @@ class SpacetimeShotPrompt:
                     "STRING",
                     {
                         "default": "",
-                        "tooltip": "Optional: the folder of a local transformers causal LM (e.g. an instruction-"
-                        "tuned Qwen or Llama saved with save_pretrained) that rewrites the caption at greater "
-                        "length, deterministically. Nothing is downloaded; needs transformers installed. Empty: "
-                        "the caption is used as written.",
+                        "tooltip": "Optional: the name of a folder in models/LLM holding a local transformers "
+                        "causal LM with safetensors weights (e.g. an instruction-tuned Qwen or Llama saved with "
+                        "save_pretrained) that rewrites the caption at greater length, deterministically. Nothing "
+                        "is downloaded; needs transformers installed. Empty: the caption is used as written.",
                     },
                 ),
                 "max_new_tokens": (
@@ -111,7 +113,7 @@ class SpacetimeShotPrompt:
                     mood=mood)  # fmt: skip
         caption = shot_prompt(shot, template)
         if language_model.strip():
-            model = load_language_model(language_model.strip())
+            model = load_language_model(host.model_folder(LANGUAGE_MODELS, language_model.strip()))
             with host.on_compute_device(model.model):
                 caption = expand_caption(caption, model, max_new_tokens)
         return (caption,)

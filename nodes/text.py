@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import host
-from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, default_compute_dtype
+from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, loader_dtypes
 from ..text_encoders import WAN_NEGATIVE_PROMPT, check_text, load_text_encoder
 
 TEXT_ENCODER = "SPACETIME_TEXT_ENCODER"
@@ -45,9 +45,9 @@ class SpacetimeTextEncoderLoader:
         }
 
     def load(self, text_encoder_name, weight_dtype, compute_dtype):
-        compute = COMPUTE_DTYPES[compute_dtype] or default_compute_dtype(host.compute_device())
+        weights, compute = loader_dtypes(weight_dtype, compute_dtype)
         path = host.model_path("text_encoders", text_encoder_name)
-        return (load_text_encoder(path, WEIGHT_DTYPES[weight_dtype], compute, device=host.offload_device()),)
+        return (load_text_encoder(path, weights, compute, device=host.offload_device()),)
 
 
 class SpacetimeTextEncode:

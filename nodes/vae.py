@@ -7,6 +7,7 @@ import torch
 from .. import host
 from ..editing import decode_long_video, decode_steps
 from ..inputs import check_image, latent_samples
+from ..ops import dtype_choice
 from ..vae import MAX_FRAMES, MAX_SIZE, frames_to_video, load_vae
 from ..vae.video_vae import pixel_tiling
 
@@ -45,7 +46,8 @@ class SpacetimeVAELoader:
         }
 
     def load(self, vae_name, dtype):
-        return (load_vae(host.model_path("vae", vae_name), VAE_DTYPES[dtype], device=host.offload_device()),)
+        chosen = dtype_choice(VAE_DTYPES, dtype, "dtype")
+        return (load_vae(host.model_path("vae", vae_name), chosen, device=host.offload_device()),)
 
 
 class SpacetimeEmptyLatentVideo:

@@ -249,6 +249,16 @@ def load_language_model(folder: str | Path) -> LanguageModel:
             f"{str(folder)!r} holds no config.json, so it is not a transformers model folder. Point it at the "
             "folder that `save_pretrained` wrote (e.g. a Qwen2.5-0.5B-Instruct download), or leave it empty."
         )
+    from ..checkpoint import PICKLE_SUFFIXES, CheckpointError
+
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        held = f"its weights only as pickle files ({', '.join(pickles[:3])})" if pickles else "no weights"
+        raise CheckpointError(
+            f"{str(folder)!r} holds {held}; Spacetime loads only .safetensors weights (unpickling a file can run "
+            "code). Use a model published with model.safetensors, or save it once with "
+            "`save_pretrained(folder, safe_serialization=True)` where you trust the file."
+        )
     try:
         import transformers
     except ImportError as error:
@@ -256,8 +266,10 @@ def load_language_model(folder: str | Path) -> LanguageModel:
             "Expanding prompts with a language model needs the transformers package: "
             "`pip install transformers` in ComfyUI's Python, or leave the language model empty."
         ) from error
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    # safetensors weights only, and no code from the folder (its config may name some)
+    options = dict(local_files_only=True, trust_remote_code=False)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **options)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **options)
     return LanguageModel(folder, tokenizer, model.eval())
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from spacetime import host
+from spacetime.checkpoint import CheckpointError
 from spacetime.nodes.prompting import SpacetimePromptGuard, SpacetimeShotPrompt
 from spacetime.prompting import (
     BLOCKLIST_FILENAME,
@@ -148,6 +149,9 @@ def test_language_model_folder_errors(tmp_path: Path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         load_language_model(tmp_path)
     (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"holds no weights; Spacetime loads only \.safetensors"):
+        load_language_model(tmp_path)
+    (tmp_path / "model.safetensors").touch()
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
     with pytest.raises(ImportError, match="pip install transformers"):
         load_language_model(tmp_path)
@@ -501,7 +505,7 @@ def test_guard_is_fast_on_a_long_list():
 
 
 @pytest.mark.parametrize("chat_template", [None, "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"])
-def test_language_model_rewrites_with_greedy_decoding(tmp_path: Path, chat_template):
+def test_language_model_rewrites_with_greedy_decoding(tmp_path: Path, chat_template, monkeypatch):
     """A one-layer GPT-2 whose every next token is "fox": the rewrite is exactly what it generated
     after the prompt, the same every time, and the node returns it."""
     torch = pytest.importorskip("torch")
@@ -523,13 +527,15 @@ def test_language_model_rewrites_with_greedy_decoding(tmp_path: Path, chat_templ
         model.transformer.wte.weight.copy_(torch.eye(len(words), config.n_embd))
         model.transformer.ln_f.weight.zero_()
         model.transformer.ln_f.bias.copy_(20 * model.transformer.wte.weight[words.index("fox")])
-    tokenizer.save_pretrained(tmp_path)
-    model.save_pretrained(tmp_path)
+    folder = tmp_path / "LLM" / "fox-gpt2"
+    tokenizer.save_pretrained(folder)
+    model.save_pretrained(folder)
 
-    language_model = load_language_model(tmp_path)
-    assert load_language_model(tmp_path) is language_model  # loaded once
+    language_model = load_language_model(folder)
+    assert load_language_model(folder) is language_model  # loaded once
     assert expand_caption("A wide shot of a red fox.", language_model, 4) == "fox fox fox fox"
     node_inputs = {**FOX, "subject": "", "action": "", "setting": "", "template": DEFAULT_TEMPLATE}
-    (caption,) = SpacetimeShotPrompt().write(**node_inputs, language_model=f" {tmp_path} ", max_new_tokens=16)
+    monkeypatch.setenv("SPACETIME_MODELS_DIR", str(tmp_path))  # the node names a folder in models/LLM
+    (caption,) = SpacetimeShotPrompt().write(**node_inputs, language_model=" fox-gpt2 ", max_new_tokens=16)
     assert caption == " ".join(["fox"] * 16)
     load_language_model.cache_clear()

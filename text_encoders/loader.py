@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, describe, read_keys
+from .. import host
+from ..checkpoint import CheckpointError, check_limits, describe, layer_count, read_keys
 from ..ops import assign_checkpoint, default_compute_dtype
 from .text_encoder import TextEncoder
 from .tokenizer import SentencePieceTokenizer
@@ -35,6 +36,18 @@ WAN_T5_NAMES = (
     (r"^norm\.", "encoder.final_layer_norm."),
 )
 _BLOCK = re.compile(r"^encoder\.block\.(\d+)\.")
+# The sizes T5-family encoders use (UMT5-XXL: umt5.UMT5_XXL; Tiny World's: width 128), with room to
+# spare: a file outside them is refused before anything is built from it.
+FAMILY = "UMT5 (UMT5-XXL, Tiny World's)"
+MAX_LAYERS = 128  # UMT5-XXL: 24
+LIMITS = {
+    "vocab_size": (1, 2**20),  # 256384
+    "dim": (1, 16384),  # 4096
+    "ffn_dim": (1, 65536),  # 10240
+    "num_heads": (1, 256),  # 64
+    "attention_width": (1, 65536),  # heads x head width: 4096
+    "num_buckets": (4, 256),  # 32; T5's buckets need 4 or more, and fewer than 4 x max_distance
+}
 
 
 def canonical_name(key: str) -> str | None:
@@ -67,19 +80,33 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], source: str) -> UMT5C
         )
     if "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" not in shapes:
         raise CheckpointError(f"{source} is a T5 encoder without the gated-GELU MLP; Wan needs umt5_xxl.")
-    vocab_size, dim = shapes["shared.weight"]
-    num_buckets, num_heads = shapes[bias_key]
-    inner = shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][0]
-    config = UMT5Config(
+    try:
+        vocab_size, dim = shapes["shared.weight"]
+        num_buckets, num_heads = shapes[bias_key]
+        inner = shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][0]
+        ffn_dim = shapes["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"][0]
+    except (ValueError, IndexError):
+        raise CheckpointError(
+            f"{source} looks like a UMT5 encoder but its embedding, position bias or projections have odd shapes "
+            f"(shared.weight {shapes['shared.weight']}, position bias {shapes[bias_key]}): the file is damaged."
+        ) from None
+    sizes = dict(vocab_size=vocab_size, dim=dim, ffn_dim=ffn_dim, num_heads=num_heads, attention_width=inner,
+                 num_buckets=num_buckets)  # fmt: skip
+    check_limits(source, sizes, LIMITS, FAMILY)
+    if inner % num_heads:
+        raise CheckpointError(
+            f"{source}: its attention is {inner} wide, which is not {num_heads} heads (from its position bias) of "
+            "a whole width. The file is damaged."
+        )
+    return UMT5Config(
         vocab_size=vocab_size,
         dim=dim,
-        ffn_dim=shapes["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"][0],
-        num_layers=1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK.match(key))),
+        ffn_dim=ffn_dim,
+        num_layers=layer_count(shapes, _BLOCK, source, "encoder blocks", MAX_LAYERS),
         num_heads=num_heads,
         head_dim=inner // num_heads,
         num_buckets=num_buckets,
     )
-    return config
 
 
 def _tokenizer_bytes(path: Path, tensors: dict[str, torch.Tensor]) -> bytes:
@@ -103,7 +130,7 @@ def load_text_encoder(
     device: torch.device | str = "cpu",
 ) -> TextEncoder:
     """A UMT5 text encoder on `device`; weight_dtype None keeps the file's dtypes (fp8 stays fp8)."""
-    path, device = Path(path), torch.device(device)
+    path, device = Path(path), host.usable_device(device)
     stored = read_keys(path)
     names = {key: canonical_name(key) for key in stored}
     shapes = {name: stored[key][0] for key, name in names.items() if name is not None}

@@ -390,6 +390,8 @@ def seam_ratios(frames: np.ndarray, joins: Sequence[int], wrap: bool = False) ->
 def load_video(path: str | Path) -> np.ndarray:
     """uint8 RGB frames from a .npy array, a folder of images (sorted by name) or a video file OpenCV reads."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
     if path.suffix == ".npy":
         return np.load(path)
     if path.is_dir():
@@ -406,7 +408,7 @@ def load_video(path: str | Path) -> np.ndarray:
         capture.release()
     frames = [f for f in frames if f is not None]
     if not frames:
-        raise FileNotFoundError(
+        raise ValueError(
             f"No frames could be read from {path}: give a .npy array, an image folder or a video."
         )
     return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])
