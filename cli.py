@@ -62,9 +62,13 @@ def _test_pattern(args: argparse.Namespace) -> int:
     format, path = _destination(args, (args.frames, args.height, args.width))
     frames = moving_pattern(args.frames, args.height, args.width)
     saved = combine_video(
-        frames, args.fps, host.output_directory(), args.prefix, format,
-        encoding=Encoding(crf=args.crf), path=path,
-    )  # fmt: skip
+        frames,
+        args.fps,
+        host.output_directory(),
+        path or args.prefix,
+        format,
+        encoding=Encoding(crf=args.crf),
+    )
     print(saved.path)
     return 0
 
@@ -156,11 +160,10 @@ def _generate(args: argparse.Namespace) -> int:
         frames,
         args.fps,
         host.output_directory(),
-        args.prefix,
+        path or args.prefix,
         format,
         encoding=Encoding(crf=args.crf),
         provenance=Provenance(watermark=not args.no_watermark),
-        path=path,
     )
     print(saved.path)
     return 0

@@ -266,16 +266,17 @@ def combine_video(
     images: torch.Tensor | FrameStream,
     frame_rate: float,
     output_dir: Path,
-    filename_prefix: str = "spacetime/video",
+    filename_prefix: str | Path = "spacetime/video",
     format: str = "video/h264-mp4",
     encoding: Encoding = Encoding(),
     provenance: Provenance = Provenance(),
     node_id: str | None = None,
-    path: Path | None = None,
 ) -> SavedVideo:
-    """Write frames as a video in `output_dir` under ComfyUI's naming, or as exactly the file `path` (which
-    must not exist, and whose extension must be the format's), atomically; return what was written.
-    Every setting is checked before the first frame is encoded."""
+    """Write frames as a video in `output_dir` under ComfyUI's naming (`filename_prefix` a str), or as exactly
+    the file `filename_prefix` when it is a Path (the command line's -o: it must not exist, and its extension
+    must be the format's), atomically; return what was written. Every setting is checked before the first
+    frame is encoded."""
+    path = filename_prefix if isinstance(filename_prefix, Path) else None
     crf, preset, loop_count, pingpong = encoding.crf, encoding.preset, encoding.loop_count, encoding.pingpong
     metadata, watermark, credentials = provenance.metadata, provenance.watermark, provenance.credentials
     if isinstance(images, FrameStream):
