@@ -39,6 +39,7 @@ import hashlib
 import math
 import os
 import secrets
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import host
 from .credentials import identity_directory, write_private
 
 KEY_FILE = "watermark.key"
@@ -79,7 +81,14 @@ def installation_key() -> bytes:
     readable by the user only."""
     path = identity_directory() / KEY_FILE
     if not path.exists():
-        _make_key(path)
+        try:
+            _make_key(path)
+        except OSError as error:
+            raise ValueError(
+                f"the watermark key could not be made in {path.parent} ({error.strerror}): the user folder "
+                f"(ComfyUI's user/, or ${host.USER_DIR_ENV} outside ComfyUI) must be writable, or turn the "
+                "watermark off."
+            ) from None
     return read_key(path)
 
 
@@ -113,11 +122,13 @@ def read_key(path: str | Path) -> bytes:
     except ValueError:
         key = b""
     if len(key) != KEY_BYTES:
-        raise ValueError(
+        found = "hex digits" if all(c in string.hexdigits for c in text) else "characters, not all hex digits"
+        raise ValueError(  # what it holds is not quoted: it may be most of a key
             f"{path} is not a watermark key: a key file holds {2 * KEY_BYTES} hex digits (as "
-            f"user/spacetime_c2pa/{KEY_FILE} does), and this one starts {text[:16]!r}. Give the owner's "
-            f"{KEY_FILE} as it is; if this is your own and it was damaged, restore it from a backup (or "
-            "remove it to have a new key made: what was marked with the old one is then found only with it)."
+            f"user/spacetime_c2pa/{KEY_FILE} does), and this one holds {len(text)} {found}. Give the "
+            f"owner's {KEY_FILE} as it is; if this is your own and it was damaged, restore it from a backup "
+            "(or remove it to have a new key made: what was marked with the old one is then found only "
+            "with it)."
         )
     return key
 

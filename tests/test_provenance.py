@@ -177,7 +177,11 @@ def test_the_key_is_the_installations_own_made_once_and_private(user_dir: Path):
 
 @pytest.mark.parametrize(
     "text, problem",
-    [("ab" * 31, "starts 'abababababababab'"), ("zz" * 32, "64 hex digits"), ("", "starts ''")],
+    [
+        ("ab" * 31, "holds 62 hex digits"),
+        ("zz" * 32, "holds 64 characters, not all hex digits"),
+        ("", "holds 0 hex digits"),
+    ],
 )
 def test_a_bad_key_file_is_named(text: str, problem: str, tmp_path: Path):
     (tmp_path / "k.key").write_text(text)
@@ -189,6 +193,13 @@ def test_a_bad_key_file_is_named(text: str, problem: str, tmp_path: Path):
         read_key(tmp_path / "missing.key")
     with pytest.raises(ValueError, match="could not be read"):
         read_key(tmp_path)  # a folder
+
+
+def test_a_user_folder_where_no_key_can_be_made_is_named(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SPACETIME_USER_DIR", str(tmp_path / "user"))
+    (tmp_path / "user").write_text("a file where the folder should be")
+    with pytest.raises(ValueError, match=r"the watermark key could not be made in .*user.* must be writable"):
+        embed(torch.rand(2, 8, 8, 3))
 
 
 def test_another_installations_mark_is_found_only_with_its_key(clip, user_dir: Path):
