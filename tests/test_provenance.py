@@ -648,9 +648,12 @@ def test_a_bad_signing_identity_is_refused_before_encoding(
     assert not list(tmp_path.glob("bad*")) and not list(tmp_path.glob(".bad*"))
 
 
-def test_signed_files_get_the_permissions_of_unsigned_ones(user_dir: Path, tmp_path: Path):
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_signed_files_get_the_permissions_of_unsigned_ones(
+    umask: int, mode: int, user_dir: Path, tmp_path: Path
+):
     """O49: signing wrote through mkstemp (0600), so signed MP4s were unreadable to other users."""
-    previous = os.umask(0o022)
+    previous = os.umask(umask)
     try:
         signed = combine_video(
             moving_pattern(5, 32, 32),
@@ -664,7 +667,7 @@ def test_signed_files_get_the_permissions_of_unsigned_ones(user_dir: Path, tmp_p
     finally:
         os.umask(previous)
     assert read_credentials(signed.path).state == "Valid"
-    assert signed.path.stat().st_mode == plain.path.stat().st_mode == 0o100644
+    assert signed.path.stat().st_mode == plain.path.stat().st_mode == 0o100000 | mode
 
 
 @pytest.mark.parametrize("when", ["before signing", "while signing"])
