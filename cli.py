@@ -196,10 +196,11 @@ def _verify(args: argparse.Namespace) -> int:
     """Exit 0 when the watermark or valid Content Credentials are found, 1 when neither is."""
     from .provenance.credentials import read_credentials
     from .provenance.frames import read_frames
-    from .provenance.watermark import detect
+    from .provenance.watermark import detect, read_key
 
     path = Path(args.file)
-    found = detect(read_frames(path))
+    key = read_key(args.key) if args.key else None
+    found = detect(read_frames(path), key)
     print(f"{path}: {found}")
     credentials = None
     if path.is_file() and path.suffix.lower() in (".mp4", ".m4v", ".mov"):
@@ -373,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--trust",
         help="a PEM file of trusted root certificates (e.g. user/spacetime_c2pa/ca.pem) to report Trusted",
+    )
+    verify.add_argument(
+        "--key",
+        help="the watermark key of the installation that made the video (its user/spacetime_c2pa/watermark.key, "
+        "shared by its owner); default: this installation's",
     )
     verify.set_defaults(run=_verify)
 

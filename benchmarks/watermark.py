@@ -1,6 +1,6 @@
 """The invisible watermark against real video handling: detection rate on marked clips after H.264 at
-crf 28, halving the size, a 10% crop and GIF conversion; false positives on unmarked clips, as they are
-and after the same handling; and the PSNR of marked against unmarked frames.
+crf 28, halving the size, a 10% crop, a mirror, a quarter turn and GIF conversion; false positives on
+unmarked clips, as they are and after the same handling; and the PSNR of marked against unmarked frames.
 
 Clips are 2 seconds (32 frames at 16 fps), seeded, of five kinds:
 - world: Tiny World scenes at 128x128 (moving shapes over stripes, checks, noise and gradients, pans);
@@ -9,8 +9,9 @@ Clips are 2 seconds (32 frames at 16 fps), seeded, of five kinds:
 - noise: film grain over a gradient, new every frame;
 - field: smooth random fields (cloud-like), panning.
 Each handled copy goes through the pack's own writers (H.264 via PyAV, GIF via Pillow); resizing is
-antialiased bilinear, the crop removes 10% of each side's length at a random offset, and both are
-written as H.264 at the pack's default crf 19.
+antialiased bilinear, the crop removes 10% of each side's length at a random offset, the mirror is left
+to right, the quarter turn clockwise, and all four are written as H.264 at the pack's default crf 19.
+Clips are marked with a key of the benchmark's own (not the installation's, whose folder it leaves alone).
 
     python benchmarks/watermark.py [--marked 200] [--unmarked 1000] [--seed 1] [--workers 2]
 """
@@ -18,6 +19,7 @@ written as H.264 at the pack's default crf 19.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import multiprocessing
@@ -44,6 +46,7 @@ from media import psnr, to_uint8
 
 FRAMES, SIDE = 32, 256
 KINDS = ("world", "texture", "gradient", "noise", "field")
+KEY = hashlib.sha256(b"watermark benchmark").digest()
 
 
 def make_clip(kind: str, rng: np.random.Generator) -> torch.Tensor:
@@ -104,6 +107,11 @@ def handled(frames: torch.Tensor, how: str, folder: Path, rng: np.random.Generat
         return read_frames(
             combine_video(cropped, 16.0, folder, "b", provenance=Provenance(watermark=False)).path
         )
+    if how in ("mirror", "quarter turn"):
+        turned = frames.flip(2) if how == "mirror" else torch.rot90(frames, -1, (1, 2))
+        return read_frames(
+            combine_video(turned, 16.0, folder, "b", provenance=Provenance(watermark=False)).path
+        )
     if how == "gif":
         return read_frames(
             combine_video(frames, 16.0, folder, "b", "image/gif", provenance=Provenance(watermark=False)).path
@@ -111,7 +119,7 @@ def handled(frames: torch.Tensor, how: str, folder: Path, rng: np.random.Generat
     raise ValueError(how)
 
 
-HANDLING = ("as is", "h264 crf 28", "half size", "10% crop", "gif")
+HANDLING = ("as is", "h264 crf 28", "half size", "10% crop", "mirror", "quarter turn", "gif")
 
 
 def score_clip(job: tuple[int, int, bool]) -> tuple[bool, str, dict[str, float], float | None]:
@@ -123,13 +131,13 @@ def score_clip(job: tuple[int, int, bool]) -> tuple[bool, str, dict[str, float],
     clip = make_clip(kind, rng)
     clip_psnr = None
     if marked:
-        marked_clip = embed(clip)
+        marked_clip = embed(clip, KEY)
         clip_psnr = psnr(to_uint8(clip), to_uint8(marked_clip))
         clip = marked_clip
     scores = {}
     with tempfile.TemporaryDirectory() as scratch:
         for how in HANDLING:
-            scores[how] = detect(handled(clip, how, Path(scratch), rng)).score
+            scores[how] = detect(handled(clip, how, Path(scratch), rng), KEY).score
             for leftover in Path(scratch).iterdir():
                 leftover.unlink()
     return marked, kind, scores, clip_psnr

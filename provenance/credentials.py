@@ -17,9 +17,13 @@ repository, and nothing goes over the network (no timestamp authority).
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
+import io
 import json
 import os
+import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,7 @@ GENERATOR = "ComfyUI-Spacetime"
 ASSERTION = "org.comfyui-spacetime.generation"
 MODEL_SUFFIXES = (".safetensors", ".sft", ".gguf", ".ckpt", ".pt", ".pth", ".bin")
 PROMPT_INPUTS = ("text", "prompt", "positive", "idea")  # string inputs that hold prompt text
+SIGNING_ROOM = 64 * 1024  # room for the manifest (a few KiB) in the signed copy of the video
 
 
 def require_c2pa():
@@ -119,7 +124,8 @@ def identity_directory() -> Path:
 
 
 def ensure_identity(directory: Path | None = None) -> tuple[bytes, bytes]:
-    """(certificate chain PEM, private key PEM): the user's own, or a local CA and leaf made now."""
+    """(certificate chain PEM, private key PEM): the user's own, or a local CA and leaf made now. Checked by
+    signing a tiny image with them, so that an identity c2pa refuses is found before a video is encoded."""
     directory = directory or identity_directory()
     cert_path, key_path = directory / SIGNER_CERT, directory / SIGNER_KEY
     if cert_path.exists() != key_path.exists():
@@ -130,7 +136,44 @@ def ensure_identity(directory: Path | None = None) -> tuple[bytes, bytes]:
         )
     if not cert_path.exists():
         _make_identity(directory)
-    return cert_path.read_bytes(), key_path.read_bytes()
+    try:
+        chain, key = cert_path.read_bytes(), key_path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"the signing identity in {directory} could not be read ({error}).") from None
+    _check_identity(chain, key, directory)
+    return chain, key
+
+
+def _signer(chain: bytes, key: bytes):
+    c2pa = require_c2pa()
+    return c2pa.Signer.from_info(
+        c2pa.C2paSignerInfo(alg=b"es256", sign_cert=chain, private_key=key, ta_url=None)
+    )
+
+
+def _check_identity(chain: bytes, key: bytes, directory: Path) -> None:
+    """Sign a 1×1 PNG in memory: c2pa checks the key, the chain and the certificates' profile."""
+    from PIL import Image
+
+    c2pa = require_c2pa()
+    image = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(image, "PNG")
+    image.seek(0)
+    try:
+        signer = _signer(chain, key)
+        builder = c2pa.Builder(manifest(Generation(), "identity check"))
+        try:
+            builder.sign(signer, "image/png", image, io.BytesIO())
+        finally:
+            builder.close()
+            signer.close()
+    except c2pa.C2paError as error:
+        raise ValueError(
+            f"c2pa refuses the signing identity in {directory} ({error}). {SIGNER_CERT} must hold a "
+            f"certificate issued by a CA (not self-signed) followed by its chain, and {SIGNER_KEY} that "
+            "certificate's EC P-256 private key (ES256), both PEM and unencrypted. Fix them, or remove both "
+            "to have a local identity made."
+        ) from None
 
 
 def _make_identity(directory: Path) -> None:
@@ -186,12 +229,12 @@ def _make_identity(directory: Path) -> None:
     pem = serialization.Encoding.PEM
     directory.mkdir(parents=True, exist_ok=True)
     key_bytes = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_private(directory / SIGNER_KEY, key_bytes)
+    write_private(directory / SIGNER_KEY, key_bytes)
     (directory / ROOT_CERT).write_bytes(root.public_bytes(pem))
     (directory / SIGNER_CERT).write_bytes(leaf.public_bytes(pem) + root.public_bytes(pem))
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as file:
         file.write(data)
@@ -199,23 +242,38 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def sign_mp4(path: Path, generation: Generation, identity: Path | None = None) -> None:
     """Embed a signed manifest in the MP4 at `path`, replacing it atomically (a reader sees the old
-    file or the signed one, never a partial one)."""
+    file or the signed one, never a partial one) and keeping its permissions."""
     c2pa = require_c2pa()
     chain, key = ensure_identity(identity)
-    info = c2pa.C2paSignerInfo(alg=b"es256", sign_cert=chain, private_key=key, ta_url=None)
-    signer = c2pa.Signer.from_info(info)
+    _check_room(path, None)
+    signer = _signer(chain, key)
     builder = c2pa.Builder(manifest(generation, path.name))
     descriptor, temporary = tempfile.mkstemp(prefix=".signing_", suffix=".mp4", dir=path.parent)
     try:
         with open(path, "rb") as source, os.fdopen(descriptor, "w+b") as destination:
             builder.sign(signer, "video/mp4", source, destination)
+        os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))  # mkstemp's file is private (0600)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, (OSError, c2pa.C2paError)):
+            _check_room(path, error)
         raise
     finally:
         builder.close()
         signer.close()
+
+
+def _check_room(path: Path, error: BaseException | None) -> None:
+    """Signing writes a second copy of the video beside it: refuse clearly when the disk has no room."""
+    needed, free = path.stat().st_size + SIGNING_ROOM, shutil.disk_usage(path.parent).free
+    if free < needed or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
+        raise OSError(
+            errno.ENOSPC,
+            f"no room to sign the video: signing writes a second copy of it ({needed // 1024} KiB) in "
+            f"{path.parent}, which has {free // 1024} KiB free. Free some space, or set content_credentials "
+            "to off.",
+        ) from error
 
 
 @dataclass(frozen=True)

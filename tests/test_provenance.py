@@ -17,9 +17,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from spacetime.nodes.provenance import SpacetimeDetectWatermark
+from spacetime.provenance import frames as frames_module
 from spacetime.provenance import watermark
-from spacetime.provenance.frames import read_frames
-from spacetime.provenance.watermark import THRESHOLD, detect, embed, mark_levels, segment_signs
+from spacetime.provenance.frames import held_repeats, read_frames
+from spacetime.provenance.watermark import (
+    THRESHOLD,
+    detect,
+    embed,
+    installation_key,
+    mark_levels,
+    read_key,
+    segment_signs,
+)
 from spacetime.training.world import render, sample_scene
 from spacetime.video import Encoding, Provenance, combine_video
 from spacetime.video.patterns import moving_pattern
@@ -31,6 +40,12 @@ def world_clip(seed, frames: int = 32, size: int = 128) -> torch.Tensor:
     """A Tiny World clip (moving shapes on textured backgrounds, camera pans) as IMAGE frames."""
     scene = sample_scene(np.random.default_rng(seed))
     return torch.from_numpy(render(scene, frames, size, size)).float() / 255
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("SPACETIME_USER_DIR", str(tmp_path / "user"))
+    return tmp_path / "user"
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +75,22 @@ def test_mark_is_invisible_by_psnr(clip):
     assert chroma_change < 1e-6  # the same offset on R, G and B: luma only
 
 
+KEY = bytes(range(32))
+
+
 def test_signs_come_in_keyed_quads_eased_at_each_switch():
-    signs = segment_signs(64)
+    signs = segment_signs(64, KEY)
     segments = signs[:: watermark.SEGMENT]
     assert set(np.abs(signs)) == {1.0}
     for quad in segments.reshape(-1, 4):  # static content and steady change cancel over a quad
         assert quad.sum() == 0 and (quad * np.arange(4)).sum() == 0
-    levels = mark_levels(64)
+    levels = mark_levels(64, KEY)
     assert np.abs(np.diff(levels)).max() < 1.0  # no step: a ±1 switch takes RAMP frames
     steady = np.ones(64, bool)
     for boundary in range(watermark.SEGMENT, 64 + watermark.RAMP, watermark.SEGMENT):
         steady[max(0, boundary - watermark.RAMP // 2) : boundary + watermark.RAMP // 2] = False
     np.testing.assert_array_equal(levels[steady], signs[steady])
-    assert not np.allclose(watermark.key_phases("another key"), watermark.key_phases())
+    assert not np.allclose(watermark.key_phases(bytes(32)), watermark.key_phases(KEY))
 
 
 def test_found_raw_and_not_without_the_mark(clip):
@@ -136,14 +154,122 @@ def test_a_single_image_or_a_short_clip_is_marked_too(tmp_path: Path):
 def test_unmarked_scores_follow_the_null_distribution():
     """Each correlation term is a cosine of a phase that is uniform whatever the picture, so unmarked
     clips (and marked ones under another key) score like the maximum of N(0, 1) over the hypotheses:
-    about 4, far below the threshold."""
+    about 5 (the maximum over 8 orientations too), far below the threshold."""
     rng = np.random.default_rng(0)
     scores = [detect(world_clip(100 + i, frames=16)).score for i in range(12)]
     noise = torch.from_numpy(rng.random((16, 96, 160, 3), dtype=np.float32))
     scores.append(detect(noise).score)
-    scores.append(detect(embed(world_clip(7, frames=16)), key="another key").score)
+    scores.append(detect(embed(world_clip(7, frames=16)), key=bytes(32)).score)
     assert max(scores) < THRESHOLD - 0.5
-    assert 2.5 < float(np.median(scores)) < 5.0
+    assert 3.5 < float(np.median(scores)) < 5.5
+
+
+def test_the_key_is_the_installations_own_made_once_and_private(user_dir: Path):
+    key = installation_key()
+    path = user_dir / "spacetime_c2pa" / watermark.KEY_FILE
+    assert len(key) == 32 and path.read_text() == key.hex() + "\n"
+    assert path.stat().st_mode & 0o077 == 0  # readable by the user only, as the signing key
+    assert installation_key() == key and read_key(path) == key
+    watermark._make_key(path)  # another process making one meanwhile replaces nothing
+    assert installation_key() == key
+    assert not [entry.name for entry in path.parent.iterdir() if entry.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("ab" * 31, "holds 62 hex digits"),
+        ("zz" * 32, "holds 64 characters, not all hex digits"),
+        ("", "holds 0 hex digits"),
+    ],
+)
+def test_a_bad_key_file_is_named(text: str, problem: str, tmp_path: Path):
+    (tmp_path / "k.key").write_text(text)
+    with pytest.raises(ValueError, match=rf"k\.key is not a watermark key: .*{problem}"):
+        read_key(tmp_path / "k.key")
+    with pytest.raises(
+        ValueError, match=r"the watermark key .*missing\.key could not be read \(No such file"
+    ):
+        read_key(tmp_path / "missing.key")
+    with pytest.raises(ValueError, match="could not be read"):
+        read_key(tmp_path)  # a folder
+
+
+def test_a_user_folder_where_no_key_can_be_made_is_named(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SPACETIME_USER_DIR", str(tmp_path / "user"))
+    (tmp_path / "user").write_text("a file where the folder should be")
+    with pytest.raises(ValueError, match=r"the watermark key could not be made in .*user.* must be writable"):
+        embed(torch.rand(2, 8, 8, 3))
+
+
+def test_another_installations_mark_is_found_only_with_its_key(clip, user_dir: Path):
+    """V52: embed() with any key but this installation's forges nothing; the owner can share the key."""
+    own = embed(clip)
+    forged = embed(clip, key=bytes(32))  # the old constant key was as public as this one
+    assert detect(own).detected and not detect(forged).detected
+    assert detect(forged, key=bytes(32)).detected and not detect(own, key=bytes(32)).detected
+
+
+def test_subtracting_a_pattern_without_the_key_leaves_the_mark(clip, user_dir: Path, tmp_path: Path):
+    """V51: the attack that removed the mark made with the public constant key (subtract 0.85 of the
+    pattern, write H.264 at crf 19), made with a key that is not the installation's: the mark stays (an
+    unrelated pattern in its band only adds noise). With the key the pattern comes off, as the README says."""
+    marked = embed(clip)
+
+    def subtract(key: bytes, fraction: float) -> torch.Tensor:
+        marker = watermark.Marker(128, 128, len(clip), key=key, strength=-fraction * watermark.STRENGTH)
+        return written(torch.stack([marker(frame, index) for index, frame in enumerate(marked)]), tmp_path)
+
+    assert detect(subtract(bytes(32), 0.85)).score > 2 * THRESHOLD
+    assert not detect(subtract(installation_key(), 1.0)).detected
+
+
+@pytest.mark.parametrize(
+    "turn, orientation",
+    [
+        (lambda x: x.flip(2), "mirrored left to right"),
+        (lambda x: x.flip(1), "flipped upside down"),
+        (lambda x: x.flip(1, 2), "turned 180°"),
+        (lambda x: torch.rot90(x, -1, (1, 2)), "turned 90° clockwise"),
+        (lambda x: torch.rot90(x, 1, (1, 2)), "turned 90° counter-clockwise"),
+        (lambda x: x.transpose(1, 2), "mirrored about the diagonal from top left to bottom right"),
+        (
+            lambda x: torch.rot90(x, 1, (1, 2)).flip(2),
+            "mirrored about the diagonal from top right to bottom left",
+        ),
+    ],
+)
+def test_found_mirrored_or_turned(turn, orientation: str):
+    """V49, V50: a mirror or a quarter turn hid the mark; the detector tries all 8 orientations."""
+    clip = world_clip(12, frames=32, size=96)[:, :, :80]  # not square: a turn swaps the sides
+    found = detect(turn(embed(clip)))
+    assert found.detected and found.orientation == orientation, found
+    assert str(found).endswith(f", {orientation})")
+    assert not detect(turn(clip)).detected
+
+
+def test_found_mirrored_after_h264(clip, tmp_path: Path):
+    """V49 as reported: decoded, mirrored and written again as H.264."""
+    found = detect(written(embed(clip).flip(2), tmp_path))
+    assert found.detected and found.orientation == "mirrored left to right"
+
+
+@pytest.mark.parametrize(
+    "frames, problem",
+    [
+        (torch.rand(0, 64, 64, 3), "at least one frame"),
+        (torch.rand(4, 0, 64, 3), "at least one frame"),
+        (torch.full((32, 64, 64, 3), float("nan")), "NaN or infinite"),
+        (
+            torch.rand(32, 64, 64, 3).index_put_((torch.tensor(5),), torch.tensor(float("inf"))),
+            "NaN or infinite",
+        ),
+    ],
+)
+def test_no_frames_or_nan_frames_are_an_error(frames: torch.Tensor, problem: str):
+    """W10, W12: 0 frames scored 0.0 and NaN frames -inf, both reported as 'no watermark found'."""
+    with pytest.raises(ValueError, match=problem):
+        SpacetimeDetectWatermark().detect(frames)
 
 
 def test_alpha_is_left_alone():
@@ -178,6 +304,21 @@ def test_detect_node(clip):
     assert detected is False and score < THRESHOLD and report.startswith("no watermark")
 
 
+def test_detect_node_with_a_key_shared_by_its_owner(clip, user_dir: Path):
+    """The workflow keeps the key file's name only (a key in a workflow would travel with every video)."""
+    other = bytes(range(100, 132))
+    shared = user_dir / "spacetime_c2pa" / "watermark_keys"
+    shared.mkdir(parents=True)
+    (shared / "alice.key").write_text(other.hex() + "\n")
+    choices = SpacetimeDetectWatermark.INPUT_TYPES()["optional"]["key"][0]
+    assert choices == ["this installation", "alice.key"]
+    theirs = embed(clip, key=other)
+    assert SpacetimeDetectWatermark().detect(theirs, key="alice.key")["result"][0] is True
+    assert SpacetimeDetectWatermark().detect(theirs)["result"][0] is False
+    with pytest.raises(ValueError, match=r"no watermark key 'bob\.key' in .*watermark_keys: put the owner's"):
+        SpacetimeDetectWatermark().detect(theirs, key="bob.key")
+
+
 def run_cli(*args: str, env_dir: Path) -> subprocess.CompletedProcess:
     env = {"SPACETIME_OUTPUT_DIR": str(env_dir / "output"), "SPACETIME_USER_DIR": str(env_dir / "user")}
     return subprocess.run(
@@ -189,7 +330,7 @@ def run_cli(*args: str, env_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_verify_command(clip, tmp_path: Path):
+def test_verify_command(clip, user_dir: Path, tmp_path: Path):
     marked = combine_video(clip, 16.0, tmp_path, "marked", "video/h264-mp4", encoding=Encoding(crf=28))
     plain = combine_video(clip, 16.0, tmp_path, "plain", "image/gif", provenance=Provenance(watermark=False))
     found = run_cli("verify", str(marked.path), env_dir=tmp_path)
@@ -199,6 +340,15 @@ def test_verify_command(clip, tmp_path: Path):
     assert missing.returncode == 1 and "no watermark found" in missing.stdout
     absent = run_cli("verify", str(tmp_path / "nothing.mp4"), env_dir=tmp_path)
     assert absent.returncode == 2 and "does not exist" in absent.stderr
+
+    # another installation finds it only with the key its owner shares
+    elsewhere = tmp_path / "elsewhere"
+    assert run_cli("verify", str(marked.path), env_dir=elsewhere).returncode == 1
+    key = user_dir / "spacetime_c2pa" / "watermark.key"
+    shared = run_cli("verify", str(marked.path), "--key", str(key), env_dir=elsewhere)
+    assert shared.returncode == 0 and "watermarked (score" in shared.stdout
+    wrong = run_cli("verify", str(marked.path), "--key", str(marked.path), env_dir=elsewhere)
+    assert wrong.returncode == 2 and "is not a watermark key" in wrong.stderr
 
 
 def test_frames_of_any_size_are_judged():
@@ -215,8 +365,101 @@ def test_png_folders_must_hold_one_sequence(tmp_path: Path):
         read_frames(folder)
     (folder / "002.png").unlink()
     assert read_frames(folder).shape == (2, 8, 16, 3)
-    with pytest.raises(ValueError, match="folder without PNG frames"):
+    with pytest.raises(ValueError, match="folder without PNG"):
         read_frames(tmp_path)
+
+
+def animation(path: Path, durations: list[int], size: tuple[int, int] = (16, 16)) -> Path:
+    """A small animated GIF or WebP of distinct frames shown for `durations` ms each."""
+    frames = [Image.new("RGB", size, (index * 6, 255 - index * 6, 128)) for index in range(len(durations))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, lossless=True)
+    return path
+
+
+@pytest.mark.parametrize("name, hold", [("held.webp", 16_000_000), ("held.gif", 655_350)])
+def test_frames_held_for_hours_are_repeated_only_up_to_the_frames_read(name: str, hold: int, tmp_path: Path):
+    """V65 (and a GIF variant): a 2 KB WebP showing 39 frames for 16,000 s each built a list of ~6×10^8
+    frames before keeping 128."""
+    path = animation(tmp_path / name, [10] + [hold] * 39)
+    assert path.stat().st_size < 4096
+    frames = read_frames(path)
+    assert frames.shape == (frames_module.MAX_FRAMES, 16, 16, 3)
+    assert torch.equal(frames[1], frames[-1])  # the second frame, held
+    assert held_repeats([1] + [16_000_000] * 39, 128) == [1, 127]
+    assert held_repeats([60, 60, 70, 60], 100) == [1, 1, 1, 1]  # GIF's rounding of 16 fps
+
+
+def test_frames_are_scaled_down_as_they_are_read(clip, tmp_path: Path, monkeypatch):
+    """V67: a 1080p clip was read as 128 float32 frames at full size (3.2 GB); each frame is now scaled down
+    to the detector's pixel budget as it is decoded, and the mark is still found."""
+    saved = combine_video(clip, 16.0, tmp_path, "big", "video/h264-mp4")
+    monkeypatch.setattr(frames_module, "DETECT_PIXELS", 64 * 64)
+    frames = read_frames(saved.path)
+    assert frames.shape == (32, 64, 64, 3) and frames.dtype == torch.float32
+    assert detect(frames).detected
+    still = tmp_path / "still.png"
+    Image.new("RGB", (300, 100), (200, 10, 10)).save(still)
+    assert read_frames(still).shape == (1, 36, 110, 3)  # the aspect ratio kept
+
+
+@pytest.mark.parametrize("kind", ["png folder", "png", "gif", "mp4"])
+def test_frames_over_the_size_limit_are_refused_before_decoding(kind: str, tmp_path: Path, monkeypatch):
+    """V66/E16: four solid 12000² PNGs (1.7 MB) exhausted memory; here the same with a small limit."""
+    monkeypatch.setenv("SPACETIME_MAX_FRAME_PIXELS", str(40 * 30 - 1))
+    if kind == "png folder":
+        path = tmp_path / "frames"
+        path.mkdir()
+        for index in range(4):
+            Image.new("RGB", (40, 30)).save(path / f"f{index}.png")
+    elif kind == "mp4":
+        path = combine_video(
+            torch.zeros(3, 30, 40, 3), 16.0, tmp_path, "big", provenance=Provenance(watermark=False)
+        ).path
+    else:
+        path = animation(tmp_path / f"big.{kind}", [100, 100], size=(40, 30))
+    monkeypatch.setattr(Image.Image, "convert", lambda *a, **k: pytest.fail("decoded before the check"))
+    message = r"frames of 40x30 pixels \(1200\), more than the 1199 .* set SPACETIME_MAX_FRAME_PIXELS"
+    with pytest.raises(ValueError, match=message):
+        read_frames(path)
+    monkeypatch.setenv("SPACETIME_MAX_FRAME_PIXELS", "lots")
+    with pytest.raises(
+        ValueError, match=r"SPACETIME_MAX_FRAME_PIXELS='lots': give a number of pixels above 0"
+    ):
+        read_frames(path)
+
+
+def test_the_evaluator_reads_within_the_same_limits(tmp_path: Path, monkeypatch):
+    """E16 through evaluate, E11 (a text file named .mp4 was a FileNotFoundError traceback), and its .npy
+    arrays, checked from their header before they are loaded."""
+    from spacetime.training.evaluate import load_video
+
+    clip = moving_pattern(5, 32, 32)
+    saved = combine_video(clip, 16.0, tmp_path, "e", "video/h264-mp4", provenance=Provenance(watermark=False))
+    assert load_video(saved.path).shape == (5, 32, 32, 3)
+    monkeypatch.setenv("SPACETIME_MAX_VIDEO_PIXELS", str(4 * 64 * 64))
+    with pytest.raises(
+        ValueError,
+        match=r"more than 16384 pixels in its first 5 frames of 32x32 .* set SPACETIME_MAX_VIDEO_PIXELS",
+    ):
+        load_video(saved.path)
+    array = tmp_path / "clip.npy"
+    np.save(array, to_uint8(clip))
+    monkeypatch.setenv("SPACETIME_MAX_VIDEO_PIXELS", "5119")
+    with pytest.raises(ValueError, match=r"clip\.npy holds 5120 pixels, more than 5119: cut it, or set"):
+        load_video(array)
+    text = tmp_path / "notavideo.mp4"
+    text.write_text("not a video")
+    with pytest.raises(ValueError, match="could not be read as a video"):
+        load_video(text)
+
+
+def test_damaged_images_are_named(tmp_path: Path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.new("RGB", (16, 16)).save(folder / "0.png")
+    (folder / "1.png").write_bytes((folder / "0.png").read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"1\.png could not be (read as an image|decoded)"):
+        read_frames(folder)
 
 
 # C2PA ---------------------------------------------------------------------------------------------
@@ -240,12 +483,6 @@ GRAPH = {
 }
 
 
-@pytest.fixture
-def user_dir(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("SPACETIME_USER_DIR", str(tmp_path / "user"))
-    return tmp_path / "user"
-
-
 def test_sign_then_verify_round_trip(user_dir: Path, tmp_path: Path):
     clip = moving_pattern(9, 64, 64)
     metadata = {"workflow": json.dumps({"nodes": []})}
@@ -258,8 +495,8 @@ def test_sign_then_verify_round_trip(user_dir: Path, tmp_path: Path):
         provenance=Provenance(metadata=metadata, credentials=describe_graph(GRAPH)),
     )
     identity = user_dir / credentials.IDENTITY_FOLDER
-    assert {p.name for p in identity.iterdir()} == {"ca.pem", "signer.pem", "signer.key"}
-    assert (identity / "signer.key").stat().st_mode & 0o077 == 0  # private to the user
+    assert {p.name for p in identity.iterdir()} == {"ca.pem", "signer.pem", "signer.key", "watermark.key"}
+    assert (identity / "signer.key").stat().st_mode & 0o077 == 0  # private to the user, as watermark.key
 
     found = read_credentials(saved.path)
     assert found.state == "Valid" and found.generator == "ComfyUI-Spacetime"
@@ -349,6 +586,129 @@ def test_credentials_errors_name_the_fix(user_dir: Path, tmp_path: Path):
             provenance=Provenance(credentials=describe_graph(GRAPH)),
         )
     assert not list(tmp_path.glob("half*"))  # refused before anything was written
+
+
+def pem_identity(self_signed: bool = False, other_key: bool = False) -> tuple[bytes, bytes]:
+    """A certificate and key in PEM: a CA-issued leaf (c2pa's profile) or a self-signed one."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    signing = ec.generate_private_key(ec.SECP256R1()) if other_key else key
+    return certificate.public_bytes(serialization.Encoding.PEM), signing.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@pytest.mark.parametrize("identity", ["garbage", "self-signed", "key of another certificate"])
+def test_a_bad_signing_identity_is_refused_before_encoding(
+    identity: str, user_dir: Path, tmp_path: Path, monkeypatch
+):
+    """W31: "not a cert" and "not a key" failed with c2pa's _C2paSignature after the video was encoded."""
+    folder = user_dir / credentials.IDENTITY_FOLDER
+    folder.mkdir(parents=True)
+    if identity == "garbage":
+        chain, key = b"not a cert", b"not a key"
+    elif identity == "self-signed":
+        chain, key = pem_identity()
+    else:
+        good_chain, _ = credentials.ensure_identity(tmp_path / "good")
+        chain, key = good_chain, pem_identity()[1]
+    (folder / "signer.pem").write_bytes(chain)
+    (folder / "signer.key").write_bytes(key)
+    from spacetime.video import combine as combine_module
+
+    monkeypatch.setattr(combine_module, "to_uint8_frames", lambda *a: pytest.fail("encoded before the check"))
+    message = r"c2pa refuses the signing identity in .*spacetime_c2pa \(.*\)\. signer\.pem must hold"
+    with pytest.raises(ValueError, match=message):
+        combine_video(
+            moving_pattern(3, 32, 32),
+            16.0,
+            tmp_path,
+            "bad",
+            "video/h264-mp4",
+            provenance=Provenance(credentials=describe_graph(GRAPH)),
+        )
+    assert not list(tmp_path.glob("bad*")) and not list(tmp_path.glob(".bad*"))
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_signed_files_get_the_permissions_of_unsigned_ones(
+    umask: int, mode: int, user_dir: Path, tmp_path: Path
+):
+    """O49: signing wrote through mkstemp (0600), so signed MP4s were unreadable to other users."""
+    previous = os.umask(umask)
+    try:
+        signed = combine_video(
+            moving_pattern(5, 32, 32),
+            16.0,
+            tmp_path,
+            "signed",
+            "video/h264-mp4",
+            provenance=Provenance(credentials=describe_graph(GRAPH)),
+        )
+        plain = combine_video(moving_pattern(5, 32, 32), 16.0, tmp_path, "plain", "video/h264-mp4")
+    finally:
+        os.umask(previous)
+    assert read_credentials(signed.path).state == "Valid"
+    assert signed.path.stat().st_mode == plain.path.stat().st_mode == 0o100000 | mode
+
+
+@pytest.mark.parametrize("when", ["before signing", "while signing"])
+def test_a_full_disk_while_signing_is_named_and_leaves_nothing(
+    when: str, user_dir: Path, tmp_path: Path, monkeypatch
+):
+    """F05: a video that fits once but not twice failed with a bare OSError [Errno 28] from sign_mp4."""
+    import errno
+    import shutil
+
+    credentials.ensure_identity()  # made while there is room
+    if when == "before signing":
+        monkeypatch.setattr(
+            credentials.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 48_000)
+        )
+    else:
+        sign = c2pa.Builder.sign
+
+        def full(self, signer, format, source, destination):
+            if format != "video/mp4":  # the identity's check, in memory
+                return sign(self, signer, format, source, destination)
+            destination.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(c2pa.Builder, "sign", full)
+    output = tmp_path / "output"
+    with pytest.raises(
+        OSError,
+        match=r"no room to sign the video: signing writes a second copy of it \(\d+ KiB\) in .*output, "
+        r"which has \d+ KiB free\. Free some space, or set content_credentials to off\.",
+    ) as raised:
+        combine_video(
+            moving_pattern(12, 48, 48),
+            16.0,
+            output,
+            "full",
+            "video/h264-mp4",
+            provenance=Provenance(credentials=describe_graph(GRAPH)),
+        )
+    assert raised.value.errno == errno.ENOSPC
+    assert list(output.iterdir()) == []  # neither the video nor the signed copy
 
 
 def test_missing_c2pa_is_a_clear_error(monkeypatch):

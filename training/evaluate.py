@@ -388,30 +388,28 @@ def seam_ratios(frames: np.ndarray, joins: Sequence[int], wrap: bool = False) ->
 
 
 def load_video(path: str | Path) -> np.ndarray:
-    """uint8 RGB frames from a .npy array, a folder of images (sorted by name) or a video file OpenCV reads."""
+    """uint8 RGB frames from a .npy array, a PNG sequence folder, or a video, GIF or WebP file, within the
+    readers' memory limits (provenance/frames.py)."""
+    from ..provenance.frames import MAX_VIDEO_PIXELS, VIDEO_PIXELS_ENV, pixel_limit, read_video
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
-        frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files]
-    else:
-        capture = cv2.VideoCapture(str(path))
-        frames = []
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(frame)
-        capture.release()
-    frames = [f for f in frames if f is not None]
-    if not frames:
+    if path.suffix != ".npy":
+        return read_video(path)
+    try:
+        frames = np.load(path, mmap_mode="r")  # the header only, until the size is checked
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} could not be read as a .npy array ({error}).") from None
+    limit = pixel_limit(VIDEO_PIXELS_ENV, MAX_VIDEO_PIXELS)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{path} holds {frames.dtype} {frames.shape}; expected uint8 frames T×H×W×3.")
+    if frames.size // 3 > limit:
         raise ValueError(
-            f"No frames could be read from {path}: give a .npy array, an image folder or a video."
+            f"{path} holds {frames.size // 3} pixels, more than {limit}: cut it, or set {VIDEO_PIXELS_ENV} "
+            "to a larger number of pixels."
         )
-    return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])
+    return np.array(frames)
 
 
 def _ground_truth(count: int, frames: int, size: int, seed: int) -> tuple[list[np.ndarray], list[dict]]:
