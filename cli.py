@@ -129,6 +129,10 @@ def _generate(args: argparse.Namespace) -> int:
 
     settings, negative, tiny_world = _run_settings(args)
     format, path = _destination(args, (settings.frames, settings.height, settings.width))
+    if not args.no_watermark:
+        from .provenance.watermark import installation_key
+
+        installation_key()  # made or read now: a user folder where it cannot be is found before sampling
     host.set_memory_budget(args.vram)
     device = args.device  # checked (_device)
     if tiny_world:  # shipped with the pack
