@@ -627,7 +627,7 @@ def test_evaluate_of_a_file_without_frames_is_one_line(tmp_path, capsys):
     pytest.importorskip("cv2")
     (tmp_path / "notavideo.mp4").write_text("not a video")
     for name, message in (
-        ("notavideo.mp4", "No frames could be read from"),
+        ("notavideo.mp4", "could not be read as a video"),
         ("missing.mp4", "does not exist"),
     ):
         status = cli.main(["evaluate", str(tmp_path / name), "--prompt", "a red circle moving left"])
