@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import signal
 import sys
 import types
@@ -633,3 +634,19 @@ def test_evaluate_of_a_file_without_frames_is_one_line(tmp_path, capsys):
         status = cli.main(["evaluate", str(tmp_path / name), "--prompt", "a red circle moving left"])
         err = capsys.readouterr().err
         assert status == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ('[{"prompt": "a red circle moving left"}]', 'entry 1: .* lacks a "video" path'),
+        ('{"video": "a.mp4"}', "holds a dict; expected a list"),
+        ("[{", "could not be read as JSON"),
+    ],
+)
+def test_a_bad_evaluate_manifest_is_one_line(manifest, message, tmp_path, capsys):
+    pytest.importorskip("cv2")
+    (tmp_path / "m.json").write_text(manifest)
+    assert cli.main(["evaluate", "--manifest", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and re.search(message, err) and "Traceback" not in err

@@ -470,6 +470,27 @@ def generate_heldout(
     return videos, targets, texts
 
 
+def _manifest(path: Path) -> list[dict]:
+    """The entries of a --manifest file, each checked: a "video" and a "prompt" or a "target"."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--manifest {path} could not be read as JSON ({error}).") from None
+    example = '[{"video": "a.mp4", "prompt": "a red circle moving left"}]'
+    if not isinstance(entries, list):
+        raise ValueError(
+            f"--manifest {path} holds a {type(entries).__name__}; expected a list like {example}."
+        )
+    for number, entry in enumerate(entries, start=1):
+        if not (isinstance(entry, dict) and isinstance(entry.get("video"), str)
+                and (isinstance(entry.get("prompt"), str) or isinstance(entry.get("target"), dict))):  # fmt: skip
+            raise ValueError(
+                f'--manifest {path}, entry {number}: {str(entry)[:120]} lacks a "video" path and a "prompt" '
+                f'(or "target"); each entry is like {example[1:-1]}.'
+            )
+    return entries
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Score videos against prompts (one --prompt per video, or a JSON manifest) and print a JSON summary."""
     parser = argparse.ArgumentParser(prog="evaluate", description=main.__doc__)
@@ -531,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         entries = [{"video": v, "prompt": p} for v, p in zip(args.videos, args.prompt, strict=True)]
         if args.manifest:
-            entries += json.loads(Path(args.manifest).read_text())
+            entries += _manifest(Path(args.manifest))
         if not entries:
             parser.error("nothing to score: give videos with --prompt, a --manifest, or --ground-truth N.")
         videos = [load_video(e["video"]) for e in entries]
