@@ -92,18 +92,18 @@ def _resolve(backend: str, device_type: str, dtype: torch.dtype, width: int) -> 
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
     device = torch.device(device_type)
-    if backend == "auto":
-        usable = [name for name in ("sage", "flash") if _unusable(name, device, dtype, width) is None]
-        return (usable[0], OPTIONAL[usable[0]][2]()) if usable else ("sdpa", sdpa)
     if backend == "sdpa":
         return "sdpa", sdpa
-    reason = _unusable(backend, device, dtype, width)
-    if reason is None:
-        try:
-            return backend, OPTIONAL[backend][2]()
-        except (ImportError, OSError) as error:  # a broken build (missing CUDA library, ABI mismatch)
-            reason = f"{OPTIONAL[backend][0]} failed to load ({error})"
-    log.warning("Attention: %s is not used because %s; using PyTorch's SDPA.", backend, reason)
+    for name in ("sage", "flash") if backend == "auto" else (backend,):
+        reason = _unusable(name, device, dtype, width)
+        if reason is None:
+            try:
+                return name, OPTIONAL[name][2]()
+            except (ImportError, OSError) as error:  # a broken build (missing CUDA library, ABI mismatch)
+                reason = f"{OPTIONAL[name][0]} failed to load ({error})"
+            log.warning("Attention: %s is not used because %s.", name, reason)
+        elif backend != "auto":  # asked for by name: say why not; auto passes over what is not there
+            log.warning("Attention: %s is not used because %s; using PyTorch's SDPA.", name, reason)
     return "sdpa", sdpa
 
 

@@ -185,3 +185,17 @@ def test_auto_computes_in_bf16_on_cpus_with_native_bf16(monkeypatch, dit_file):
     assert load_dit(dit_file).compute_dtype == torch.bfloat16
     monkeypatch.setattr(ops, "cpu_has_native_bf16", lambda: False)
     assert load_dit(dit_file).compute_dtype == torch.float32
+
+
+def test_auto_passes_over_a_broken_build_with_one_line(monkeypatch, caplog):
+    def broken():
+        raise ImportError("libcudart.so.13: cannot open shared object file")
+
+    monkeypatch.setattr(attention, "_unusable", lambda *_: None)
+    module, takes, _ = attention.OPTIONAL["sage"]
+    monkeypatch.setitem(attention.OPTIONAL, "sage", (module, takes, broken))
+    monkeypatch.setitem(attention.OPTIONAL, "flash", ("flash_attn", takes, lambda: "flash kernel"))
+    with caplog.at_level(logging.WARNING, logger="spacetime"):
+        assert attention._resolve("auto", "cuda", torch.bfloat16, 128) == ("flash", "flash kernel")
+    (note,) = [r.getMessage() for r in caplog.records]
+    assert "sage is not used because sageattention failed to load (libcudart" in note
