@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from spacetime.pipeline import TINY_WORLD_SETTINGS, load_tiny_world, text_to_video
 from spacetime.training.evaluate import evaluate_many, psnr
@@ -26,7 +27,7 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
     args = parser.parse_args()
-    dit, text_encoder, vae = load_tiny_world()
+    dit, text_encoder, vae = load_tiny_world(dtype=torch.float32)  # the precision of the documented sweep
     calls = []
     forward = dit.forward_tokens
 

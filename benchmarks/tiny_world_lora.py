@@ -42,7 +42,9 @@ def evaluate_lora(path: Path, count: int = 24, seed: int = 0) -> dict:
     from spacetime.lora import load_lora
     from spacetime.training.evaluate import evaluate_video
 
-    dit, text_encoder, vae = load_tiny_world()
+    dit, text_encoder, vae = load_tiny_world(
+        dtype=torch.float32
+    )  # as the evaluator: the same on every machine
     handles = {"without": dit, "with": dit.with_lora(load_lora(path, dit), 1.0)}
     found = {name: [] for name in handles}
     zero_equal = None
