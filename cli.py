@@ -55,21 +55,22 @@ def _destination(args: argparse.Namespace, video: tuple[int, int, int]) -> tuple
     return fmt.name, path
 
 
+def _write(args: argparse.Namespace, frames, format: str, path, provenance: Provenance) -> None:
+    """The frames written as -o's file (`path`) or under --prefix in the output folder; its path printed."""
+    encoding = Encoding(crf=args.crf)
+    saved = combine_video(
+        frames, args.fps, host.output_directory(), path or args.prefix, format, encoding, provenance
+    )
+    print(saved.path)
+
+
 def _test_pattern(args: argparse.Namespace) -> int:
     for name, value in (("width", args.width), ("height", args.height)):
         if value > MAX_SIZE:
             raise ValueError(f"--{name} {value} is above the largest size made, {MAX_SIZE} pixels.")
     format, path = _destination(args, (args.frames, args.height, args.width))
     frames = moving_pattern(args.frames, args.height, args.width)
-    saved = combine_video(
-        frames,
-        args.fps,
-        host.output_directory(),
-        path or args.prefix,
-        format,
-        encoding=Encoding(crf=args.crf),
-    )
-    print(saved.path)
+    _write(args, frames, format, path, Provenance())
     return 0
 
 
@@ -160,16 +161,7 @@ def _generate(args: argparse.Namespace) -> int:
     low_noise = _with_loras(low_noise, args.low_noise_lora) if low_noise is not None else None
     make = long_video if settings.frames > settings.window else text_to_video
     frames = make(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
-    saved = combine_video(
-        frames,
-        args.fps,
-        host.output_directory(),
-        path or args.prefix,
-        format,
-        encoding=Encoding(crf=args.crf),
-        provenance=Provenance(watermark=not args.no_watermark),
-    )
-    print(saved.path)
+    _write(args, frames, format, path, Provenance(watermark=not args.no_watermark))
     return 0
 
 
