@@ -7,10 +7,12 @@
 set -uo pipefail
 out="${OUT:-gpu-results}"
 mkdir -p "$out"
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+scratch="$(mktemp -d)"
+if [ -d .whl ]; then  # wheels carried for a machine without network
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$scratch/site" .whl/*.whl
 fi
-mkdir -p /tmp/pkgs && ln -sfn "$PWD" /tmp/pkgs/spacetime && export PYTHONPATH="/tmp/pkgs:${PYTHONPATH:-}"
+ln -s "$PWD" "$scratch/spacetime"  # the repository root is the package
+export PYTHONPATH="$scratch:$scratch/site:${PYTHONPATH:-}"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 timeout 120 python3 -m pytest tests/test_attention.py tests/test_streaming.py -q -p no:cacheprovider 2>&1 | tail -15 | tee "$out/tests.txt"
