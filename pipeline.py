@@ -5,7 +5,7 @@ Unpatchify, VAE Decode)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import torch
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
 from .editing.long_video import MAX_LONG_FRAMES, LongVideo, Windows
+from .editing.storyboard import Shot, Storyboard
 from .host import Progress
 from .samplers.denoiser import Sampling, denoise
 from .samplers.guidance import MAX_CFG, Guider
@@ -136,6 +137,24 @@ def encode_prompt(
     return context[:1], (context[1:] if cfg != 1.0 else None)
 
 
+def encode_storyboard(
+    text_encoder: TextEncoder,
+    shots: Sequence[Shot],
+    negative_prompt: str,
+    cfg: float,
+    transition: float,
+    fps: float | None = None,
+) -> tuple[Storyboard, torch.Tensor | None]:
+    """A storyboard's shots with their prompts encoded in one batch, the negative prompt after them (one
+    shot encodes exactly as encode_prompt encodes its prompt), and the negative context (None when cfg is
+    1). `transition`: frames."""
+    prompts = [shot.prompt for shot in shots]
+    with host.on_compute_device(text_encoder.model) as device:
+        context = text_encoder.encode(prompts if cfg == 1.0 else [*prompts, negative_prompt], device)
+    storyboard = Storyboard(tuple(shots), context[: len(shots)], transition, fps)
+    return storyboard, (context[len(shots) :] if cfg != 1.0 else None)
+
+
 def prompt_guider(
     dit: WanDiT,
     text_encoder: TextEncoder,
@@ -203,15 +222,26 @@ def long_video(
     settings: Settings = Settings(),
     low_noise_dit: WanDiT | None = None,
     progress: Progress | None = None,
+    shots: Sequence[Shot] | None = None,
+    transition: float = 0.0,
+    fps: float | None = None,
 ) -> FrameStream:
     """A prompt -> a video longer than one window, made window by window (editing/long_video.py) and
-    written as it is made: a FrameStream for combine_video, in the memory of one window."""
+    written as it is made: a FrameStream for combine_video, in the memory of one window. Given a
+    storyboard's `shots` (parse_storyboard), those prompts are followed instead of `prompt`, one giving way
+    to the next over `transition` frames; `fps` for messages in seconds."""
     s = settings
     vae.tiling(s.tile, s.overlap)
     vae.latent_shape(s.frames, s.height, s.width)
     windows = Windows.from_frames(s.window, s.window_overlap, vae.temporal_stride, s.correction)
-    guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
-    made = LongVideo(guider, settings_sampling(s), vae, (s.frames, s.height, s.width), windows)
+    storyboard = None
+    if shots is None:
+        guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
+    else:
+        storyboard, negative = encode_storyboard(text_encoder, shots, negative_prompt, s.cfg, transition, fps)
+        guider = Guider(dit, storyboard.contexts[:1], negative, s.cfg, low_noise_dit, s.boundary)
+    size = (s.frames, s.height, s.width)
+    made = LongVideo(guider, settings_sampling(s), vae, size, windows, storyboard=storyboard)
     return made.frames(progress or host.progress_bars(), s.tile, s.overlap)
 
 

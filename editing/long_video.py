@@ -44,6 +44,7 @@ from ..vae import VideoVAE, video_to_frames
 from ..video.combine import FrameStream
 from .assembly import DEFAULT_BLEND, spread_joins
 from .condition import opening_condition
+from .storyboard import Storyboard
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # video B×3×F×H×W in -1..1 -> raw latent B×C×T×h×w
 Decode = Callable[[torch.Tensor], torch.Tensor]  # raw latent B×C×T×h×w -> video B×3×F×H×W in -1..1
@@ -262,13 +263,16 @@ def long_video_windows(
     step_callback: Callable[[], None] | None = None,
     window_callback: Callable[[int, int], None] | None = None,
     start: torch.Tensor | None = None,
+    storyboard: Storyboard | None = None,
 ) -> Iterator[LongVideoWindow]:
     """The windows of a raw latent video of `shape` (B×C×T×H×W, T as long as wanted), each as it is made;
     window k uses the sampling's seed + k (window_seed: wrapping past 2**64 - 1 to 0). Each window after the
     first opens with the last frames of the one before, decoded (LongVideoWindow.video, which the caller may
     use too: it is decoded once) and encoded again; the first opens with `start` (a video B×3×1×H×W in
     -1..1), if given, as its first frame. Known frames are pinned, or given through the image condition of an
-    image-to-video model. `window_callback(k, count)` is called as each window starts."""
+    image-to-video model. With a `storyboard` (fitted to the video), each window is guided by the shots its
+    latent frames see (Storyboard.window), and the guider's own prompt is not used. `window_callback(k,
+    count)` is called as each window starts."""
     batch, channels, frames, height, width = shape
     window = windows.window
     count = windows.count(frames)
@@ -294,11 +298,16 @@ def long_video_windows(
             mask = torch.ones(batch, 1, latent.shape[2], height, width)
             mask[:, :, : head.shape[2]] = 0.0
         window_guider = guider
+        if storyboard is not None:
+            timeline = storyboard.window(made - opened, opened + new, windows.stride)
+            several = timeline.contexts.shape[0] > 1
+            positive = timeline.contexts[:1]
+            window_guider = replace(guider, positive=positive, timeline=timeline if several else None)
         if guider.dit.config.concat_condition:  # known frames through the condition, not pinned
             condition = opening_condition(known, latent.shape[2], windows.stride, codec.encode)
             if guider.dit.config.image_dim:
                 condition = replace(condition, features=codec.image_features(known[:, :, :1]))
-            window_guider = replace(guider, image=condition)
+            window_guider = replace(window_guider, image=condition)
         patches = SpacetimePatches.from_latent(latent, patch, fmt, mask)
         patches = denoise(
             window_guider, patches, sampling.reseeded(window_seed(sampling.seed, index)), step_callback
@@ -361,10 +370,13 @@ class LongVideo:
     windows: Windows
     start: torch.Tensor | None = None  # the first frame, a video B×3×1×H×W in -1..1
     image_encoder: object | None = None  # Wan 2.1 I2V: the CLIP vision encoder
+    storyboard: Storyboard | None = None  # timed prompts, instead of the guider's one
 
     def __post_init__(self):
         check_model(self.guider.dit, self.start is not None, self.image_encoder is not None)
         frames, height, width = self.size
+        if self.storyboard is not None:
+            object.__setattr__(self, "storyboard", self.storyboard.fitted(frames))
         self.vae.latent_shape(frames, height, width)
         self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)
         shape = self.shape
@@ -385,7 +397,14 @@ class LongVideo:
         tick = progress("Long video", self.sampling.steps * count + (count - 1) * windows.window)
         codec = Codec(self.vae.encode, lambda latent: self.vae.decode(latent, tick), self._image_features)
         made_windows = long_video_windows(
-            self.guider, self.sampling, self.shape, windows, codec, tick, start=self.start
+            self.guider,
+            self.sampling,
+            self.shape,
+            windows,
+            codec,
+            tick,
+            start=self.start,
+            storyboard=self.storyboard,
         )
         latent, openings = long_video_latent(made_windows)
         entry = windows_entry(self.shape[2], windows.window, windows.overlap, windows.stride, openings)
@@ -402,7 +421,14 @@ class LongVideo:
         decode = partial(vae.decode, progress=tick, tile=tile, overlap=overlap)
         codec = Codec(vae.encode, decode, self._image_features)
         made_windows = long_video_windows(
-            self.guider, self.sampling, shape, windows, codec, tick, start=self.start
+            self.guider,
+            self.sampling,
+            shape,
+            windows,
+            codec,
+            tick,
+            start=self.start,
+            storyboard=self.storyboard,
         )
 
         def new_frames():  # the opening's frames are left out; a window's video is held until the next is made

@@ -66,6 +66,39 @@ def classifier_free_guidance(
     return guided
 
 
+def timed_guidance(
+    velocity: ConditionedVelocity,
+    conds: torch.Tensor,
+    weights: torch.Tensor,
+    uncond: torch.Tensor | None,
+    cfg: float,
+    batched: bool = True,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance towards a prompt that changes along the tokens: the conditional velocity is
+    Σ_k weights[k]·velocity(x, sigma, conds[k]) (conds K×S×E, weights K×L×1 summing to 1 over K), guided
+    as classifier_free_guidance guides one prompt (the unconditional pass runs once). The K + 1 passes run
+    as one forward (`batched`) or one after the other."""
+    _check_guidance(cfg, uncond)
+    contexts = list(conds.split(1)) + ([] if cfg == 1 else [uncond])
+
+    def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device)
+        if batched:
+            count = len(contexts)
+            passes = velocity(
+                torch.cat([x] * count),
+                torch.cat([sigma] * count) if sigma.ndim else sigma,
+                torch.cat([_per_item(context, x) for context in contexts]),
+            ).chunk(count)
+        else:
+            passes = [velocity(x, sigma, _per_item(context, x)) for context in contexts]
+        blend = weights.to(x.device, passes[0].dtype)
+        v_cond = sum(weight * v for weight, v in zip(blend, passes[: len(conds)], strict=True))
+        return v_cond if cfg == 1 else passes[-1] + cfg * (v_cond - passes[-1])
+
+    return guided
+
+
 def _check_guidance(cfg: float, uncond: torch.Tensor | None) -> None:
     if not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
         raise ValueError(f"cfg={cfg!r} must be a finite number (1 turns guidance off).")
@@ -127,12 +160,42 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens B×L�
 
 
 @dataclass(frozen=True)
+class Timeline:
+    """The prompts a window sees and their weight at each of its latent frames: contexts K×S×E (one per
+    shot), weights K×T summing to 1 over K."""
+
+    contexts: torch.Tensor
+    weights: torch.Tensor
+
+    def __post_init__(self):
+        if (
+            self.contexts.ndim != 3
+            or self.weights.ndim != 2
+            or self.contexts.shape[0] != self.weights.shape[0]
+        ):
+            raise ValueError(
+                f"a timeline of contexts {tuple(self.contexts.shape)} and weights {tuple(self.weights.shape)}: "
+                "expected K×S×E and K×T."
+            )
+
+    def token_weights(self, frames: int, tokens_per_frame: int) -> torch.Tensor:
+        """K×L×1 weights over a window's tokens (frame-major, `tokens_per_frame` each)."""
+        if self.weights.shape[1] != frames:
+            raise ValueError(
+                f"a timeline of {self.weights.shape[1]} latent frames cannot weigh a window of {frames}."
+            )
+        return self.weights.float().repeat_interleave(tokens_per_frame, dim=1).unsqueeze(-1)
+
+
+@dataclass(frozen=True)
 class Guider:
     """The models and how to call them (ComfyUI's `CFGGuider`): the DiT under classifier-free guidance with
     the prompt's context (`positive`, B×S×E) and the negative one, for Wan 2.2 A14B the low-noise expert
     that takes over below `boundary` (None: the high-noise model's own), and for Wan's image-to-video models
-    the `image` condition. Validated here (the image condition against the models where sampling starts,
-    `check_patches`); offloading, LoRA and step caching change this object and nothing else."""
+    the `image` condition; for a Long Video window that a storyboard's shot change crosses, the `timeline` of
+    prompts along its frames (which then stands in for `positive`). Validated here (the image condition
+    against the models where sampling starts, `check_patches`); offloading, LoRA and step caching change
+    this object and nothing else."""
 
     dit: WanDiT
     positive: torch.Tensor
@@ -141,6 +204,7 @@ class Guider:
     low_noise_dit: WanDiT | None = None
     boundary: float | None = None
     image: ImageCondition | None = None
+    timeline: Timeline | None = None
 
     def __post_init__(self):
         _check_guidance(self.cfg, self.negative)
@@ -215,13 +279,14 @@ class Guider:
         forward (else one after the other, for half the activation memory). `cache`: step caching of the
         guided velocity (both passes reused together)."""
         forward = self._conditioned(model, patches, device)
-        guided = classifier_free_guidance(
-            forward,
-            self.positive.to(device),
-            None if self.negative is None else self.negative.to(device),
-            self.cfg,
-            batched,
-        )
+        negative = None if self.negative is None else self.negative.to(device)
+        if self.timeline is None:
+            guided = classifier_free_guidance(forward, self.positive.to(device), negative, self.cfg, batched)
+        else:
+            frames, height, width = patches.grid
+            weights = self.timeline.token_weights(frames, height * width)
+            contexts = _pad_to(self.timeline.contexts, self.positive.shape[1]).to(device)
+            guided = timed_guidance(forward, contexts, weights, negative, self.cfg, batched)
         pinned = self.pins(patches)
         pinned = None if pinned is None else pinned.to(device)
         clean_pins = pinned is not None and model.config.clean_pins

@@ -1,0 +1,239 @@
+"""Storyboards: a long video laid out as timed prompts, one shot per line (Sora's storyboard).
+
+    0 | a red circle moving left on a blue background
+    4 | a green square moving up on a blue background
+    8-16 | a yellow star turning on a blue background
+
+A line is `START[-END] | prompt`. Times are seconds (`4`, `4.5`, `4s`, `1:30`) or frames (`64f`); END
+defaults to the next line's START, and the last line's to the video's end. Blank lines and lines starting
+with `#` are skipped. The shots must cover the video from frame 0 to its end, with no gap or overlap.
+
+How Long Video follows it: the DiT's velocity for each latent frame is the weighted mean of its velocity
+under each shot's prompt (the prompts of one window run as one batch, with the negative prompt once), the
+weight moving from one shot to the next linearly over `transition` frames centred on the change. Guidance
+is linear, so this is classifier-free guidance towards a prompt that changes along the window; a window
+inside one shot runs exactly as a single-prompt window does (one prompt, one pass). The blend of
+predictions, not of text embeddings, is Gen-L-Video's (Wang et al. 2023): each pass sees the whole window
+under one prompt the model knows, and the frames between move from one to the other in one denoising.
+
+Axes: K shots a window sees, T latent frames, S text tokens, E text width.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..samplers.guidance import Timeline
+
+SHOT_KEY = "spacetime_shot"  # in a CONDITIONING entry's options: Shot.options(...)
+TIME = re.compile(r"^(?:(?P<minutes>\d+):(?P<seconds>\d+(?:\.\d+)?)|(?P<value>\d+(?:\.\d+)?)(?P<unit>s|f)?)$")
+DEFAULT_TRANSITION = 1.0  # seconds over which one shot's prompt gives way to the next
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One line of a storyboard: its prompt, the video frames [start, end) it covers (end None: up to the
+    next shot, or the video's end), and where it was written (`line`, 1-based) for messages."""
+
+    start: int
+    end: int | None
+    prompt: str
+    line: int
+
+    def options(self, transition: float, fps: float | None) -> dict:
+        """What a timed CONDITIONING entry carries under SHOT_KEY (transition in frames)."""
+        return {"start": self.start, "end": self.end, "line": self.line, "transition": transition, "fps": fps}
+
+    @classmethod
+    def from_options(cls, options: dict, prompt: str = "") -> Shot:
+        return cls(options["start"], options["end"], prompt, options["line"])
+
+
+def parse_time(text: str, fps: float, line: int) -> int:
+    """A time as written in a storyboard -> video frames (seconds are rounded to the nearest frame)."""
+    match = TIME.match(text.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"storyboard line {line}: cannot read the time {text.strip()!r}: write seconds (4, 4.5, 4s, 1:30) "
+            "or frames (64f)."
+        )
+    if match["unit"] == "f":
+        if "." in match["value"]:
+            raise ValueError(f"storyboard line {line}: {text.strip()!r} is not a whole number of frames.")
+        return int(match["value"])
+    seconds = (
+        float(match["value"]) if match["value"] else 60 * int(match["minutes"]) + float(match["seconds"])
+    )
+    return round(seconds * fps)
+
+
+def parse_storyboard(text: str, fps: float) -> list[Shot]:
+    """The shots of a storyboard text (see the module's docstring), in order, each checked against the next:
+    the first starts at 0, and each ends where the next starts. The last may leave its end open."""
+    if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps={fps!r}: expected a positive number of frames per second (Wan: 16).")
+    shots = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        times, bar, prompt = line.partition("|")
+        prompt = prompt.strip()
+        if not bar or not prompt:
+            raise ValueError(
+                f"storyboard line {number}: {line[:80]!r} has no prompt: write `START[-END] | prompt`, e.g. "
+                "`0-4 | a red circle moving left`."
+            )
+        start_text, dash, end_text = times.strip().partition("-")
+        start = parse_time(start_text, fps, number)
+        end = parse_time(end_text, fps, number) if dash else None
+        if end is not None and end <= start:
+            raise ValueError(
+                f"storyboard line {number}: the shot ends ({end_text.strip()}) before it starts."
+            )
+        shots.append(Shot(start, end, prompt, number))
+    if not shots:
+        raise ValueError("the storyboard has no shots: write one per line, `START[-END] | prompt`.")
+    if shots[0].start != 0:
+        raise ValueError(
+            f"storyboard line {shots[0].line}: the first shot starts at frame {shots[0].start}; the video starts "
+            "at 0: start the first shot at 0."
+        )
+    for shot, after in itertools.pairwise(shots):
+        if after.start <= shot.start:
+            raise ValueError(
+                f"storyboard line {after.line}: starts at frame {after.start}, not after line {shot.line}'s start "
+                f"(frame {shot.start}): write the shots in the order they play."
+            )
+        if shot.end is not None and shot.end != after.start:
+            kind = "overlaps" if shot.end > after.start else "leaves a gap before"
+            raise ValueError(
+                f"storyboard line {shot.line}: ends at frame {shot.end}, which {kind} line {after.line} (starting "
+                f"at frame {after.start}): end it where the next shot starts, or leave its end out."
+            )
+    return [
+        Shot(shot.start, after.start, shot.prompt, shot.line) for shot, after in itertools.pairwise(shots)
+    ] + [shots[-1]]
+
+
+def storyboard_frames(shots: Sequence[Shot], stride: int = 4) -> int | None:
+    """The video length a storyboard asks for: its last shot's end, rounded up to stride·k + 1 frames (None
+    when the last shot's end is left open)."""
+    end = shots[-1].end
+    return None if end is None else 1 + stride * -(-(end - 1) // stride)
+
+
+def fit_shots(shots: Sequence[Shot], frames: int, fps: float | None = None) -> list[Shot]:
+    """The shots of a video of `frames` frames: the last one's open end becomes the video's end. A shot that
+    starts at or past the end, or a last shot that ends before it (up to the 4k+1 rounding) is refused."""
+
+    def when(frame: int) -> str:
+        return f"frame {frame}" + (f" ({frame / fps:g} s at {fps:g} fps)" if fps else "")
+
+    for shot in shots:
+        if shot.start >= frames:
+            raise ValueError(
+                f"storyboard line {shot.line} starts at {when(shot.start)}, past the video's {frames} frames: "
+                "make the video longer, or move the shot earlier."
+            )
+    last = shots[-1]
+    if last.end is not None and last.end > frames:
+        raise ValueError(
+            f"storyboard line {last.line} ends at {when(last.end)}, past the video's {frames} frames: make the "
+            "video longer, or end the shot earlier."
+        )
+    if last.end is not None and frames - last.end >= 4:
+        raise ValueError(
+            f"the storyboard ends at {when(last.end)} (line {last.line}) but the video runs {frames} frames: "
+            "leave the last shot's end out, or set the video's length to the storyboard's."
+        )
+    return [*shots[:-1], Shot(last.start, frames, last.prompt, last.line)]
+
+
+def latent_frame_times(first: int, count: int, stride: int) -> torch.Tensor:
+    """The video time (in frames) of latent frames first .. first + count - 1: latent frame 0 is frame 0,
+    each later one the middle of its group of `stride` frames."""
+    index = torch.arange(first, first + count, dtype=torch.float64)
+    return torch.where(index == 0, 0.0, stride * index - (stride - 1) / 2)
+
+
+def shot_weights(starts: Sequence[int], times: torch.Tensor, transition: float) -> torch.Tensor:
+    """Each shot's weight at each time (K×T, summing to 1 per time), for shots starting at `starts` (the
+    first at 0): at each change the weight moves from one shot to the next linearly over `transition`
+    frames centred on it (0: at once)."""
+    rises = []
+    for change in starts[1:]:
+        if transition > 0:
+            rises.append(((times - change) / transition + 0.5).clamp(0.0, 1.0))
+        else:
+            rises.append((times >= change).to(times.dtype))
+    ones, zeros = torch.ones_like(times), torch.zeros_like(times)
+    rises = [ones, *rises, zeros]  # shot k's weight: rise into it - rise into the next
+    return torch.stack([rises[k] - rises[k + 1] for k in range(len(starts))])
+
+
+@dataclass(frozen=True)
+class Storyboard:
+    """Shots with their encoded prompts (K×S×E, one per shot) and the transition between them (frames)."""
+
+    shots: tuple[Shot, ...]
+    contexts: torch.Tensor
+    transition: float = 0.0
+    fps: float | None = None  # for messages in seconds
+
+    def __post_init__(self):
+        if self.contexts.ndim != 3 or self.contexts.shape[0] != len(self.shots):
+            raise ValueError(
+                f"{len(self.shots)} shots with contexts of shape {tuple(self.contexts.shape)}: expected one "
+                "context per shot (K×S×E)."
+            )
+        if not (math.isfinite(self.transition) and self.transition >= 0):
+            raise ValueError(f"transition={self.transition!r} frames: expected 0 or more.")
+
+    @classmethod
+    def from_conditioning(cls, conditioning) -> Storyboard | None:
+        """The storyboard a timed CONDITIONING holds (Storyboard (Spacetime)'s output), or None for any other
+        CONDITIONING."""
+        if not isinstance(conditioning, list) or not conditioning:
+            return None
+        entries = [entry for entry in conditioning if isinstance(entry, list | tuple) and len(entry) > 1]
+        timed = [entry for entry in entries if isinstance(entry[1], dict) and SHOT_KEY in entry[1]]
+        if not timed:
+            return None
+        if len(timed) != len(conditioning):
+            raise ValueError(
+                "this CONDITIONING mixes a storyboard's shots with other prompts (Conditioning Combine?): "
+                "connect Storyboard (Spacetime)'s positive output as it comes."
+            )
+        shots = tuple(Shot.from_options(entry[1][SHOT_KEY]) for entry in timed)
+        length = max(entry[0].shape[1] for entry in timed)
+        contexts = torch.cat(
+            [torch.nn.functional.pad(e[0], (0, 0, 0, length - e[0].shape[1])) for e in timed]
+        )
+        options = timed[0][1][SHOT_KEY]
+        return cls(shots, contexts, float(options["transition"]), options.get("fps"))
+
+    def conditioning(self) -> list:
+        """As a timed CONDITIONING: one entry per shot, its timing under SHOT_KEY."""
+        return [
+            [context[None], {"pooled_output": None, SHOT_KEY: shot.options(self.transition, self.fps)}]
+            for shot, context in zip(self.shots, self.contexts, strict=True)
+        ]
+
+    def fitted(self, frames: int) -> Storyboard:
+        """The storyboard of a video of `frames` frames (fit_shots)."""
+        shots = tuple(fit_shots(self.shots, frames, self.fps))
+        return Storyboard(shots, self.contexts, self.transition, self.fps)
+
+    def window(self, first: int, count: int, stride: int) -> Timeline:
+        """The shots latent frames first .. first + count - 1 see (those with any weight there), in order."""
+        times = latent_frame_times(first, count, stride)
+        weights = shot_weights([shot.start for shot in self.shots], times, self.transition)
+        seen = weights.amax(dim=1) > 0
+        return Timeline(self.contexts[seen], weights[seen])
