@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import os
 import signal
 import sys
@@ -15,6 +16,14 @@ from pathlib import Path
 from . import host
 from .checkpoint import convert_pickle_to_safetensors
 from .dit.attention import BACKENDS
+from .editing.storyboard import (
+    DEFAULT_TRANSITION,
+    MAX_TRANSITION,
+    Shot,
+    fit_shots,
+    parse_storyboard,
+    storyboard_frames,
+)
 from .ops import COMPUTE_DTYPES, default_compute_dtype
 from .pipeline import TINY_WORLD_SETTINGS, Settings
 from .prompting import check_prompt, user_blocklist
@@ -31,6 +40,7 @@ from .video.patterns import moving_pattern
 # Tiny World from the command line: its settings with step caching on (benchmarks/tiny_world_speed.py).
 TINY_WORLD_COMMAND = replace(TINY_WORLD_SETTINGS, cache=RECOMMENDED_THRESHOLD)
 DEFAULT_FORMAT = "video/h264-mp4"
+MAX_STORYBOARD_BYTES = 1 << 20
 
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Stopped by a signal: 128 + its number, as the shell reports a program that the signal ended.
@@ -118,17 +128,53 @@ def _run_settings(args: argparse.Namespace) -> tuple[Settings, str, bool]:
     return settings, negative, not given
 
 
+def _read_storyboard(args: argparse.Namespace) -> list[Shot] | None:
+    """--storyboard's shots (None without it), with --frames set to its length when not given; exactly one
+    of the prompt and --storyboard."""
+    if (args.prompt is None) == (args.storyboard is None):
+        raise ValueError(
+            'generate needs a prompt or --storyboard FILE (one of the two): e.g. generate "a red circle '
+            'moving left", or generate --storyboard shots.txt.'
+        )
+    if args.storyboard is None:
+        return None
+    if not (math.isfinite(args.transition) and 0 <= args.transition <= MAX_TRANSITION):
+        raise ValueError(f"--transition {args.transition:g}: expected 0 to {MAX_TRANSITION:g} seconds.")
+    path = Path(args.storyboard)
+    if not path.is_file():
+        raise FileNotFoundError(f"--storyboard {path}: no such file.")
+    if path.stat().st_size > MAX_STORYBOARD_BYTES:
+        raise ValueError(
+            f"--storyboard {path} is {path.stat().st_size} bytes; a storyboard is a short text file (at most "
+            f"{MAX_STORYBOARD_BYTES // 1024} KiB)."
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"--storyboard {path} is not UTF-8 text: save it as UTF-8.") from None
+    shots = parse_storyboard(text, args.fps)
+    if args.frames is None:
+        args.frames = storyboard_frames(shots)
+    return shots
+
+
 def _generate(args: argparse.Namespace) -> int:
-    check_text(args.prompt, "the prompt")
+    shots = _read_storyboard(args)
+    prompts = [args.prompt] if shots is None else [shot.prompt for shot in shots]
+    names = ["the prompt"] if shots is None else [f"storyboard line {shot.line}" for shot in shots]
+    for prompt, name in zip(prompts, names, strict=True):
+        check_text(prompt, name)
+        check_prompt(prompt, user_blocklist())  # the user's blocklist, as the Prompt Guard node reads it
     if args.negative_prompt is not None:
         check_text(args.negative_prompt, "--negative-prompt")
-    check_prompt(args.prompt, user_blocklist())  # the user's blocklist, as the Prompt Guard node reads it
     from .dit import load_dit
     from .pipeline import load_tiny_world, long_video, text_to_video
     from .text_encoders import load_text_encoder
     from .vae import load_vae
 
     settings, negative, tiny_world = _run_settings(args)
+    if shots is not None:
+        fit_shots(shots, settings.frames, args.fps)  # a shot past the video's end is found before loading
     format, path = _destination(args, (settings.frames, settings.height, settings.width))
     if not args.no_watermark:
         from .provenance.watermark import installation_key
@@ -159,8 +205,14 @@ def _generate(args: argparse.Namespace) -> int:
                 model.compile_blocks()
     dit = _with_loras(dit, args.lora)
     low_noise = _with_loras(low_noise, args.low_noise_lora) if low_noise is not None else None
-    make = long_video if settings.frames > settings.window else text_to_video
-    frames = make(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
+    if shots is not None:  # the storyboard's windows, however long
+        transition = args.transition * args.fps
+        frames = long_video(
+            dit, text_encoder, vae, "", negative, settings, low_noise, None, shots, transition, args.fps
+        )
+    else:
+        make = long_video if settings.frames > settings.window else text_to_video
+        frames = make(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
     _write(args, frames, format, path, Provenance(watermark=not args.no_watermark))
     return 0
 
@@ -264,7 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
         "generate",
         help="text to video: write a video for a prompt (Tiny World, built in, unless model files are given)",
     )
-    generate.add_argument("prompt", help="what the video shows")
+    generate.add_argument("prompt", nargs="?", help="what the video shows (left out with --storyboard)")
+    generate.add_argument(
+        "--storyboard",
+        metavar="FILE",
+        help="a text file of timed prompts, one shot per line, `START[-END] | prompt` (seconds, or frames as "
+        "64f, at --fps); the video is as long as the last shot's end unless --frames is given",
+    )
+    generate.add_argument(
+        "--transition",
+        type=float,
+        default=DEFAULT_TRANSITION,
+        help=f"with --storyboard: seconds over which each shot's prompt gives way to the next (default "
+        f"{DEFAULT_TRANSITION:g}; 0: at once)",
+    )
     generate.add_argument("--negative-prompt", help="what to avoid (default: Wan's own; none for Tiny World)")
     generate.add_argument(
         "--dit", help="the diffusion model (.safetensors), e.g. wan2.1_t2v_1.3B_fp16.safetensors"

@@ -140,19 +140,19 @@ def encode_prompt(
 def encode_storyboard(
     text_encoder: TextEncoder,
     shots: Sequence[Shot],
-    negative_prompt: str,
-    cfg: float,
+    negative_prompt: str | None,
     transition: float,
     fps: float | None = None,
 ) -> tuple[Storyboard, torch.Tensor | None]:
-    """A storyboard's shots with their prompts encoded in one batch, the negative prompt after them (one
-    shot encodes exactly as encode_prompt encodes its prompt), and the negative context (None when cfg is
-    1). `transition`: frames."""
+    """A storyboard's shots with their prompts encoded in one batch and the negative prompt after them (one
+    shot encodes exactly as encode_prompt encodes its prompt), and the negative context (None without a
+    negative prompt, e.g. when cfg is 1). `transition`: frames; `fps`: for messages in seconds."""
     prompts = [shot.prompt for shot in shots]
+    negatives = [] if negative_prompt is None else [negative_prompt]
     with host.on_compute_device(text_encoder.model) as device:
-        context = text_encoder.encode(prompts if cfg == 1.0 else [*prompts, negative_prompt], device)
+        context = text_encoder.encode([*prompts, *negatives], device)
     storyboard = Storyboard(tuple(shots), context[: len(shots)], transition, fps)
-    return storyboard, (context[len(shots) :] if cfg != 1.0 else None)
+    return storyboard, (context[len(shots) :] if negatives else None)
 
 
 def prompt_guider(
@@ -238,7 +238,8 @@ def long_video(
     if shots is None:
         guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
     else:
-        storyboard, negative = encode_storyboard(text_encoder, shots, negative_prompt, s.cfg, transition, fps)
+        negative_prompt = None if s.cfg == 1.0 else negative_prompt
+        storyboard, negative = encode_storyboard(text_encoder, shots, negative_prompt, transition, fps)
         guider = Guider(dit, storyboard.contexts[:1], negative, s.cfg, low_noise_dit, s.boundary)
     size = (s.frames, s.height, s.width)
     made = LongVideo(guider, settings_sampling(s), vae, size, windows, storyboard=storyboard)

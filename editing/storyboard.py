@@ -24,16 +24,16 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..samplers.guidance import Timeline
+from ..samplers.guidance import SHOT_KEY, Timeline
 
-SHOT_KEY = "spacetime_shot"  # in a CONDITIONING entry's options: Shot.options(...)
 TIME = re.compile(r"^(?:(?P<minutes>\d+):(?P<seconds>\d+(?:\.\d+)?)|(?P<value>\d+(?:\.\d+)?)(?P<unit>s|f)?)$")
 DEFAULT_TRANSITION = 1.0  # seconds over which one shot's prompt gives way to the next
+MAX_TRANSITION = 30.0  # seconds: the node's widget's maximum
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,20 @@ def parse_storyboard(text: str, fps: float) -> list[Shot]:
     return [
         Shot(shot.start, after.start, shot.prompt, shot.line) for shot, after in itertools.pairwise(shots)
     ] + [shots[-1]]
+
+
+def rewrite_storyboard(text: str, rewrite: Callable[[str], str]) -> str:
+    """The storyboard with each shot's prompt replaced by `rewrite(prompt)` (written on one line), its times,
+    comments and blank lines kept as written. The storyboard is checked first (parse_storyboard)."""
+    parse_storyboard(text, fps=16.0)  # its errors name the line; the times' values do not matter here
+    lines = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            times, _, prompt = raw.partition("|")
+            raw = f"{times.rstrip()} | {' '.join(rewrite(prompt.strip()).split())}"
+        lines.append(raw)
+    return "\n".join(lines)
 
 
 def storyboard_frames(shots: Sequence[Shot], stride: int = 4) -> int | None:

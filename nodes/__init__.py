@@ -17,7 +17,7 @@ from .lora import SpacetimeLoRALoader
 from .prompting import SpacetimePromptGuard, SpacetimeShotPrompt
 from .provenance import SpacetimeDetectWatermark
 from .sampling import SpacetimeDiTDenoiser, SpacetimeScheduler
-from .text import SpacetimeTextEncode, SpacetimeTextEncoderLoader
+from .text import SpacetimeStoryboard, SpacetimeTextEncode, SpacetimeTextEncoderLoader
 from .tiny_world import SpacetimeTinyWorldLoader
 from .vae import SpacetimeEmptyLatentVideo, SpacetimeVAEDecode, SpacetimeVAEEncode, SpacetimeVAELoader
 from .video_combine import SpacetimeVideoCombine
@@ -32,6 +32,7 @@ NODE_CLASS_MAPPINGS = {
     "SpacetimeUnpatchify": SpacetimeUnpatchify,
     "SpacetimeTextEncoderLoader": SpacetimeTextEncoderLoader,
     "SpacetimeTextEncode": SpacetimeTextEncode,
+    "SpacetimeStoryboard": SpacetimeStoryboard,
     "SpacetimeImageEncoderLoader": SpacetimeImageEncoderLoader,
     "SpacetimeImageEncode": SpacetimeImageEncode,
     "SpacetimeVAELoader": SpacetimeVAELoader,
@@ -62,6 +63,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SpacetimeUnpatchify": "Unpatchify (Spacetime)",
     "SpacetimeTextEncoderLoader": "Text Encoder Loader (Spacetime)",
     "SpacetimeTextEncode": "Text Encode (Spacetime)",
+    "SpacetimeStoryboard": "Storyboard (Spacetime)",
     "SpacetimeImageEncoderLoader": "Image Encoder Loader (Spacetime)",
     "SpacetimeImageEncode": "Image Encode (Spacetime)",
     "SpacetimeVAELoader": "VAE Loader (Spacetime)",

@@ -9,6 +9,7 @@ import torch
 
 from .. import editing as edits
 from .. import host
+from ..editing.storyboard import Storyboard
 from ..samplers.denoiser import Sampling
 from ..samplers.guidance import MAX_CFG, Guider
 from ..samplers.noise import MAX_SEED
@@ -262,7 +263,8 @@ class SpacetimeLongVideo:
     DESCRIPTION = (
         "A video of any length (a minute or more) in the memory of one window: the first window is made from "
         "the prompt, each next one continues from the last frames of the one before (overlap_frames - 3 of "
-        "them), with a colour-drift correction between windows."
+        "them), with a colour-drift correction between windows. Give it a storyboard (Storyboard (Spacetime)) "
+        "as the positive prompt, and each window follows the shots it covers."
     )
 
     @classmethod
@@ -271,7 +273,7 @@ class SpacetimeLongVideo:
             "required": {
                 "dit": (DIT, {"tooltip": "The DiT: a text-to-video model, Wan 2.2 TI2V 5B, or Wan 2.2 I2V A14B (with an image)."}),
                 "vae": (VAE, {"tooltip": "Sets the latent channels and strides, and opens each window after the first: the last frames of the window before are decoded and encoded again as the start of a clip, the way every clip the model learnt from starts."}),
-                "positive": ("CONDITIONING", {"tooltip": "The prompt, from Text Encode (Spacetime)."}),
+                "positive": ("CONDITIONING", {"tooltip": "The prompt, from Text Encode (Spacetime); or a storyboard of timed shots, from Storyboard (Spacetime), which the windows follow."}),
                 "negative": ("CONDITIONING", {"tooltip": "The negative prompt (unused when cfg is 1)."}),
                 "sigmas": ("SIGMAS", {"tooltip": "Each window's schedule, from Scheduler (Spacetime)."}),
                 "width": ("INT", {"default": 832, "min": 16, "max": MAX_SIZE, "step": 16, "tooltip": "Pixels; a multiple of 16 (32 for Wan 2.2 TI2V). Tiny World: 128."}),
@@ -299,6 +301,9 @@ class SpacetimeLongVideo:
         correction, solver, cfg, seed, low_noise_dit=None, boundary=0.0, image=None, image_encoder=None,
         cache=0.0, unique_id=None,
     ):  # fmt: skip
+        storyboard = Storyboard.from_conditioning(positive)
+        if storyboard is not None:  # the guider's prompt: the first shot's (each window has its own)
+            positive = [[storyboard.contexts[:1], {}]]
         guider = Guider.from_conditioning(
             dit, positive, negative, cfg, low_noise_dit=low_noise_dit, boundary=boundary or None
         )
@@ -310,6 +315,6 @@ class SpacetimeLongVideo:
             )
         size = (frames, height, width)
         sampling = Sampling(sigmas, solver, seed, cache)
-        made = edits.LongVideo(guider, sampling, vae, size, windows, start, image_encoder)
+        made = edits.LongVideo(guider, sampling, vae, size, windows, start, image_encoder, storyboard)
         latent = made.latent(host.progress_bars(unique_id))
         return ({**latent, "samples": latent["samples"].to(host.intermediate_device())},)

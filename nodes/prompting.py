@@ -4,6 +4,7 @@ SpacetimePromptGuard (a user-editable blocklist)."""
 from __future__ import annotations
 
 from .. import host
+from ..editing.storyboard import rewrite_storyboard
 from ..prompting import (
     BLOCKLIST_FILENAME,
     CHOICES,
@@ -33,12 +34,16 @@ class SpacetimeShotPrompt:
     FUNCTION = "write"
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("prompt",)
-    OUTPUT_TOOLTIPS = ("The caption: wire it into a text encoder's prompt (turn that widget into an input).",)
+    OUTPUT_TOOLTIPS = (
+        "The caption: wire it into a text encoder's prompt (turn that widget into an input). With a "
+        "storyboard: the storyboard with each shot's caption, for Storyboard (Spacetime).",
+    )
     DESCRIPTION = (
         "Writes a short idea and a few film-language choices (shot size, camera move, lens, lighting, time of "
         "day) as one descriptive caption, the kind of text video models are trained on. The same inputs always "
         "give the same caption; the template is editable. Optionally a local language model rewrites it at "
-        "greater length."
+        "greater length. Given a storyboard, it writes every shot's line that way (each line's prompt is its "
+        "idea, the other fields shared)."
     )
 
     @classmethod
@@ -103,20 +108,38 @@ class SpacetimeShotPrompt:
                         "tooltip": "The language model's longest rewrite, in tokens.",
                     },
                 ),
+                "storyboard": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "",
+                        "tooltip": "Optional: a storyboard (`START[-END] | prompt`, one shot per line). Each "
+                        "line's prompt becomes the idea of its own caption (with the fields above, and the "
+                        "language model if set); the times stay as written. Empty: the idea above is written.",
+                    },
+                ),
             },
         }
 
     def write(self, idea, subject, action, setting, time_of_day, shot_size, camera_move, lens, lighting, style, mood,
-              template, language_model="", max_new_tokens=200):  # fmt: skip
-        shot = Shot(idea=idea, subject=subject, action=action, setting=setting, time_of_day=time_of_day,
-                    shot_size=shot_size, camera_move=camera_move, lens=lens, lighting=lighting, style=style,
-                    mood=mood)  # fmt: skip
-        caption = shot_prompt(shot, template)
+              template, language_model="", max_new_tokens=200, storyboard=""):  # fmt: skip
+        fields = dict(subject=subject, action=action, setting=setting, time_of_day=time_of_day,
+                      shot_size=shot_size, camera_move=camera_move, lens=lens, lighting=lighting, style=style,
+                      mood=mood)  # fmt: skip
+        model = None
         if language_model.strip():
             model = load_language_model(host.model_folder(LANGUAGE_MODELS, language_model.strip()))
+
+        def caption(idea: str) -> str:
+            written = shot_prompt(Shot(idea=idea, **fields), template)
+            if model is None:
+                return written
             with host.on_compute_device(model.model):
-                caption = expand_caption(caption, model, max_new_tokens)
-        return (caption,)
+                return expand_caption(written, model, max_new_tokens)
+
+        if storyboard.strip():
+            return (rewrite_storyboard(storyboard, caption),)
+        return (caption(idea),)
 
 
 class SpacetimePromptGuard:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import host
+from ..editing.storyboard import DEFAULT_TRANSITION, MAX_TRANSITION, parse_storyboard
 from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, loader_dtypes
+from ..pipeline import encode_storyboard
 from ..text_encoders import WAN_NEGATIVE_PROMPT, check_text, load_text_encoder
 
 TEXT_ENCODER = "SPACETIME_TEXT_ENCODER"
@@ -97,3 +101,51 @@ class SpacetimeTextEncode:
             embeddings = text_encoder.encode([prompt, negative_prompt], device)
         positive, negative = embeddings.to(host.intermediate_device())
         return ([[positive[None], {"pooled_output": None}]], [[negative[None], {"pooled_output": None}]])
+
+
+STORYBOARD_EXAMPLE = """0 | a red circle moving left on a blue background
+4 | a green square moving up on a blue background
+8 | a yellow star turning on a blue background
+12 | a white triangle shrinking on a blue background"""
+
+
+class SpacetimeStoryboard:
+    CATEGORY = "Spacetime/conditioning"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    OUTPUT_TOOLTIPS = (
+        "The shots, each prompt with its timing: connect Long Video (Spacetime)'s positive input, which "
+        "follows them window by window.",
+        "The negative prompt's embeddings, as Text Encode's.",
+    )
+    DESCRIPTION = (
+        "A video laid out as timed prompts, one shot per line: `START[-END] | prompt`. Times are seconds (4, "
+        "4.5, 1:30) or frames (64f); a shot ends where the next starts, the last at the video's end. Long "
+        "Video follows the shots, each prompt giving way to the next over the transition."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": (TEXT_ENCODER, {"tooltip": "From Text Encoder Loader (Spacetime), or Tiny World Loader."}),
+                "storyboard": ("STRING", {"multiline": True, "default": STORYBOARD_EXAMPLE, "tooltip": "One shot per line, `START[-END] | prompt`: 0 | a fox wakes in its den, 5 | it trots out into the snow. The first starts at 0; END defaults to the next line's START. # starts a comment. Shot Prompt can write each line's caption."}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": WAN_NEGATIVE_PROMPT, "tooltip": "What to steer away from, in every shot (Tiny World: leave it empty)."}),
+                "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 240.0, "step": 1.0, "tooltip": "Frames per second the times are read at: the frame rate you give Video Combine (Wan and Tiny World: 16)."}),
+                "transition": ("FLOAT", {"default": DEFAULT_TRANSITION, "min": 0.0, "max": MAX_TRANSITION, "step": 0.25, "tooltip": "Seconds over which one shot's prompt gives way to the next, centred on the change. 0: the new prompt from the shot's first frame (the picture still changes over a few frames: each window continues the one before)."}),
+            }
+        }  # fmt: skip
+
+    def encode(self, text_encoder, storyboard, negative_prompt, fps, transition):
+        shots = parse_storyboard(storyboard, fps)
+        for shot in shots:
+            check_text(shot.prompt, f"storyboard line {shot.line}")
+        check_text(negative_prompt, "negative_prompt")
+        if not (isinstance(transition, int | float) and 0 <= transition <= MAX_TRANSITION):
+            raise ValueError(f"transition={transition!r} seconds: expected 0 to {MAX_TRANSITION:g}.")
+        host.throw_if_interrupted()
+        encoded, negative = encode_storyboard(text_encoder, shots, negative_prompt, transition * fps, fps)
+        device = host.intermediate_device()
+        positive = replace(encoded, contexts=encoded.contexts.to(device)).conditioning()
+        return (positive, [[negative.to(device), {"pooled_output": None}]])

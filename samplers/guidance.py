@@ -23,6 +23,7 @@ from .solvers import denoiser_from_velocity
 from .step_cache import StepCache
 
 MAX_CFG = 30.0  # the guidance widgets' maximum
+SHOT_KEY = "spacetime_shot"  # a storyboard shot's timing, in a CONDITIONING entry's options
 ConditionedVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -143,6 +144,11 @@ def conditioning_context(conditioning, batch: int, name: str) -> torch.Tensor:
         raise ValueError(
             f"{name}: expected a CONDITIONING (a list of [embeddings, options]), got {type(conditioning).__name__}."
         )
+    if len(conditioning) > 1 and SHOT_KEY in _options(conditioning[0]):
+        raise ValueError(
+            f"{name}: a storyboard of {len(conditioning)} shots, which play one after the other along a long "
+            "video: connect it to Long Video (Spacetime)'s positive input. Other samplers take one prompt."
+        )
     if len(conditioning) > 1:
         raise ValueError(
             f"{name}: this CONDITIONING holds {len(conditioning)} entries (e.g. from Conditioning Combine or area "
@@ -154,6 +160,10 @@ def conditioning_context(conditioning, batch: int, name: str) -> torch.Tensor:
             f"{name}: embeddings of shape {tuple(embeddings.shape)}; expected 1×S×E or {batch}×S×E text embeddings."
         )
     return embeddings.expand(batch, -1, -1)
+
+
+def _options(entry) -> dict:
+    return entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
 
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens B×L×P, sigma) -> x0

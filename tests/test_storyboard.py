@@ -20,6 +20,9 @@ from spacetime.editing.storyboard import (
     shot_weights,
     storyboard_frames,
 )
+from spacetime.nodes.editing import SpacetimeLongVideo
+from spacetime.nodes.prompting import SpacetimeShotPrompt
+from spacetime.nodes.text import SpacetimeStoryboard
 from spacetime.pipeline import (
     TINY_WORLD_SETTINGS,
     encode_storyboard,
@@ -27,7 +30,16 @@ from spacetime.pipeline import (
     long_video,
     prompt_guider,
 )
-from spacetime.samplers.guidance import Timeline, classifier_free_guidance, timed_guidance
+from spacetime.samplers.guidance import (
+    Timeline,
+    classifier_free_guidance,
+    conditioning_context,
+    timed_guidance,
+)
+from spacetime.samplers.schedules import schedule_by_name
+
+from media import decode
+from test_cli import run
 
 SCRIPT = """
 # a comment, and a blank line above
@@ -194,7 +206,7 @@ def test_windows_follow_their_shots_and_a_change_costs_one_extra_pass_only_where
     shots = parse_storyboard(
         "0 | a red circle on a blue background\n1s | a green square on a blue background", fps=16
     )
-    storyboard, negative = encode_storyboard(text_encoder, shots, "", SETTINGS.cfg, transition=4.0, fps=16)
+    storyboard, negative = encode_storyboard(text_encoder, shots, "", transition=4.0, fps=16)
     guider = prompt_guider(dit, text_encoder, "", "", SETTINGS)
     guider = replace(guider, positive=storyboard.contexts[:1], negative=negative)
     batches = []
@@ -223,3 +235,91 @@ def _sampling(settings):
     from spacetime.pipeline import settings_sampling
 
     return settings_sampling(settings)
+
+
+@tiny
+def test_storyboard_node_feeds_long_video_which_follows_its_shots(tiny_world):
+    dit, text_encoder, vae = tiny_world
+    script = "0 | a red circle on a blue background\n8f | a green square on a blue background"
+    positive, negative = SpacetimeStoryboard().encode(text_encoder, script, "", 16.0, 0.25)
+    assert [entry[1]["spacetime_shot"]["start"] for entry in positive] == [0, 8]
+    assert positive[0][1]["spacetime_shot"]["transition"] == 4.0  # 0.25 s at 16 fps
+    contexts = text_encoder.encode(
+        ["a red circle on a blue background", "a green square on a blue background", ""]
+    )
+    torch.testing.assert_close(torch.cat([positive[0][0], positive[1][0], negative[0][0]]), contexts)
+    sigmas = schedule_by_name("simple")(2, shift=3.0)
+    node = SpacetimeLongVideo()
+    arguments = dict(dit=dit, vae=vae, negative=negative, sigmas=sigmas, width=64, height=64, frames=25,
+                     window_frames=17, overlap_frames=8, correction=1.0, solver="euler", cfg=5.0, seed=1)  # fmt: skip
+    (latent,) = node.sample(positive=positive, **arguments)
+    assert latent["samples"].shape == (1, 12, 7, 8, 8)
+    (first_only,) = node.sample(positive=[[positive[0][0], {}]], **arguments)  # the first prompt alone
+    (second_only,) = node.sample(positive=[[positive[1][0], {}]], **arguments)  # a plain prompt
+    # window 1 (frames 0..14.5, the change at 8 inside it) differs from both; nothing is a copy
+    assert not torch.equal(latent["samples"][:, :, :5], first_only["samples"][:, :, :5])
+    assert not torch.equal(latent["samples"][:, :, :5], second_only["samples"][:, :, :5])
+    with pytest.raises(
+        ValueError, match=r"storyboard line 2 starts at frame 64 .* past the video's 25 frames"
+    ):
+        late = SpacetimeStoryboard().encode(text_encoder, script.replace("8f", "4"), "", 16.0, 1.0)[0]
+        node.sample(positive=late, **arguments)
+
+
+def test_dit_denoiser_sends_a_storyboard_to_long_video():
+    storyboard = Storyboard((Shot(0, 8, "a", 1), Shot(8, None, "b", 2)), torch.zeros(2, 4, 8))
+    with pytest.raises(ValueError, match=r"a storyboard of 2 shots.*connect it to Long Video"):
+        conditioning_context(storyboard.conditioning(), 1, "positive")
+
+
+def test_shot_prompt_writes_each_line_of_a_storyboard_and_keeps_its_times():
+    required = SpacetimeShotPrompt.INPUT_TYPES()["required"]
+    inputs = {name: spec[1].get("default", "none") for name, spec in required.items()}
+    inputs.update(shot_size="wide shot", lighting="golden hour")
+    script = "# the fox\n0 | a fox sleeping in its den\n\n4.5-9 | a fox trotting through snow\n9 | a fox on a ridge"
+    (written,) = SpacetimeShotPrompt().write(**inputs, storyboard=script)
+    lines = written.splitlines()
+    assert lines[0] == "# the fox" and lines[2] == ""
+    (caption,) = SpacetimeShotPrompt().write(**{**inputs, "idea": "a fox trotting through snow"})
+    assert lines[3] == f"4.5-9 | {caption}" and "wide shot" in caption and "golden" in caption
+    assert [shot.start for shot in parse_storyboard(written, 16)] == [0, 72, 144]
+    with pytest.raises(ValueError, match=r"storyboard line 2: .* has no prompt"):
+        SpacetimeShotPrompt().write(**inputs, storyboard="0 | fine\n4 no bar")
+
+
+def test_generate_storyboard_checks_its_file_before_loading_anything(tmp_path):
+    board = tmp_path / "board.txt"
+    board.write_text("0 | a red circle moving left\n2 | a green square moving up\n")
+    both = run("generate", "a prompt", "--storyboard", str(board), output=tmp_path)
+    neither = run("generate", output=tmp_path)
+    for result in (both, neither):
+        assert (
+            result.returncode == 2 and "needs a prompt or --storyboard FILE (one of the two)" in result.stderr
+        )
+    short = run("generate", "--storyboard", str(board), "--frames", "17", output=tmp_path)
+    assert (
+        short.returncode == 2
+        and "line 2 starts at frame 32 (2 s at 16 fps), past the video's 17" in short.stderr
+    )
+    assert "Loading" not in short.stderr and not list(tmp_path.glob("**/*.mp4"))
+    board.write_text("0 | a\nlater | b\n")
+    unreadable = run("generate", "--storyboard", str(board), output=tmp_path)
+    assert (
+        unreadable.returncode == 2 and "storyboard line 2: cannot read the time 'later'" in unreadable.stderr
+    )
+    board.write_bytes(b"0 | caf\xe9\n")
+    latin = run("generate", "--storyboard", str(board), output=tmp_path)
+    assert latin.returncode == 2 and "is not UTF-8 text" in latin.stderr
+    missing = run("generate", "--storyboard", str(tmp_path / "none.txt"), output=tmp_path)
+    assert missing.returncode == 2 and "none.txt: no such file" in missing.stderr
+
+
+@tiny
+def test_generate_storyboard_writes_a_video_as_long_as_its_last_shot(tmp_path):
+    board = tmp_path / "board.txt"
+    board.write_text("0 | a red circle on a blue background\n12f-20f | a green square on a blue background\n")
+    result = run("generate", "--storyboard", str(board), "--width", "64", "--height", "64", "--steps", "2",
+                 "--dtype", "fp32", "-o", str(tmp_path / "board.mp4"), output=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    video = decode(tmp_path / "board.mp4")
+    assert video.frames.shape == (21, 64, 64, 3)  # 20 frames rounded up to 4k+1

@@ -37,19 +37,23 @@ def _box(node: dict) -> tuple:
     return x, y - 30, x + width, y + height
 
 
+PROMPT_INPUTS = {"SpacetimeTextEncode": "prompt", "SpacetimeStoryboard": "storyboard"}
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
 def test_every_prompt_enters_through_the_prompt_guard(path):
-    """P07: the prompt is typed in a Prompt Guard (on), whose output is the Text Encode's prompt; the guard
-    sits where it hides no other node."""
+    """P07: the prompt (or storyboard) is typed in a Prompt Guard (on), whose output is the Text Encode's
+    prompt (the Storyboard's text); the guard sits where it hides no other node."""
     workflow = json.loads(path.read_text())
     nodes = {node["id"]: node for node in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
-    encoders = [node for node in workflow["nodes"] if node["type"] == "SpacetimeTextEncode"]
+    encoders = [node for node in workflow["nodes"] if node["type"] in PROMPT_INPUTS]
     assert encoders, "every shipped workflow takes a prompt"
     for encode in encoders:
-        (entry,) = [entry for entry in encode["inputs"] if entry["name"] == "prompt"]
+        name = PROMPT_INPUTS[encode["type"]]
+        (entry,) = [entry for entry in encode["inputs"] if entry["name"] == name]
         guard = nodes[links[entry["link"]][1]]
-        assert (guard["type"], entry["widget"]) == ("SpacetimePromptGuard", {"name": "prompt"})
+        assert (guard["type"], entry["widget"]) == ("SpacetimePromptGuard", {"name": name})
         prompt, enabled, extra_terms = guard["widgets_values"]
         assert prompt.strip() and enabled is True and extra_terms == ""
         a = _box(guard)

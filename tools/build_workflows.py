@@ -251,6 +251,48 @@ def long_video(tiny: bool) -> Workflow:
     return w  # fmt: skip
 
 
+STORYBOARDS = {
+    True: """0 | a red circle moving left on a blue background
+4 | a green square moving up on a blue background
+8 | a yellow star turning on a blue background
+12 | a white triangle shrinking on a blue background""",
+    False: """0 | A red fox sleeps curled in its den under a snowy pine at dawn, soft blue light.
+4 | The fox wakes, stretches and steps out into the snow, its breath misting in the cold air.
+8 | The fox trots across a wide snowy meadow, leaving a line of pawprints, low golden sun.
+12 | The fox stops on a ridge and looks out over a frozen valley as snow begins to fall.""",
+}
+
+
+def storyboard(tiny: bool) -> Workflow:
+    w = Workflow("storyboard" + "_tiny_world" * tiny)
+    s = settings(tiny)
+    dit, text, vae = models(w, tiny)
+    width, height = s["size"]
+    board = w.add(
+        "SpacetimeStoryboard", (420, 80), (400, 260), [STORYBOARDS[tiny], s["negative"], 16.0, 1.0],
+        text_encoder=text,
+    )  # fmt: skip
+    scheduler = w.add("SpacetimeScheduler", (420, 380), (300, 130), ["simple", s["steps"], s["shift"], 1.0])
+    window, overlap = (17, 8) if tiny else (81, 16)
+    frames = 257  # 16 s at 16 fps: the last shot runs to the end
+    sampler = w.add(
+        "SpacetimeLongVideo", (860, 80), (340, 420),
+        [width, height, frames, window, overlap, 1.0, "unipc", s["cfg"], 0, "fixed", 0.875, 0.0], dit=dit,
+        vae=vae, positive=(board, "positive"), negative=(board, "negative"), sigmas=(scheduler, "sigmas"),
+    )  # fmt: skip
+    combine(w, 1240, "Spacetime/storyboard", latent=(sampler, "latent"), vae=vae)
+    w.note(
+        header(
+            "A storyboard",
+            tiny,
+            f"*Storyboard* lays the video out as timed shots, one per line: `START | prompt` (seconds, or frames as `64f`); each shot runs until the next, the last to the end of the video ({frames} frames at 16 fps). *Long Video* makes it window by window, each window following the shots it covers; at each change one prompt gives way to the next over the *transition* (seconds). *Shot Prompt* can write every line's caption: give it the storyboard and wire its output into *Storyboard*'s text.",
+        ),
+        (40, -420),
+        (820, 460),
+    )
+    return w  # fmt: skip
+
+
 def single_image(tiny: bool) -> Workflow:
     w = Workflow("single_image" + "_tiny_world" * tiny)
     s = settings(tiny)
@@ -533,7 +575,7 @@ def lora_tiny_world(tiny: bool) -> Workflow:
     return w
 
 
-BUILDERS = [image_to_video, video_to_video, extend, connect, loop, long_video, single_image]
+BUILDERS = [image_to_video, video_to_video, extend, connect, loop, long_video, storyboard, single_image]
 WAN_ONLY = [
     image_to_video_wan22_i2v,
     connect_videos_flf2v,

@@ -119,6 +119,7 @@ GUARD_NOTE = (
     "of your blocklist (`ComfyUI/user/spacetime_blocklist.txt`, one term per line; empty until you create it "
     "from this pack's `prompting/blocklist.example.txt`)."
 )
+PROMPT_INPUTS = {"SpacetimeTextEncode": "prompt", "SpacetimeStoryboard": "storyboard"}  # first widget each
 TITLE_HEIGHT, MARGIN = 30, 20  # the frontend draws a node's title above its position
 
 
@@ -129,8 +130,10 @@ def guard_prompts(workflow: dict) -> None:
     encoders = [
         node
         for node in workflow["nodes"]
-        if node["type"] == "SpacetimeTextEncode"
-        and not any(entry["name"] == "prompt" and entry.get("link") for entry in node["inputs"])
+        if node["type"] in PROMPT_INPUTS
+        and not any(
+            entry["name"] == PROMPT_INPUTS[node["type"]] and entry.get("link") for entry in node["inputs"]
+        )
     ]
     notes = [node for node in workflow["nodes"] if node["type"] == "MarkdownNote"]
     if encoders and notes:
@@ -142,7 +145,7 @@ def guard_prompts(workflow: dict) -> None:
             node_id, "SpacetimePromptGuard", _free_place(workflow, encode), GUARD_SIZE, [prompt, True, ""]
         )
         workflow["nodes"].append(guard)
-        connect(workflow["links"], guard, "prompt", encode, "prompt")
+        connect(workflow["links"], guard, "prompt", encode, PROMPT_INPUTS[encode["type"]])
         workflow["last_node_id"], workflow["last_link_id"] = node_id, workflow["links"][-1][0]
 
 

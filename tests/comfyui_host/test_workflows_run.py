@@ -32,6 +32,7 @@ SMALL = {
         "overlap_frames": 4,
     },
     "SpacetimeVAEDecode": {"tile_size": 0},
+    "SpacetimeStoryboard": {"fps": 1.0},  # its shots at 0, 4, 8, 12 s fall at frames 0, 4, 8, 12 of 13
 }
 SIZE_WIDGETS = {"width", "height", "frames"}
 # What each Video Combine (by its filename prefix) writes from the shrunk graph, before loop repeats: 5-frame
@@ -39,7 +40,7 @@ SIZE_WIDGETS = {"width", "height", "frames"}
 # 4 new + 4 known + 1; loop: the clip + 4 new; long video: the 13 frames asked for.
 FRAMES_WRITTEN = {
     "Spacetime/extend": 9, "Spacetime/connect": 14, "Spacetime/bridge": 4, "Spacetime/loop": 9,
-    "Spacetime/long_video": 13,
+    "Spacetime/long_video": 13, "Spacetime/storyboard": 13,
 }  # fmt: skip
 
 

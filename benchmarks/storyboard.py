@@ -1,0 +1,221 @@
+"""Storyboards with Tiny World: does each shot show what its prompt asks as well as a video of that prompt
+alone, do windows and shots join without a step, and does memory stay that of one window?
+
+    python benchmarks/storyboard.py [--count 24] [--seconds 16] [--transition 1] [--memory]
+
+- Shots: `count` storyboards of 4 shots of `seconds`/4 each, built from Tiny World's held-out prompts
+  (combinations it never saw in training): the 4 shots of a storyboard differ in colour, shape and motion
+  and share one background (its captions name it). Made in fp32 (as the evaluator makes its videos) at
+  Tiny World's settings (20 steps, windows of 17 frames continuing from 8), 16 fps.
+- Per shot, the evaluator's colour and motion scores on the shot's frames, against single-prompt videos
+  of the same prompts, as long as the shot (Long Video, same settings and seed).
+- Steps: at every window join and at every shot change, the frame-to-frame change over the video's
+  median change (seam_ratios); for a shot change also the largest step over its transition (and, as at
+  window joins, the spread after it: assembly.DEFAULT_BLEND frames).
+- --memory: peak resident memory of `generate --storyboard` (its defaults) for 10 s and 60 s storyboards
+  of the same 4 prompts, each in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spacetime.editing import DEFAULT_BLEND
+from spacetime.editing.long_video import join_frames, latent_windows
+from spacetime.editing.storyboard import parse_storyboard
+from spacetime.pipeline import TINY_WORLD_SETTINGS, load_tiny_world, long_video
+from spacetime.training.captions import caption
+from spacetime.training.evaluate import evaluate_video, frame_changes
+from spacetime.training.scene import Scene
+from spacetime.training.world import HELDOUT_TRIPLES, _sample_background, sample_object
+
+FPS, SHOTS, STRIDE = 16, 4, 4
+
+
+def storyboards(count: int, seconds: float, seed: int = 0) -> list[list[tuple[str, dict]]]:
+    """`count` storyboards of SHOTS (prompt, target): held-out combinations, all colours, shapes and
+    motions different within a storyboard, over one background."""
+    rng = np.random.default_rng([seed, 37])
+    made = []
+    while len(made) < count:
+        picked = []
+        for index in rng.permutation(len(HELDOUT_TRIPLES)):
+            triple = HELDOUT_TRIPLES[index]
+            if all(a != b for other in picked for a, b in zip(triple, other, strict=True)):
+                picked.append(triple)
+            if len(picked) == SHOTS:
+                break
+        if len(picked) < SHOTS:
+            continue
+        objects = [sample_object(rng, *triple) for triple in picked]
+        tones_ok = True
+        try:
+            background, _ = _sample_background(rng, objects)
+        except (IndexError, ValueError):  # no background tone shows all four colours
+            tones_ok = False
+        if not tones_ok:
+            continue
+        shots = []
+        for obj, (colour, shape, motion) in zip(objects, picked, strict=True):
+            text = caption(Scene((obj,), background, None), rng)
+            shots.append((text, {"colour": colour, "shape": shape, "motion": motion}))
+        made.append(shots)
+    return made
+
+
+def script(shots: list[tuple[str, dict]], seconds: float) -> str:
+    length = seconds / len(shots)
+    return "\n".join(f"{index * length:g} | {text}" for index, (text, _) in enumerate(shots))
+
+
+def frames_of(stream) -> np.ndarray:
+    return torch.cat(list(stream.chunks)).mul(255).round().byte().numpy()
+
+
+def quiet(*_):
+    return lambda: None
+
+
+def shot_changes(frames: np.ndarray, changes_at: list[int], transition: int) -> dict:
+    """Step ratios at window joins and shot changes (see the module's docstring)."""
+    steps = frame_changes(frames.astype(np.float64) / 255)
+    median = max(float(np.median(steps)), 1e-9)
+    window, overlap = latent_windows(TINY_WORLD_SETTINGS.window, TINY_WORLD_SETTINGS.window_overlap, STRIDE)
+    latent = (len(frames) - 1) // STRIDE + 1
+    joins = join_frames(latent, window, overlap, STRIDE)
+    half = max(transition // 2, 1)
+    return {
+        "joins": [float(steps[j - 1] / median) for j in joins],
+        "join_spread": [float(steps[j - 1 : j + DEFAULT_BLEND].max() / median) for j in joins],
+        "changes": [float(steps[c - 1] / median) for c in changes_at],
+        "change_spread": [
+            float(steps[max(c - half, 1) - 1 : c + max(half, DEFAULT_BLEND)].max() / median)
+            for c in changes_at
+        ],
+    }
+
+
+def quality(count: int, seconds: float, transition: float) -> None:
+    dit, text_encoder, vae = load_tiny_world(dtype=torch.float32)  # as the evaluator makes its videos
+    frames = 1 + STRIDE * -(-round(seconds * FPS - 1) // STRIDE)
+    shot_frames = round(seconds * FPS / SHOTS)
+    rows, singles = [], {}
+    start = time.time()
+    for number, board in enumerate(storyboards(count, seconds)):
+        shots = parse_storyboard(script(board, seconds), FPS)
+        settings = replace(TINY_WORLD_SETTINGS, frames=frames, seed=number)
+        video = frames_of(
+            long_video(dit, text_encoder, vae, "", "", settings, None, quiet, shots, transition * FPS, FPS)
+        )
+        bounds = [shot.start for shot in shots] + [frames]
+        for index, (text, target) in enumerate(board):
+            part = video[bounds[index] : bounds[index + 1]]
+            scored = evaluate_video(part, target)
+            if text not in singles:
+                alone = replace(
+                    TINY_WORLD_SETTINGS, frames=1 + STRIDE * -(-(shot_frames - 1) // STRIDE), seed=number
+                )
+                single = frames_of(long_video(dit, text_encoder, vae, text, "", alone, None, quiet))
+                singles[text] = evaluate_video(single, target)
+            rows.append((scored, singles[text]))
+        steps = shot_changes(video, bounds[1:-1], round(transition * FPS))
+        rows[-1] = (*rows[-1], steps)
+        print(
+            f"storyboard {number + 1}/{count} ({time.time() - start:.0f} s): worst join {max(steps['join_spread']):.2f}, "
+            f"worst change {max(steps['change_spread']):.2f}",
+            flush=True,
+        )
+    board_steps = [row[2] for row in rows if len(row) == 3]
+    n = len(rows)
+
+    def share(values) -> str:
+        return f"{sum(values)}/{n} ({100 * sum(values) / n:.0f}%)"
+
+    print(
+        f"\n{count} storyboards of {SHOTS} shots, {seconds:g} s at {FPS} fps, transition {transition:g} s\n"
+    )
+    print("| per shot | colour | shape | motion |")
+    print("| --- | --- | --- | --- |")
+    for name, index in (("in the storyboard", 0), ("alone, same prompt and length", 1)):
+        print(
+            f"| {name} | {share([r[index]['colour_ok'] for r in rows])} | "
+            f"{share([r[index]['shape_ok'] for r in rows])} | {share([r[index]['motion_ok'] for r in rows])} |"
+        )
+    print("\n| step over the video's median change | median | worst |")
+    print("| --- | --- | --- |")
+    for name in ("joins", "join_spread", "changes", "change_spread"):
+        values = [value for steps in board_steps for value in steps[name]]
+        print(f"| {name} | {np.median(values):.2f} | {max(values):.2f} |")
+
+
+def peak_memory(seconds: float, board: list[tuple[str, dict]], folder: Path) -> tuple[float, float]:
+    """(seconds, peak resident MiB) of `generate --storyboard` in its own process."""
+    path = folder / f"storyboard_{seconds:g}.txt"
+    path.write_text(script(board, seconds) + "\n")
+    frames = 1 + STRIDE * -(-round(seconds * FPS - 1) // STRIDE)
+    script_text = (
+        "import runpy, sys; sys.argv = ['spacetime', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('spacetime', run_name='__main__')\n"
+        "finally:\n    print('PEAK', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
+        " file=sys.stderr)\n"
+    )
+    command = [
+        "generate",
+        "--storyboard",
+        str(path),
+        "--frames",
+        str(frames),
+        "-o",
+        str(folder / f"{seconds:g}.mp4"),
+    ]
+    start = time.time()
+    result = subprocess.run(
+        [sys.executable, "-c", script_text, *command], capture_output=True, text=True,
+        env={**os.environ, "SPACETIME_OUTPUT_DIR": str(folder)},
+    )  # fmt: skip
+    peak = re.search(r"PEAK (\d+)", result.stderr)
+    if result.returncode or peak is None:
+        raise RuntimeError(f"generate failed:\n{result.stderr[-2000:]}")
+    return time.time() - start, int(peak.group(1)) / 1024
+
+
+def memory() -> None:
+    board = storyboards(1, 16)[0]
+    with tempfile.TemporaryDirectory() as folder:
+        results = {seconds: peak_memory(seconds, board, Path(folder)) for seconds in (10, 60)}
+    print("\n| storyboard | seconds to make | peak resident memory |")
+    print("| --- | --- | --- |")
+    for seconds, (took, peak) in results.items():
+        print(f"| {seconds} s, 4 shots | {took:.0f} | {peak:.0f} MiB |")
+    print(f"\n60 s over 10 s: {results[60][1] / results[10][1]:.3f}x")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=24)
+    parser.add_argument("--seconds", type=float, default=16.0)
+    parser.add_argument("--transition", type=float, default=1.0, help="seconds")
+    parser.add_argument("--memory", action="store_true", help="only the memory of 10 s and 60 s storyboards")
+    args = parser.parse_args(argv)
+    if args.memory:
+        memory()
+    else:
+        quality(args.count, args.seconds, args.transition)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
