@@ -68,11 +68,13 @@ class Sampling:
 
 @contextlib.contextmanager
 def _placed(guider: Guider, model: WanDiT, patches: SpacetimePatches) -> Iterator[tuple[torch.device, bool]]:
-    """`model` on the compute device with room for its work: guidance's two passes as one batch, or, where
-    only one pass fits, one after the other. Yields (device, batched)."""
+    """`model` on the compute device with room for its work: guidance's passes (two; one more for each further
+    prompt of a storyboard's window) as one batch, or, where only one pass fits, one after the other. Yields
+    (device, batched)."""
     batch, tokens = patches.tokens.shape[:2]
     per_token = guider.pins(patches) is not None and model.config.clean_pins
-    passes = 1 if guider.cfg == 1 else 2
+    prompts = 1 if guider.timeline is None else guider.timeline.contexts.shape[0]
+    passes = prompts + (0 if guider.cfg == 1 else 1)
     with contextlib.ExitStack() as stack:
         try:
             working = model.activation_bytes(passes * batch, tokens, per_token)
@@ -80,8 +82,8 @@ def _placed(guider: Guider, model: WanDiT, patches: SpacetimePatches) -> Iterato
         except DoesNotFit:
             if passes == 1:
                 raise
-            log.info("%s: guidance's two passes run one after the other (together they would not fit).",
-                     model.config.name)  # fmt: skip
+            log.info("%s: guidance's %d passes run one after the other (together they would not fit).",
+                     model.config.name, passes)  # fmt: skip
             working = model.activation_bytes(batch, tokens, per_token)
             device, batched = stack.enter_context(host.on_compute_device(model, working)), False
         yield device, batched

@@ -224,5 +224,36 @@ def test_guidance_runs_its_passes_one_at_a_time_when_only_one_fits(second_device
     host.set_memory_budget((module_bytes(model) + one_pass * 1.5) / 1e9)
     with caplog.at_level(logging.INFO, logger="spacetime"):
         split = denoise(guider, patches, sampling).tokens
-    assert "two passes run one after the other" in caplog.text
+    assert "2 passes run one after the other" in caplog.text
+    torch.testing.assert_close(split, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_storyboard_window_counts_a_pass_per_prompt_and_splits_them_when_they_do_not_fit(
+    second_device, caplog
+):
+    """A window that two shots share runs three passes (two prompts and the negative): as one batch when
+    they fit, one after the other when only one does, with the same result."""
+    from spacetime.dit.patchify import SpacetimePatches, patchify
+    from spacetime.samplers.denoiser import Sampling, denoise
+    from spacetime.samplers.guidance import Guider, Timeline
+
+    config = replace(T2V, num_layers=2)
+    model = WanDiT(config)
+    model.load_state_dict(random_wan_state_dict(config, seed=4))
+    model.requires_grad_(False)
+    tokens, grid = patchify(torch.zeros(1, 16, 2, 8, 8), config.patch_size)
+    patches = SpacetimePatches(tokens, grid, config.patch_size, config.latent_format)
+    generator = torch.Generator().manual_seed(1)
+    contexts = torch.randn(2, 5, config.text_dim, generator=generator)
+    timeline = Timeline(contexts, torch.tensor([[1.0, 0.25], [0.0, 0.75]]))
+    guider = Guider(model, contexts[:1], torch.randn(1, 5, config.text_dim, generator=generator), cfg=4.0,
+                    timeline=timeline)  # fmt: skip
+    sampling = Sampling(torch.linspace(1.0, 0.0, 3), "euler", seed=3)
+    expected = denoise(guider, patches, sampling).tokens
+    assert not torch.equal(expected, denoise(replace(guider, timeline=None), patches, sampling).tokens)
+    two_passes = model.activation_bytes(2, tokens.shape[1])
+    host.set_memory_budget((module_bytes(model) + two_passes * 1.2) / 1e9)  # two fit, three do not
+    with caplog.at_level(logging.INFO, logger="spacetime"):
+        split = denoise(guider, patches, sampling).tokens
+    assert "3 passes run one after the other" in caplog.text
     torch.testing.assert_close(split, expected, rtol=1e-5, atol=1e-5)
