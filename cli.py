@@ -65,7 +65,11 @@ def _write(args: argparse.Namespace, frames, format: str, path, provenance: Prov
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
+    if args.frames < 1:
+        raise ValueError(f"--frames {args.frames}: the test pattern needs at least 1 frame (default 49).")
     for name, value in (("width", args.width), ("height", args.height)):
+        if value < 1:
+            raise ValueError(f"--{name} {value}: give a size from 1 to {MAX_SIZE} pixels.")
         if value > MAX_SIZE:
             raise ValueError(f"--{name} {value} is above the largest size made, {MAX_SIZE} pixels.")
     format, path = _destination(args, (args.frames, args.height, args.width))
