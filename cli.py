@@ -37,8 +37,9 @@ EXIT_DONE, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
 STOPPED_BY = {EXIT_INTERRUPTED: "SIGINT", EXIT_BROKEN_PIPE: "SIGPIPE", EXIT_TERMINATED: "SIGTERM"}
 EXIT_STATUSES = (
-    "exit status: 0 done; 1 failed (a full disk, a read-only or forbidden folder; verify: nothing found); "
-    "2 bad usage (an option, a file or a name refused, with the reason); 130 or 143 stopped by Ctrl-C or "
+    "exit status: 0 done; 1 failed while writing (a full disk, a folder that refused the write; verify: "
+    "nothing found); 2 bad usage (an option, a file, a name or an output folder that cannot be written, "
+    "refused with the reason); 130 or 143 stopped by Ctrl-C or "
     "SIGTERM, the partial file removed; 141 the reader of the output went away (| head), quietly."
 )
 
