@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -324,12 +325,15 @@ def convert_pickle_to_safetensors(source: Path, destination: Path) -> int:
 
     _check_conversion(source, destination)
     try:
-        try:
-            loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            loaded = torch.load(source, map_location="cpu", weights_only=True)  # a pre-zip (legacy) file
+        with warnings.catch_warnings():
+            # torch's note on a plain pickle's protocol would print a line of its source above our message
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            try:
+                loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error):
+                    raise
+                loaded = torch.load(source, map_location="cpu", weights_only=True)  # a pre-zip (legacy) file
     except Exception as error:  # a damaged file fails in many ways; with weights_only none of them ran code
         raise CheckpointError(
             f"{source.name} was refused: it holds objects other than tensors (or is damaged), and loading those "

@@ -47,8 +47,9 @@ EXIT_DONE, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 130, 141, 143
 STOPPED_BY = {EXIT_INTERRUPTED: "SIGINT", EXIT_BROKEN_PIPE: "SIGPIPE", EXIT_TERMINATED: "SIGTERM"}
 EXIT_STATUSES = (
-    "exit status: 0 done; 1 failed (a full disk, a read-only or forbidden folder; verify: nothing found); "
-    "2 bad usage (an option, a file or a name refused, with the reason); 130 or 143 stopped by Ctrl-C or "
+    "exit status: 0 done; 1 failed while writing (a full disk, a folder that refused the write; verify: "
+    "nothing found); 2 bad usage (an option, a file, a name or an output folder that cannot be written, "
+    "refused with the reason); 130 or 143 stopped by Ctrl-C or "
     "SIGTERM, the partial file removed; 141 the reader of the output went away (| head), quietly."
 )
 
@@ -75,7 +76,11 @@ def _write(args: argparse.Namespace, frames, format: str, path, provenance: Prov
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
+    if args.frames < 1:
+        raise ValueError(f"--frames {args.frames}: the test pattern needs at least 1 frame (default 49).")
     for name, value in (("width", args.width), ("height", args.height)):
+        if value < 1:
+            raise ValueError(f"--{name} {value}: give a size from 1 to {MAX_SIZE} pixels.")
         if value > MAX_SIZE:
             raise ValueError(f"--{name} {value} is above the largest size made, {MAX_SIZE} pixels.")
     format, path = _destination(args, (args.frames, args.height, args.width))

@@ -22,9 +22,11 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ ASSERTION = "org.comfyui-spacetime.generation"
 MODEL_SUFFIXES = (".safetensors", ".sft", ".gguf", ".ckpt", ".pt", ".pth", ".bin")
 PROMPT_INPUTS = ("text", "prompt", "positive", "idea")  # string inputs that hold prompt text
 SIGNING_ROOM = 64 * 1024  # room for the manifest (a few KiB) in the signed copy of the video
+IDENTITY_WAIT = 2.0  # seconds to wait for the rest of an identity another process is publishing
 
 
 def require_c2pa():
@@ -128,14 +131,18 @@ def ensure_identity(directory: Path | None = None) -> tuple[bytes, bytes]:
     signing a tiny image with them, so that an identity c2pa refuses is found before a video is encoded."""
     directory = directory or identity_directory()
     cert_path, key_path = directory / SIGNER_CERT, directory / SIGNER_KEY
+    if not cert_path.exists() and not key_path.exists():
+        _make_identity(directory)
+    # Another process may be publishing the identity it made: its key first, its chain last.
+    deadline = time.monotonic() + IDENTITY_WAIT
+    while cert_path.exists() != key_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     if cert_path.exists() != key_path.exists():
         present, missing = (cert_path, key_path) if cert_path.exists() else (key_path, cert_path)
         raise ValueError(
             f"{present} exists but {missing} does not: give both (your certificate chain and its key) "
             "or remove the one to have a local identity made."
         )
-    if not cert_path.exists():
-        _make_identity(directory)
     try:
         chain, key = cert_path.read_bytes(), key_path.read_bytes()
     except OSError as error:
@@ -228,10 +235,36 @@ def _make_identity(directory: Path) -> None:
     )
     pem = serialization.Encoding.PEM
     directory.mkdir(parents=True, exist_ok=True)
-    key_bytes = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    write_private(directory / SIGNER_KEY, key_bytes)
-    (directory / ROOT_CERT).write_bytes(root.public_bytes(pem))
-    (directory / SIGNER_CERT).write_bytes(leaf.public_bytes(pem) + root.public_bytes(pem))
+    token = secrets.token_hex(4)
+    made = {name: directory / f".{name}.{token}" for name in (SIGNER_KEY, ROOT_CERT, SIGNER_CERT)}
+    try:
+        key_bytes = leaf_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        write_private(made[SIGNER_KEY], key_bytes)
+        made[ROOT_CERT].write_bytes(root.public_bytes(pem))
+        made[SIGNER_CERT].write_bytes(leaf.public_bytes(pem) + root.public_bytes(pem))
+        # Whole files under their names, the key first: a process that finds the key taken keeps the identity
+        # of the one that took it (two makers at once gave a key and a chain that did not belong together).
+        if _claim(made[SIGNER_KEY], directory / SIGNER_KEY):
+            for name in (ROOT_CERT, SIGNER_CERT):  # the chain last: with both files there, both are whole
+                os.replace(made[name], directory / name)
+    finally:
+        for temporary in made.values():
+            temporary.unlink(missing_ok=True)
+
+
+def _claim(temporary: Path, path: Path) -> bool:
+    """Give `temporary` the name `path` unless that exists: whether this process's file took the name."""
+    try:
+        os.link(temporary, path)  # fails when `path` exists
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this filesystem
+        if path.exists():
+            return False
+        os.replace(temporary, path)
+    return True
 
 
 def write_private(path: Path, data: bytes) -> None:

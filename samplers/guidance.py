@@ -141,8 +141,10 @@ def conditioning_context(conditioning, batch: int, name: str) -> torch.Tensor:
         or not conditioning
         or not isinstance(conditioning[0], list | tuple)
     ):
+        got = "an empty list" if conditioning == [] else type(conditioning).__name__
         raise ValueError(
-            f"{name}: expected a CONDITIONING (a list of [embeddings, options]), got {type(conditioning).__name__}."
+            f"{name}: expected a CONDITIONING (a list of [embeddings, options]), got {got}: connect a Text "
+            "Encode output."
         )
     if len(conditioning) > 1 and SHOT_KEY in _options(conditioning[0]):
         raise ValueError(
@@ -154,7 +156,12 @@ def conditioning_context(conditioning, batch: int, name: str) -> torch.Tensor:
             f"{name}: this CONDITIONING holds {len(conditioning)} entries (e.g. from Conditioning Combine or area "
             "conditioning); the DiT Denoiser takes one prompt. Use one Text Encode output, or Conditioning Concat."
         )
-    embeddings = conditioning[0][0]
+    embeddings = conditioning[0][0] if conditioning[0] else None
+    if not isinstance(embeddings, torch.Tensor):
+        raise ValueError(
+            f"{name}: a CONDITIONING's first entry holds {type(embeddings).__name__}, not text embeddings (a "
+            "tensor 1×S×E): connect a Text Encode output."
+        )
     if embeddings.ndim != 3 or embeddings.shape[0] not in (1, batch):
         raise ValueError(
             f"{name}: embeddings of shape {tuple(embeddings.shape)}; expected 1×S×E or {batch}×S×E text embeddings."

@@ -212,6 +212,10 @@ def test_test_pattern_checks_its_options_and_sizes_before_drawing(capsys, output
             "--width 65536 is above the largest size",
         ),
         (["--height", "9000"], "--height 9000 is above the largest size made, 8192 pixels"),
+        (["--frames", "0"], "--frames 0: the test pattern needs at least 1 frame"),  # Q05
+        (["--width", "0"], "--width 0: give a size from 1 to 8192 pixels"),  # Q06
+        (["--width", "-5"], "--width -5: give a size from 1 to 8192 pixels"),  # Q07
+        (["--frames", "-1"], "--frames -1: the test pattern needs at least 1 frame"),  # Q08
         (["--crf", "99"], "crf=99 is outside 0..51"),
         (["--prefix", "../x"], "'..' parts are not allowed"),
         (["--format", "image/gif", "--fps", "60"], "too fast for a GIF"),
@@ -226,12 +230,27 @@ def test_check_output_writes_nothing_and_accepts_what_combine_writes(tmp_path: P
     fmt = check_output("video/h264-mp4", 16.0, video=(5, 17, 33), output_dir=root, filename_prefix="a/b/c")
     assert fmt.name == "video/h264-mp4" and not (tmp_path / "not").exists()
     assert check_output("image/gif", 0.002).name == "image/gif"  # the slowest GIF, without a size or a folder
+    with pytest.raises(
+        ValueError, match=r"at least 64x64 pixels, got 32x32; upscale the frames or choose video/h264"
+    ):
+        check_output("video/h265-mp4", 16.0, video=(5, 32, 32))  # S40
+    with pytest.raises(ValueError, match=r"at least 1x1 pixels, got 0x32; upscale the frames\.$"):
+        check_output("video/h264-mp4", 16.0, video=(5, 32, 0))  # Q06: not "choose video/h264-mp4" again
     with pytest.raises(ValueError, match="Content Credentials are signed into MP4 files only"):
         check_output("image/webp", 16.0, signed=True)
     with pytest.raises(ValueError, match=r"loop_count=101 must be 0 or more, up to 100"):
         from spacetime.video import Encoding
 
         check_output("video/h264-mp4", 16.0, Encoding(loop_count=101))
+
+
+@pytest.mark.parametrize("option", ["--tiny-world", "--ground-truth"])
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_evaluate_refuses_a_count_below_one_by_its_option(option, count, capsys):  # E10
+    """-3 was refused by the function it reached ("heldout_prompts needs n >= 1"), 0 as "nothing to score"."""
+    pytest.importorskip("cv2")
+    assert main(["evaluate", option, count]) == 2
+    assert f"{option} {count}: give how many prompts to score, at least 1" in capsys.readouterr().err
 
 
 # The schedules: step counts beyond their resolution say so, and cannot hang (C09, S45).
@@ -321,7 +340,8 @@ def nan_conditioning(conditioning):
             r"expected at least two strictly descending values",
         ),  # D08
         ({"positive": lambda c: [[torch.zeros(1, 8, 7), {}]]}, r"differ in token count or width"),  # D13
-        ({"positive": lambda c: []}, r"positive: expected a CONDITIONING"),  # D14
+        ({"positive": lambda c: []}, r"positive: expected a CONDITIONING .*got an empty list"),  # D14
+        ({"positive": lambda c: [["a red ball", {}]]}, r"positive: a CONDITIONING's first entry holds str"),
         ({"negative": lambda c: None}, r"negative: expected a CONDITIONING"),  # D14
     ],
 )
@@ -412,6 +432,16 @@ def test_vae_encode_refuses_images_that_are_not_an_image(images, error, message,
         ((64.0, 64, 5, 1), TypeError, r"width=64.0 must be a whole number, got float"),  # E07
         ((64, 64, 5.0, 1), TypeError, r"frames=5.0 must be a whole number"),
         ((16384, 64, 5, 1), ValueError, r"width=16384 is above the largest size made, 8192 pixels"),
+        (
+            (0, 64, 5, 1),
+            ValueError,
+            r"width=0 is below the smallest size this VAE makes, 8 pixels \(its stride\): use 8",
+        ),  # E01
+        (
+            (64, -16, 5, 1),
+            ValueError,
+            r"height=-16 is below the smallest size this VAE makes, 8 pixels",
+        ),  # E01
     ],
 )
 def test_empty_latent_video_refuses_sizes_it_cannot_make(size, error, message, tiny_world):

@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -447,6 +448,22 @@ def test_convert_s_refusal_details_say_what_was_refused(tmp_path):
         CheckpointError, match=r"Details: the file asks to run getattr, which a load of tensors"
     ):
         convert_pickle_to_safetensors(source, tmp_path / "evil.safetensors")
+
+
+def test_convert_s_refusal_of_a_plain_pickle_is_its_one_line(tmp_path, capsys):  # M04
+    """A plain pickle (protocol 4, pickle.dump's default) made torch warn about its protocol, printing a
+    line of torch's source above the refusal as if it were a traceback."""
+    payload = Payload()
+    payload.marker = tmp_path / "pwned"
+    source = tmp_path / "evil.pth"
+    source.write_bytes(pickle.dumps({"w": 1, "evil": payload}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(["convert", str(source), str(tmp_path / "evil.safetensors")]) == 2
+    assert [str(warning.message) for warning in caught] == []
+    err = capsys.readouterr().err
+    assert err.startswith("error: evil.pth was refused: ") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pth"]
 
 
 def test_convert_checks_its_names_before_reading(tmp_path):

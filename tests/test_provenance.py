@@ -648,6 +648,35 @@ def test_a_bad_signing_identity_is_refused_before_encoding(
     assert not list(tmp_path.glob("bad*")) and not list(tmp_path.glob(".bad*"))
 
 
+def test_a_second_maker_keeps_the_identity_the_first_published(tmp_path: Path):
+    """RC3 (rerun of 2026-12-07): 6 first-time signings at once, 5 times, each in a fresh user folder, gave 1
+    refusal in 30, "c2pa refuses the signing identity ... PEM preamble contains invalid data": makers wrote
+    over each other's files in place. Each identity is now published whole, its key first, and a process
+    that finds the key taken keeps the identity of the one that took it."""
+    folder = tmp_path / "identity"
+    first = credentials.ensure_identity(folder)
+    credentials._make_identity(folder)  # a process that looked before the first identity was published
+    assert ((folder / "signer.pem").read_bytes(), (folder / "signer.key").read_bytes()) == first
+    assert sorted(path.name for path in folder.iterdir()) == ["ca.pem", "signer.key", "signer.pem"]
+
+
+def test_an_identity_being_published_is_waited_for(tmp_path: Path):
+    """Between the key and the chain of an identity another process publishes, the pair is not yet whole:
+    that is waited for (IDENTITY_WAIT), not refused as a key without its certificate."""
+    import threading
+
+    chain, key = credentials.ensure_identity(tmp_path / "made")
+    folder = tmp_path / "identity"
+    folder.mkdir()
+    (folder / "signer.key").write_bytes(key)
+    publish = threading.Timer(0.3, (folder / "signer.pem").write_bytes, [chain])
+    publish.start()
+    try:
+        assert credentials.ensure_identity(folder) == (chain, key)
+    finally:
+        publish.join()
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_signed_files_get_the_permissions_of_unsigned_ones(
     umask: int, mode: int, user_dir: Path, tmp_path: Path

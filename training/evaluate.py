@@ -534,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print every video's measurements too")
     args = parser.parse_args(argv)
 
+    for option, count in (("--tiny-world", args.tiny_world), ("--ground-truth", args.ground_truth)):
+        if count is not None and count < 1:
+            parser.error(f"{option} {count}: give how many prompts to score, at least 1 (e.g. {option} 64).")
     if args.round_trip and not args.ground_truth:
         parser.error("--round-trip scores rendered clips: give --ground-truth N with it.")
     halves = {}

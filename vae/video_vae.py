@@ -73,11 +73,15 @@ class VideoVAE:
                 f"frames={frames} must be {t}k+1 (1, 5, 9, ..., 81, ...): use {below} or {below + t}."
             )
         for name, value in (("height", height), ("width", width)):
-            if value < s or value % s:
-                below = value // s * s
-                options = f"{below} or {below + s}" if below >= s else f"{s}"
+            if value < s:
                 raise ValueError(
-                    f"{name}={value} must be a multiple of {s} (the VAE's stride): use {options}."
+                    f"{name}={value} is below the smallest size this VAE makes, {s} pixels (its stride): "
+                    f"use {s} or more."
+                )
+            if value % s:
+                below = value // s * s
+                raise ValueError(
+                    f"{name}={value} must be a multiple of {s} (the VAE's stride): use {below} or {below + s}."
                 )
             if value > MAX_SIZE:
                 raise ValueError(f"{name}={value} is above the largest size made, {MAX_SIZE} pixels.")

@@ -244,9 +244,11 @@ def check_output(
     validate_settings(fmt, frame_rate, encoding.crf, encoding.preset, encoding.loop_count)
     count, height, width = video if video is not None else (0, 0, 0)
     if video is not None and min(width, height) < fmt.min_side:
+        # H.264 takes any size from 1x1: the way out when the format is another one (H.265 needs 64x64)
+        other = " or choose video/h264-mp4" if min(width, height) >= 1 else ""
         raise ValueError(
             f"{fmt.name} needs frames of at least {fmt.min_side}x{fmt.min_side} pixels, got {width}x{height}; "
-            "upscale the frames or choose video/h264-mp4."
+            f"upscale the frames{other}."
         )
     milliseconds = count * 1000 / frame_rate
     if fmt.writer is Writer.WEBP and milliseconds > WEBP_MAX_DURATION_MS:
