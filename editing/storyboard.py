@@ -34,6 +34,7 @@ from ..samplers.guidance import SHOT_KEY, Timeline
 TIME = re.compile(r"^(?:(?P<minutes>\d+):(?P<seconds>\d+(?:\.\d+)?)|(?P<value>\d+(?:\.\d+)?)(?P<unit>s|f)?)$")
 DEFAULT_TRANSITION = 1.0  # seconds over which one shot's prompt gives way to the next
 MAX_TRANSITION = 30.0  # seconds: the node's widget's maximum
+MAX_SHOTS = 256  # a storyboard's prompts are encoded in one batch
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,14 @@ class Shot:
         return {"start": self.start, "end": self.end, "line": self.line, "transition": transition, "fps": fps}
 
     @classmethod
-    def from_options(cls, options: dict, prompt: str = "") -> Shot:
-        return cls(options["start"], options["end"], prompt, options["line"])
+    def from_options(cls, options, prompt: str = "") -> Shot:
+        try:
+            return cls(options["start"], options["end"], prompt, options["line"])
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"a storyboard shot's timing {options!r} lacks start, end or line: connect Storyboard "
+                "(Spacetime)'s positive output as it comes."
+            ) from None
 
 
 def parse_time(text: str, fps: float, line: int) -> int:
@@ -100,6 +107,10 @@ def parse_storyboard(text: str, fps: float) -> list[Shot]:
         shots.append(Shot(start, end, prompt, number))
     if not shots:
         raise ValueError("the storyboard has no shots: write one per line, `START[-END] | prompt`.")
+    if len(shots) > MAX_SHOTS:
+        raise ValueError(
+            f"the storyboard has {len(shots)} shots; at most {MAX_SHOTS} are taken: split it into several videos."
+        )
     if shots[0].start != 0:
         raise ValueError(
             f"storyboard line {shots[0].line}: the first shot starts at frame {shots[0].start}; the video starts "

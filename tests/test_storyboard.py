@@ -80,6 +80,7 @@ def test_parser_reads_seconds_frames_and_minutes_and_fills_each_end_from_the_nex
         ("0-3 | a\n4 | b", "line 1: ends at frame 48, which leaves a gap before line 2"),
         ("0 | a\n4 | b\n2 | c", "line 3: starts at frame 32, not after line 2's start"),
         ("0-0 | a", "line 1: the shot ends .* before it starts"),
+        ("\n".join(f"{n}f | shot {n}" for n in range(300)), "has 300 shots; at most 256"),
     ],
 )
 def test_parser_names_the_line_of_each_bad_script(script, message):
@@ -170,6 +171,8 @@ def test_storyboard_travels_as_a_timed_conditioning_and_is_read_back():
     assert back.shots == (Shot(0, 16, "", 1), Shot(16, None, "", 2)) and back.transition == 4.0
     assert torch.equal(back.contexts, storyboard.contexts) and back.fps == 16.0
     assert Storyboard.from_conditioning([[torch.zeros(1, 5, 8), {}]]) is None  # any other prompt
+    with pytest.raises(ValueError, match="lacks start, end or line"):
+        Storyboard.from_conditioning([[torch.zeros(1, 5, 8), {"spacetime_shot": {"start": 0}}]])
     with pytest.raises(ValueError, match="mixes a storyboard's shots with other prompts"):
         Storyboard.from_conditioning([*conditioning, [torch.zeros(1, 5, 8), {}]])
 

@@ -9,7 +9,8 @@
   an animated WebP at twice the size (256x256, 16 fps, looping; about 50 KB where a GIF takes 600).
 - One PNG strip of frames per capability, each from a shipped Tiny World workflow run as it is:
   `text_to_video.png`, `image_to_video.png`, `video_to_video.png`, `extend_video.png`,
-  `connect_videos.png`, `loop_video.png` and `long_video.png`, from `workflows/<name>_tiny_world.json`.
+  `connect_videos.png`, `loop_video.png`, `long_video.png` and `storyboard.png`, from
+  `workflows/<name>_tiny_world.json`.
   Frames of an edit that are its source's frames, returned unchanged, are marked `source` (grey); the
   generated ones `new` (orange). The video-to-video strip shows its source above the result. The strips
   are saved with a 256-colour palette (about 100 KB each).
@@ -57,6 +58,11 @@ STRIPS = (  # (picture, workflow, what the strip shows)
     ("connect_videos", "connect_videos_tiny_world", "connect two clips with an 8-frame bridge"),
     ("loop_video", "loop_video_tiny_world", "loop: an 8-frame bridge from the end back to the start"),
     ("long_video", "long_video_tiny_world", "long video, windows of 17 frames"),
+    (
+        "storyboard",
+        "storyboard_tiny_world",
+        "storyboard: 4 shots of 4 s, each giving way to the next over 1 s",
+    ),
 )
 NOTE_TYPES = {"Note", "MarkdownNote"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -229,7 +235,11 @@ def first_command_animation(out: Path, scratch: Path) -> None:
 
 def capability_strip(workflow_name: str, title: str, long_frames: int) -> Image.Image:
     workflow = json.loads((ROOT / "workflows" / f"{workflow_name}.json").read_text())
-    overrides = {"SpacetimeLongVideo": {"frames": long_frames}}
+    timed = workflow_name.startswith(("long_video", "storyboard"))
+    # the long video shortened to `long_frames`; a storyboard as long as its shots
+    overrides = (
+        {"SpacetimeLongVideo": {"frames": long_frames}} if workflow_name.startswith("long_video") else {}
+    )
     results = run_workflow(workflow, overrides)
     combine = min(node_id for node_id, result in results.items() if result["type"] == "SpacetimeVideoCombine")
     given = results[combine]["inputs"]
@@ -249,7 +259,7 @@ def capability_strip(workflow_name: str, title: str, long_frames: int) -> Image.
         for frame in frames
     ]
     shown = frames_to_show(known)
-    if workflow_name.startswith("long_video"):
+    if timed:
         labels = [f"{index / given['frame_rate']:.1f} s" for index in shown]
         colours = [NEW_COLOUR] * len(shown)
     elif not sources:
