@@ -19,8 +19,10 @@ openings (`LongVideo.latent`) and in Video Combine for the frames.
 Colour drift: chained windows can drift in tone (each continues from the last, errors add up). After each
 window, the per-channel mean of its new latent frames is moved towards the first window's: not at all at
 the join (the model continues the frames it was given, so a jump there would be a seam), rising linearly
-over the window towards `correction`. The jump at each join (between the last frame of one window and the
-first new frame of the next) is spread over the frames after it (assembly.spread_joins).
+over the window towards `correction`. Under a storyboard each shot has its own reference (the first window
+inside it: another shot's colours are not drift), and a window two shots share is left as it is made. The
+jump at each join (between the last frame of one window and the first new frame of the next) is spread
+over the frames after it (assembly.spread_joins).
 
 Axes: B batch, C latent channels, T latent frames, F pixel frames.
 """
@@ -278,7 +280,8 @@ def long_video_windows(
     count = windows.count(frames)
     fmt, patch = guider.dit.latent_format, guider.dit.config.patch_size
     made = 0  # latent frames made so far
-    reference = previous = None  # the first window's new frames; the window before
+    previous = None  # the window before
+    references = {}  # the colour correction's: each shot's first window's new frames (one shot: the first's)
     for index in range(count):
         if window_callback is not None:
             window_callback(index, count)
@@ -297,9 +300,11 @@ def long_video_windows(
             latent[:, :, : head.shape[2]] = head
             mask = torch.ones(batch, 1, latent.shape[2], height, width)
             mask[:, :, : head.shape[2]] = 0.0
-        window_guider = guider
+        window_guider, shot = guider, 0
         if storyboard is not None:
             timeline = storyboard.window(made - opened, opened + new, windows.stride)
+            seen = storyboard.seen(made - opened, opened + new, windows.stride)
+            shot = seen[0] if len(seen) == 1 else None  # a window two shots share is not corrected
             several = timeline.contexts.shape[0] > 1
             positive = timeline.contexts[:1]
             window_guider = replace(guider, positive=positive, timeline=timeline if several else None)
@@ -313,11 +318,11 @@ def long_video_windows(
             window_guider, patches, sampling.reseeded(window_seed(sampling.seed, index)), step_callback
         )
         generated = patches.to_latent().float().cpu()[:, :, opened:]
-        if reference is None:
-            reference = generated
-        else:
+        if shot is not None and shot not in references:
+            references[shot] = generated
+        elif shot is not None:
             ramp = torch.arange(generated.shape[2]) / generated.shape[2]  # 0 at the join
-            generated = match_mean(generated, reference, windows.correction * ramp)
+            generated = match_mean(generated, references[shot], windows.correction * ramp)
         made += generated.shape[2]
         previous = LongVideoWindow(opening, generated, codec.decode)
         yield previous

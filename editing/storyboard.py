@@ -258,7 +258,15 @@ class Storyboard:
 
     def window(self, first: int, count: int, stride: int) -> Timeline:
         """The shots latent frames first .. first + count - 1 see (those with any weight there), in order."""
-        times = latent_frame_times(first, count, stride)
-        weights = shot_weights([shot.start for shot in self.shots], times, self.transition)
+        weights = self._weights(first, count, stride)
         seen = weights.amax(dim=1) > 0
         return Timeline(self.contexts[seen], weights[seen])
+
+    def seen(self, first: int, count: int, stride: int) -> list[int]:
+        """The indices of the shots those latent frames see (Storyboard.window's)."""
+        weights = self._weights(first, count, stride)
+        return [index for index, weight in enumerate(weights.amax(dim=1)) if weight > 0]
+
+    def _weights(self, first: int, count: int, stride: int) -> torch.Tensor:
+        times = latent_frame_times(first, count, stride)
+        return shot_weights([shot.start for shot in self.shots], times, self.transition)

@@ -326,3 +326,39 @@ def test_generate_storyboard_writes_a_video_as_long_as_its_last_shot(tmp_path):
     assert result.returncode == 0, result.stderr
     video = decode(tmp_path / "board.mp4")
     assert video.frames.shape == (21, 64, 64, 3)  # 20 frames rounded up to 4k+1
+
+
+@tiny
+def test_colour_correction_takes_each_shots_first_window_as_its_reference(tiny_world, monkeypatch):
+    """Another shot's colours are not drift: windows inside a shot are corrected towards that shot's first
+    window, and a window two shots share is left as it is made."""
+    import spacetime.editing.long_video as module
+
+    dit, text_encoder, vae = tiny_world
+    shots = parse_storyboard(
+        "0 | a red circle on a blue background\n24f | a green square on a blue background", 16
+    )
+    storyboard, negative = encode_storyboard(text_encoder, shots, "", transition=4.0, fps=16)
+    storyboard = storyboard.fitted(65)
+    guider = replace(prompt_guider(dit, text_encoder, "", "", SETTINGS), positive=storyboard.contexts[:1])
+    guider = replace(guider, negative=negative)
+    references = []
+    original = module.match_mean
+
+    def recording(new, reference, amount):
+        references.append(reference)
+        return original(new, reference, amount)
+
+    monkeypatch.setattr(module, "match_mean", recording)
+    windows = Windows.from_frames(17, 8, vae.temporal_stride)
+    codec = module.Codec(vae.encode, vae.decode)
+    made = list(
+        module.long_video_windows(
+            guider, _sampling(SETTINGS), (1, 12, 17, 8, 8), windows, codec, storyboard=storyboard
+        )
+    )
+    # windows' latent frames 0-4 (frames 0-14.5: shot 1), 3-7 and 6-10 (10.5-26.5, 22.5-38.5: the change at
+    # 24 ramps over 22..26), 9-13 (34.5-50.5: shot 2's first), 12-16 (shot 2, corrected towards it)
+    seen = [storyboard.seen(first, 5, 4) for first in (0, 3, 6, 9, 12)]
+    assert seen == [[0], [0, 1], [0, 1], [1], [1]] and len(made) == 5
+    assert len(references) == 1 and references[0] is made[3].new
