@@ -114,7 +114,7 @@ def quality(count: int, seconds: float, transition: float, fp32: bool, keep: Pat
     base = TINY_WORLD_SETTINGS if fp32 else TINY_WORLD_COMMAND
     frames = 1 + STRIDE * -(-round(seconds * FPS - 1) // STRIDE)
     shot_frames = round(seconds * FPS / SHOTS)
-    rows, singles, alone_joins = [], {}, []
+    rows, singles, alone_joins, board_steps = [], {}, [], []
     start = time.time()
     for number, board in enumerate(storyboards(count, seconds)):
         shots = parse_storyboard(script(board, seconds), FPS)
@@ -128,25 +128,26 @@ def quality(count: int, seconds: float, transition: float, fp32: bool, keep: Pat
                           provenance=Provenance(watermark=False))  # fmt: skip
             (keep / f"storyboard_{number:02d}.txt").write_text(script(board, seconds) + "\n")
         bounds = [shot.start for shot in shots] + [frames]
+        half = round(transition * FPS / 2)
         for index, (text, target) in enumerate(board):
-            part = video[bounds[index] : bounds[index + 1]]
-            scored = evaluate_video(part, target)
+            scored = evaluate_video(video[bounds[index] : bounds[index + 1]], target)
+            first = bounds[index] + (half if index else 0)
+            last = bounds[index + 1] - (half if index < len(board) - 1 else 0)
+            # the frames no transition shares (the whole shot when transitions cover it)
+            inside = evaluate_video(video[first:last], target) if last - first >= 8 else scored
             if text not in singles:
-                alone = replace(
-                    TINY_WORLD_SETTINGS, frames=1 + STRIDE * -(-(shot_frames - 1) // STRIDE), seed=number
-                )
+                alone = replace(base, frames=1 + STRIDE * -(-(shot_frames - 1) // STRIDE), seed=number)
                 single = frames_of(long_video(dit, text_encoder, vae, text, "", alone, None, quiet))
                 singles[text] = evaluate_video(single, target)
                 alone_joins.extend(shot_changes(single, [], 0)["joins"])
-            rows.append((scored, singles[text]))
+            rows.append((scored, singles[text], inside))
         steps = shot_changes(video, bounds[1:-1], round(transition * FPS))
-        rows[-1] = (*rows[-1], steps)
+        board_steps.append(steps)
         print(
             f"storyboard {number + 1}/{count} ({time.time() - start:.0f} s): worst join {max(steps['join_spread']):.2f}, "
             f"worst change {max(steps['change_spread']):.2f}",
             flush=True,
         )
-    board_steps = [row[2] for row in rows if len(row) == 3]
     n = len(rows)
 
     def share(values) -> str:
@@ -157,7 +158,9 @@ def quality(count: int, seconds: float, transition: float, fp32: bool, keep: Pat
     )
     print("| per shot | colour | shape | motion |")
     print("| --- | --- | --- | --- |")
-    for name, index in (("in the storyboard", 0), ("alone, same prompt and length", 1)):
+    names = ("in the storyboard, the shot's frames", "in the storyboard, outside its transitions",
+             "alone, same prompt and length")  # fmt: skip
+    for name, index in zip(names, (0, 2, 1), strict=True):
         print(
             f"| {name} | {share([r[index]['colour_ok'] for r in rows])} | "
             f"{share([r[index]['shape_ok'] for r in rows])} | {share([r[index]['motion_ok'] for r in rows])} |"

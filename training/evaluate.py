@@ -327,6 +327,8 @@ def evaluate_video(frames: np.ndarray, target: dict) -> dict:
         raise ValueError(
             f"evaluate_video expects uint8 frames T×H×W×3 (RGB), got {frames.dtype} {frames.shape}."
         )
+    if frames.shape[0] < 2:
+        raise ValueError(f"evaluate_video needs at least 2 frames to see motion, got {frames.shape[0]}.")
     tracks, distance = _tracks(frames)
     count = frames.shape[0]
     presence = {colour: sum(b is not None for b in track) / count for colour, track in tracks.items()}
