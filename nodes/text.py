@@ -104,9 +104,9 @@ class SpacetimeTextEncode:
 
 
 STORYBOARD_EXAMPLE = """0 | a red circle moving left on a blue background
-4 | a green square moving up on a blue background
-8 | a yellow star turning on a blue background
-12 | a white triangle shrinking on a blue background"""
+4 | a yellow square moving right on a blue background
+8 | an orange triangle moving up on a blue background
+12 | a white circle moving down on a blue background"""
 
 
 class SpacetimeStoryboard:
