@@ -19,6 +19,7 @@ from .dit.attention import BACKENDS
 from .editing.storyboard import (
     DEFAULT_TRANSITION,
     MAX_TRANSITION,
+    Script,
     Shot,
     fit_shots,
     parse_storyboard,
@@ -211,10 +212,8 @@ def _generate(args: argparse.Namespace) -> int:
     dit = _with_loras(dit, args.lora)
     low_noise = _with_loras(low_noise, args.low_noise_lora) if low_noise is not None else None
     if shots is not None:  # the storyboard's windows, however long
-        transition = args.transition * args.fps
-        frames = long_video(
-            dit, text_encoder, vae, "", negative, settings, low_noise, None, shots, transition, args.fps
-        )
+        script = Script(tuple(shots), args.transition * args.fps, args.fps)
+        frames = long_video(dit, text_encoder, vae, script, negative, settings, low_noise)
     else:
         make = long_video if settings.frames > settings.window else text_to_video
         frames = make(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)

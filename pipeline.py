@@ -5,7 +5,7 @@ Unpatchify, VAE Decode)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import torch
 from . import host
 from .dit import SpacetimePatches, WanDiT, load_dit
 from .editing.long_video import MAX_LONG_FRAMES, LongVideo, Windows
-from .editing.storyboard import Shot, Storyboard
+from .editing.storyboard import Script, Storyboard
 from .host import Progress
 from .samplers.denoiser import Sampling, denoise
 from .samplers.guidance import MAX_CFG, Guider
@@ -138,21 +138,18 @@ def encode_prompt(
 
 
 def encode_storyboard(
-    text_encoder: TextEncoder,
-    shots: Sequence[Shot],
-    negative_prompt: str | None,
-    transition: float,
-    fps: float | None = None,
+    text_encoder: TextEncoder, script: Script, negative_prompt: str | None
 ) -> tuple[Storyboard, torch.Tensor | None]:
     """A storyboard's shots with their prompts encoded in one batch and the negative prompt after them (one
     shot encodes exactly as encode_prompt encodes its prompt), and the negative context (None without a
-    negative prompt, e.g. when cfg is 1). `transition`: frames; `fps`: for messages in seconds."""
-    prompts = [shot.prompt for shot in shots]
+    negative prompt, e.g. when cfg is 1)."""
+    prompts = [shot.prompt for shot in script.shots]
     negatives = [] if negative_prompt is None else [negative_prompt]
     with host.on_compute_device(text_encoder.model) as device:
         context = text_encoder.encode([*prompts, *negatives], device)
-    storyboard = Storyboard(tuple(shots), context[: len(shots)], transition, fps)
-    return storyboard, (context[len(shots) :] if negatives else None)
+    count = len(prompts)
+    storyboard = Storyboard(tuple(script.shots), context[:count], script.transition, script.fps)
+    return storyboard, (context[count:] if negatives else None)
 
 
 def prompt_guider(
@@ -217,30 +214,26 @@ def long_video(
     dit: WanDiT,
     text_encoder: TextEncoder,
     vae: VideoVAE,
-    prompt: str,
+    prompt: str | Script,
     negative_prompt: str = WAN_NEGATIVE_PROMPT,
     settings: Settings = Settings(),
     low_noise_dit: WanDiT | None = None,
     progress: Progress | None = None,
-    shots: Sequence[Shot] | None = None,
-    transition: float = 0.0,
-    fps: float | None = None,
 ) -> FrameStream:
-    """A prompt -> a video longer than one window, made window by window (editing/long_video.py) and
-    written as it is made: a FrameStream for combine_video, in the memory of one window. Given a
-    storyboard's `shots` (parse_storyboard), those prompts are followed instead of `prompt`, one giving way
-    to the next over `transition` frames; `fps` for messages in seconds."""
+    """A prompt, or a storyboard's Script of timed prompts, -> a video longer than one window, made window by
+    window (editing/long_video.py) and written as it is made: a FrameStream for combine_video, in the
+    memory of one window."""
     s = settings
     vae.tiling(s.tile, s.overlap)
     vae.latent_shape(s.frames, s.height, s.width)
     windows = Windows.from_frames(s.window, s.window_overlap, vae.temporal_stride, s.correction)
     storyboard = None
-    if shots is None:
-        guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
-    else:
+    if isinstance(prompt, Script):
         negative_prompt = None if s.cfg == 1.0 else negative_prompt
-        storyboard, negative = encode_storyboard(text_encoder, shots, negative_prompt, transition, fps)
+        storyboard, negative = encode_storyboard(text_encoder, prompt, negative_prompt)
         guider = Guider(dit, storyboard.contexts[:1], negative, s.cfg, low_noise_dit, s.boundary)
+    else:
+        guider = prompt_guider(dit, text_encoder, prompt, negative_prompt, s, low_noise_dit)
     size = (s.frames, s.height, s.width)
     made = LongVideo(guider, settings_sampling(s), vae, size, windows, storyboard=storyboard)
     return made.frames(progress or host.progress_bars(), s.tile, s.overlap)

@@ -35,7 +35,7 @@ import torch
 from spacetime.cli import TINY_WORLD_COMMAND
 from spacetime.editing import DEFAULT_BLEND
 from spacetime.editing.long_video import join_frames, latent_windows
-from spacetime.editing.storyboard import parse_storyboard
+from spacetime.editing.storyboard import Script, parse_storyboard
 from spacetime.pipeline import TINY_WORLD_SETTINGS, load_tiny_world, long_video
 from spacetime.training.captions import caption
 from spacetime.training.evaluate import evaluate_video, frame_changes
@@ -120,7 +120,9 @@ def quality(count: int, seconds: float, transition: float, fp32: bool, keep: Pat
         shots = parse_storyboard(script(board, seconds), FPS)
         settings = replace(base, frames=frames, seed=number)
         video = frames_of(
-            long_video(dit, text_encoder, vae, "", "", settings, None, quiet, shots, transition * FPS, FPS)
+            long_video(
+                dit, text_encoder, vae, Script(tuple(shots), transition * FPS, FPS), "", settings, None, quiet
+            )
         )
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)

@@ -263,7 +263,6 @@ def long_video_windows(
     windows: Windows,
     codec: Codec,
     step_callback: Callable[[], None] | None = None,
-    window_callback: Callable[[int, int], None] | None = None,
     start: torch.Tensor | None = None,
     storyboard: Storyboard | None = None,
 ) -> Iterator[LongVideoWindow]:
@@ -273,8 +272,7 @@ def long_video_windows(
     use too: it is decoded once) and encoded again; the first opens with `start` (a video B×3×1×H×W in
     -1..1), if given, as its first frame. Known frames are pinned, or given through the image condition of an
     image-to-video model. With a `storyboard` (fitted to the video), each window is guided by the shots its
-    latent frames see (Storyboard.window), and the guider's own prompt is not used. `window_callback(k,
-    count)` is called as each window starts."""
+    latent frames see (Storyboard.window), and the guider's own prompt is not used."""
     batch, channels, frames, height, width = shape
     window = windows.window
     count = windows.count(frames)
@@ -283,8 +281,6 @@ def long_video_windows(
     previous = None  # the window before
     references = {}  # the colour correction's: each shot's first window's new frames (one shot: the first's)
     for index in range(count):
-        if window_callback is not None:
-            window_callback(index, count)
         opening = known = head = None  # the opening's latent; the window's known frames; their latent
         if previous is not None:
             known = previous.video()[:, :, -windows.opening_frames :]  # encoded as a clip's start

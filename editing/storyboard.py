@@ -62,6 +62,16 @@ class Shot:
             ) from None
 
 
+@dataclass(frozen=True)
+class Script:
+    """A storyboard as written: its shots (parse_storyboard), the transition between them in frames, and
+    the frame rate its times were read at (for messages in seconds)."""
+
+    shots: tuple[Shot, ...]
+    transition: float = 0.0
+    fps: float | None = None
+
+
 def parse_time(text: str, fps: float, line: int) -> int:
     """A time as written in a storyboard -> video frames (seconds are rounded to the nearest frame)."""
     match = TIME.match(text.strip().lower())

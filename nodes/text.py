@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .. import host
-from ..editing.storyboard import DEFAULT_TRANSITION, MAX_TRANSITION, parse_storyboard
+from ..editing.storyboard import DEFAULT_TRANSITION, MAX_TRANSITION, Script, parse_storyboard
 from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, loader_dtypes
 from ..pipeline import encode_storyboard
 from ..text_encoders import WAN_NEGATIVE_PROMPT, check_text, load_text_encoder
@@ -145,7 +145,8 @@ class SpacetimeStoryboard:
         if not (isinstance(transition, int | float) and 0 <= transition <= MAX_TRANSITION):
             raise ValueError(f"transition={transition!r} seconds: expected 0 to {MAX_TRANSITION:g}.")
         host.throw_if_interrupted()
-        encoded, negative = encode_storyboard(text_encoder, shots, negative_prompt, transition * fps, fps)
+        script = Script(tuple(shots), transition * fps, fps)
+        encoded, negative = encode_storyboard(text_encoder, script, negative_prompt)
         device = host.intermediate_device()
         positive = replace(encoded, contexts=encoded.contexts.to(device)).conditioning()
         return (positive, [[negative.to(device), {"pooled_output": None}]])

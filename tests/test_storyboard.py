@@ -12,6 +12,7 @@ from test_long_video import tiny
 
 from spacetime.editing.long_video import LongVideo, Windows
 from spacetime.editing.storyboard import (
+    Script,
     Shot,
     Storyboard,
     fit_shots,
@@ -199,7 +200,7 @@ def test_a_one_line_storyboard_is_todays_long_video_bit_for_bit(tiny_world):
     prompt = "a red circle moving left on a blue background"
     today = _frames(long_video(dit, text_encoder, vae, prompt, "", SETTINGS, progress=QUIET))
     shots = parse_storyboard(f"0 | {prompt}", fps=16)
-    made = long_video(dit, text_encoder, vae, "", "", SETTINGS, progress=QUIET, shots=shots)
+    made = long_video(dit, text_encoder, vae, Script(tuple(shots)), "", SETTINGS, progress=QUIET)
     assert today.shape[0] == 33 and torch.equal(_frames(made), today)
 
 
@@ -209,7 +210,7 @@ def test_windows_follow_their_shots_and_a_change_costs_one_extra_pass_only_where
     shots = parse_storyboard(
         "0 | a red circle on a blue background\n1s | a green square on a blue background", fps=16
     )
-    storyboard, negative = encode_storyboard(text_encoder, shots, "", transition=4.0, fps=16)
+    storyboard, negative = encode_storyboard(text_encoder, Script(tuple(shots), 4.0, 16), "")
     guider = prompt_guider(dit, text_encoder, "", "", SETTINGS)
     guider = replace(guider, positive=storyboard.contexts[:1], negative=negative)
     batches = []
@@ -338,7 +339,7 @@ def test_colour_correction_takes_each_shots_first_window_as_its_reference(tiny_w
     shots = parse_storyboard(
         "0 | a red circle on a blue background\n24f | a green square on a blue background", 16
     )
-    storyboard, negative = encode_storyboard(text_encoder, shots, "", transition=4.0, fps=16)
+    storyboard, negative = encode_storyboard(text_encoder, Script(tuple(shots), 4.0, 16), "")
     storyboard = storyboard.fitted(65)
     guider = replace(prompt_guider(dit, text_encoder, "", "", SETTINGS), positive=storyboard.contexts[:1])
     guider = replace(guider, negative=negative)

@@ -87,7 +87,7 @@ def test_single_image_round_trips_through_one_latent_frame(vae_file):
         (8, 32, 32, r"frames=8 must be 4k\+1 .* use 5 or 9"),
         (0, 32, 32, r"frames=0 must be 4k\+1"),
         (9, 36, 32, "height=36 must be a multiple of 8 .* use 32 or 40"),
-        (9, 32, 4, r"width=4 must be a multiple of 8 .* use 8\."),
+        (9, 32, 4, r"width=4 is below the smallest size this VAE makes, 8 pixels .* use 8 or more\."),
     ],
 )
 def test_invalid_sizes_name_the_nearest_valid_ones(vae_file, frames, height, width, message):
