@@ -49,11 +49,15 @@ def generate(
     prompt: str, seed: int, frames: int, steps: int, correction: float, output: Path
 ) -> tuple[Path, float, float]:
     """-> (file, seconds, peak resident MiB) of one `generate` run in its own process."""
-    command = [
-        sys.executable, "-m", "spacetime", "generate", prompt, "--frames", str(frames), "--steps", str(steps),
-        "--window", str(WINDOW), "--window-overlap", str(OVERLAP), "--correction", str(correction),
-        "--seed", str(seed),
-    ]  # fmt: skip
+    return run_generate([
+        prompt, "--frames", str(frames), "--steps", str(steps), "--window", str(WINDOW),
+        "--window-overlap", str(OVERLAP), "--correction", str(correction), "--seed", str(seed),
+    ], output)  # fmt: skip
+
+
+def run_generate(arguments: list[str], output: Path) -> tuple[Path, float, float]:
+    """-> (file, seconds, peak resident MiB) of `python -m spacetime generate ARGUMENTS` in its own process,
+    writing into `output`."""
     # VmHWM: the peak resident memory of this process image (ru_maxrss would also count the parent's,
     # which a child inherits across fork and exec).
     script = (
@@ -64,7 +68,7 @@ def generate(
     )
     start = time.time()
     result = subprocess.run(
-        [sys.executable, "-c", script, *command[3:]],
+        [sys.executable, "-c", script, "generate", *arguments],
         capture_output=True, text=True, env={**os.environ, "SPACETIME_OUTPUT_DIR": str(output)},
     )  # fmt: skip
     seconds = time.time() - start

@@ -20,9 +20,6 @@ alone, do windows and shots join without a step, and does memory stay that of on
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +40,15 @@ from spacetime.training.scene import Scene
 from spacetime.training.world import HELDOUT_TRIPLES, _sample_background, sample_object
 from spacetime.video import Provenance, combine_video
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from long_video import run_generate
+
 FPS, SHOTS, STRIDE = 16, 4, 4
+
+
+def video_frames(frames: float) -> int:
+    """At least `frames` frames, as a video's 4k+1."""
+    return 1 + STRIDE * -(-(round(frames) - 1) // STRIDE)
 
 
 def storyboards(count: int, seconds: float, seed: int = 0) -> list[list[tuple[str, dict]]]:
@@ -112,7 +117,7 @@ def shot_changes(frames: np.ndarray, changes_at: list[int], transition: int) -> 
 def quality(count: int, seconds: float, transition: float, fp32: bool, keep: Path | None) -> None:
     dit, text_encoder, vae = load_tiny_world(dtype=torch.float32 if fp32 else None)
     base = TINY_WORLD_SETTINGS if fp32 else TINY_WORLD_COMMAND
-    frames = 1 + STRIDE * -(-round(seconds * FPS - 1) // STRIDE)
+    frames = video_frames(seconds * FPS)
     shot_frames = round(seconds * FPS / SHOTS)
     rows, singles, alone_joins, board_steps = [], {}, [], []
     start = time.time()
@@ -138,7 +143,7 @@ def quality(count: int, seconds: float, transition: float, fp32: bool, keep: Pat
             # the frames no transition shares (the whole shot when transitions cover it)
             inside = evaluate_video(video[first:last], target) if last - first >= 8 else scored
             if text not in singles:
-                alone = replace(base, frames=1 + STRIDE * -(-(shot_frames - 1) // STRIDE), seed=number)
+                alone = replace(base, frames=video_frames(shot_frames), seed=number)
                 single = frames_of(long_video(dit, text_encoder, vae, text, "", alone, None, quiet))
                 singles[text] = evaluate_video(single, target)
                 alone_joins.extend(shot_changes(single, [], 0)["joins"])
@@ -184,31 +189,10 @@ def peak_memory(seconds: float, board: list[tuple[str, dict]], folder: Path) -> 
     """(seconds, peak resident MiB) of `generate --storyboard` in its own process."""
     path = folder / f"storyboard_{seconds:g}.txt"
     path.write_text(script(board, seconds) + "\n")
-    frames = 1 + STRIDE * -(-round(seconds * FPS - 1) // STRIDE)
-    script_text = (
-        "import runpy, sys; sys.argv = ['spacetime', *sys.argv[1:]]\n"
-        "try:\n    runpy.run_module('spacetime', run_name='__main__')\n"
-        "finally:\n    print('PEAK', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
-        " file=sys.stderr)\n"
-    )
-    command = [
-        "generate",
-        "--storyboard",
-        str(path),
-        "--frames",
-        str(frames),
-        "-o",
-        str(folder / f"{seconds:g}.mp4"),
-    ]
-    start = time.time()
-    result = subprocess.run(
-        [sys.executable, "-c", script_text, *command], capture_output=True, text=True,
-        env={**os.environ, "SPACETIME_OUTPUT_DIR": str(folder)},
-    )  # fmt: skip
-    peak = re.search(r"PEAK (\d+)", result.stderr)
-    if result.returncode or peak is None:
-        raise RuntimeError(f"generate failed:\n{result.stderr[-2000:]}")
-    return time.time() - start, int(peak.group(1)) / 1024
+    arguments = ["--storyboard", str(path), "--frames", str(video_frames(seconds * FPS)), "-o",
+                 str(folder / f"{seconds:g}.mp4")]  # fmt: skip
+    _, took, peak = run_generate(arguments, folder)
+    return took, peak
 
 
 def memory() -> None:
