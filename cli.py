@@ -168,9 +168,10 @@ def _generate(args: argparse.Namespace) -> int:
     shots = _read_storyboard(args)
     prompts = [args.prompt] if shots is None else [shot.prompt for shot in shots]
     names = ["the prompt"] if shots is None else [f"storyboard line {shot.line}" for shot in shots]
+    blocklist = user_blocklist()  # the user's blocklist, as the Prompt Guard node reads it
     for prompt, name in zip(prompts, names, strict=True):
         check_text(prompt, name)
-        check_prompt(prompt, user_blocklist())  # the user's blocklist, as the Prompt Guard node reads it
+        check_prompt(prompt, blocklist)
     if args.negative_prompt is not None:
         check_text(args.negative_prompt, "--negative-prompt")
     from .dit import load_dit

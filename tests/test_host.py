@@ -202,12 +202,9 @@ def test_models_already_on_the_compute_device_stay(no_comfyui):
         assert device == module.weight.device == host.compute_device()
 
 
-def test_guidance_runs_its_passes_one_at_a_time_when_only_one_fits(second_device, caplog):
-    """Under a budget that holds the weights and one pass's work but not both passes at once, sampling
-    runs the conditional and unconditional passes one after the other: the same result."""
+def _two_block_dit_and_patches():
+    """A 2-block Wan DiT with random weights, the patches of a 2×8×8 latent, and a seeded generator."""
     from spacetime.dit.patchify import SpacetimePatches, patchify
-    from spacetime.samplers.denoiser import Sampling, denoise
-    from spacetime.samplers.guidance import Guider
 
     config = replace(T2V, num_layers=2)
     model = WanDiT(config)
@@ -215,7 +212,17 @@ def test_guidance_runs_its_passes_one_at_a_time_when_only_one_fits(second_device
     model.requires_grad_(False)
     tokens, grid = patchify(torch.zeros(1, 16, 2, 8, 8), config.patch_size)
     patches = SpacetimePatches(tokens, grid, config.patch_size, config.latent_format)
-    generator = torch.Generator().manual_seed(1)
+    return model, patches, torch.Generator().manual_seed(1)
+
+
+def test_guidance_runs_its_passes_one_at_a_time_when_only_one_fits(second_device, caplog):
+    """Under a budget that holds the weights and one pass's work but not both passes at once, sampling
+    runs the conditional and unconditional passes one after the other: the same result."""
+    from spacetime.samplers.denoiser import Sampling, denoise
+    from spacetime.samplers.guidance import Guider
+
+    model, patches, generator = _two_block_dit_and_patches()
+    config, tokens = model.config, patches.tokens
     guider = Guider(model, torch.randn(1, 5, config.text_dim, generator=generator),
                     torch.randn(1, 5, config.text_dim, generator=generator), cfg=4.0)  # fmt: skip
     sampling = Sampling(torch.linspace(1.0, 0.0, 3), "euler", seed=3)
@@ -233,17 +240,11 @@ def test_a_storyboard_window_counts_a_pass_per_prompt_and_splits_them_when_they_
 ):
     """A window that two shots share runs three passes (two prompts and the negative): as one batch when
     they fit, one after the other when only one does, with the same result."""
-    from spacetime.dit.patchify import SpacetimePatches, patchify
     from spacetime.samplers.denoiser import Sampling, denoise
     from spacetime.samplers.guidance import Guider, Timeline
 
-    config = replace(T2V, num_layers=2)
-    model = WanDiT(config)
-    model.load_state_dict(random_wan_state_dict(config, seed=4))
-    model.requires_grad_(False)
-    tokens, grid = patchify(torch.zeros(1, 16, 2, 8, 8), config.patch_size)
-    patches = SpacetimePatches(tokens, grid, config.patch_size, config.latent_format)
-    generator = torch.Generator().manual_seed(1)
+    model, patches, generator = _two_block_dit_and_patches()
+    config, tokens = model.config, patches.tokens
     contexts = torch.randn(2, 5, config.text_dim, generator=generator)
     timeline = Timeline(contexts, torch.tensor([[1.0, 0.25], [0.0, 0.75]]))
     guider = Guider(model, contexts[:1], torch.randn(1, 5, config.text_dim, generator=generator), cfg=4.0,
