@@ -148,7 +148,7 @@ def encode_storyboard(
     with host.on_compute_device(text_encoder.model) as device:
         context = text_encoder.encode([*prompts, *negatives], device)
     count = len(prompts)
-    storyboard = Storyboard(tuple(script.shots), context[:count], script.transition, script.fps)
+    storyboard = Storyboard(script, context[:count])
     return storyboard, (context[count:] if negatives else None)
 
 

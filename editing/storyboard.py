@@ -25,7 +25,7 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -70,6 +70,10 @@ class Script:
     shots: tuple[Shot, ...]
     transition: float = 0.0
     fps: float | None = None
+
+    def __post_init__(self):
+        if not (math.isfinite(self.transition) and self.transition >= 0):
+            raise ValueError(f"transition={self.transition!r} frames: expected 0 or more.")
 
 
 def parse_time(text: str, fps: float, line: int) -> int:
@@ -215,12 +219,22 @@ def shot_weights(starts: Sequence[int], times: torch.Tensor, transition: float) 
 
 @dataclass(frozen=True)
 class Storyboard:
-    """Shots with their encoded prompts (K×S×E, one per shot) and the transition between them (frames)."""
+    """A Script with its prompts encoded (K×S×E, one per shot)."""
 
-    shots: tuple[Shot, ...]
+    script: Script
     contexts: torch.Tensor
-    transition: float = 0.0
-    fps: float | None = None  # for messages in seconds
+
+    @property
+    def shots(self) -> tuple[Shot, ...]:
+        return self.script.shots
+
+    @property
+    def transition(self) -> float:
+        return self.script.transition
+
+    @property
+    def fps(self) -> float | None:
+        return self.script.fps
 
     def __post_init__(self):
         if self.contexts.ndim != 3 or self.contexts.shape[0] != len(self.shots):
@@ -228,8 +242,6 @@ class Storyboard:
                 f"{len(self.shots)} shots with contexts of shape {tuple(self.contexts.shape)}: expected one "
                 "context per shot (K×S×E)."
             )
-        if not (math.isfinite(self.transition) and self.transition >= 0):
-            raise ValueError(f"transition={self.transition!r} frames: expected 0 or more.")
 
     @classmethod
     def from_conditioning(cls, conditioning) -> Storyboard | None:
@@ -252,7 +264,7 @@ class Storyboard:
             [torch.nn.functional.pad(e[0], (0, 0, 0, length - e[0].shape[1])) for e in timed]
         )
         options = timed[0][1][SHOT_KEY]
-        return cls(shots, contexts, float(options["transition"]), options.get("fps"))
+        return cls(Script(shots, float(options["transition"]), options.get("fps")), contexts)
 
     def conditioning(self) -> list:
         """As a timed CONDITIONING: one entry per shot, its timing under SHOT_KEY."""
@@ -264,7 +276,7 @@ class Storyboard:
     def fitted(self, frames: int) -> Storyboard:
         """The storyboard of a video of `frames` frames (fit_shots)."""
         shots = tuple(fit_shots(self.shots, frames, self.fps))
-        return Storyboard(shots, self.contexts, self.transition, self.fps)
+        return Storyboard(replace(self.script, shots=shots), self.contexts)
 
     def window(self, first: int, count: int, stride: int) -> Timeline:
         """The shots latent frames first .. first + count - 1 see (those with any weight there), in order."""

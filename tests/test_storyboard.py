@@ -122,7 +122,7 @@ def test_each_window_sees_the_shots_its_latent_frames_fall_in():
         Shot(start, end, p, n)
         for n, (start, end, p) in enumerate([(0, 40, "a"), (40, 80, "b"), (80, 97, "c")])
     )
-    storyboard = Storyboard(shots, contexts, transition=8)
+    storyboard = Storyboard(Script(shots, transition=8), contexts)
     inside = storyboard.window(0, 5, 4)  # frames 0..16: the first shot alone
     assert inside.contexts.shape[0] == 1 and torch.equal(inside.contexts[0], contexts[0])
     crossing = storyboard.window(8, 5, 4)  # latent frames 8..12 at frames 30.5 .. 46.5: a then b
@@ -165,7 +165,7 @@ def test_timeline_refuses_a_window_of_another_length():
 
 def test_storyboard_travels_as_a_timed_conditioning_and_is_read_back():
     shots = (Shot(0, 16, "a", 1), Shot(16, None, "b", 2))
-    storyboard = Storyboard(shots, torch.randn(2, 5, 8), 4.0, 16.0)
+    storyboard = Storyboard(Script(shots, 4.0, 16.0), torch.randn(2, 5, 8))
     conditioning = storyboard.conditioning()
     assert len(conditioning) == 2 and conditioning[1][1]["spacetime_shot"]["start"] == 16
     back = Storyboard.from_conditioning(conditioning)
@@ -271,7 +271,7 @@ def test_storyboard_node_feeds_long_video_which_follows_its_shots(tiny_world):
 
 
 def test_dit_denoiser_sends_a_storyboard_to_long_video():
-    storyboard = Storyboard((Shot(0, 8, "a", 1), Shot(8, None, "b", 2)), torch.zeros(2, 4, 8))
+    storyboard = Storyboard(Script((Shot(0, 8, "a", 1), Shot(8, None, "b", 2))), torch.zeros(2, 4, 8))
     with pytest.raises(ValueError, match=r"a storyboard of 2 shots.*connect it to Long Video"):
         conditioning_context(storyboard.conditioning(), 1, "positive")
 
