@@ -13,7 +13,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from . import host
+from . import host, parallel
 from .checkpoint import convert_pickle_to_safetensors
 from .dit.attention import BACKENDS
 from .editing.storyboard import (
@@ -23,6 +23,7 @@ from .editing.storyboard import (
     Shot,
     fit_shots,
     parse_storyboard,
+    read_storyboard,
     storyboard_frames,
 )
 from .ops import COMPUTE_DTYPES, default_compute_dtype
@@ -35,13 +36,12 @@ from .streaming import DoesNotFit
 from .text_encoders import WAN_NEGATIVE_PROMPT, check_text
 from .vae import MAX_SIZE
 from .video import FORMATS, Encoding, Provenance, combine_video
-from .video.combine import check_output
+from .video.combine import FrameStream, check_output
 from .video.patterns import moving_pattern
 
 # Tiny World from the command line: its settings with step caching on (benchmarks/tiny_world_speed.py).
 TINY_WORLD_COMMAND = replace(TINY_WORLD_SETTINGS, cache=RECOMMENDED_THRESHOLD)
 DEFAULT_FORMAT = "video/h264-mp4"
-MAX_STORYBOARD_BYTES = 1 << 20
 
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Stopped by a signal: 128 + its number, as the shell reports a program that the signal ended.
@@ -146,19 +146,7 @@ def _read_storyboard(args: argparse.Namespace) -> list[Shot] | None:
         return None
     if not (math.isfinite(args.transition) and 0 <= args.transition <= MAX_TRANSITION):
         raise ValueError(f"--transition {args.transition:g}: expected 0 to {MAX_TRANSITION:g} seconds.")
-    path = Path(args.storyboard)
-    if not path.is_file():
-        raise FileNotFoundError(f"--storyboard {path}: no such file.")
-    if path.stat().st_size > MAX_STORYBOARD_BYTES:
-        raise ValueError(
-            f"--storyboard {path} is {path.stat().st_size} bytes; a storyboard is a short text file (at most "
-            f"{MAX_STORYBOARD_BYTES // 1024} KiB)."
-        )
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"--storyboard {path} is not UTF-8 text: save it as UTF-8.") from None
-    shots = parse_storyboard(text, args.fps)
+    shots = parse_storyboard(read_storyboard(Path(args.storyboard), "--storyboard"), args.fps)
     if args.frames is None:
         args.frames = storyboard_frames(shots)
     return shots
@@ -174,21 +162,37 @@ def _generate(args: argparse.Namespace) -> int:
         check_prompt(prompt, blocklist)
     if args.negative_prompt is not None:
         check_text(args.negative_prompt, "--negative-prompt")
+    settings, negative, tiny_world = _run_settings(args)
+    if shots is not None:
+        fit_shots(shots, settings.frames, args.fps)  # a shot past the video's end is found before loading
+    destination = _destination(args, (settings.frames, settings.height, settings.width))
+    if args.parallel_guidance and settings.cfg == 1.0:
+        raise ValueError("--parallel-guidance splits guidance's two passes, and cfg 1 has one: leave it out.")
+    split, device = parallel.start(args.device, 2 if args.parallel_guidance else 1)  # torchrun's processes
+    try:
+        return _generate_on(args, settings, negative, tiny_world, shots, destination, split, device)
+    finally:
+        parallel.finish()
+
+
+def _generate_on(
+    args, settings: Settings, negative: str, tiny_world: bool, shots, destination, split, device
+) -> int:
+    """generate's work once its options are checked (`destination`: _destination's): the VAE on `device` (None:
+    the host's choice), over torchrun's processes with `split`; the main process writes the file."""
     from .dit import load_dit
     from .pipeline import load_tiny_world, long_video, text_to_video
     from .text_encoders import load_text_encoder
     from .vae import load_vae
 
-    settings, negative, tiny_world = _run_settings(args)
-    if shots is not None:
-        fit_shots(shots, settings.frames, args.fps)  # a shot past the video's end is found before loading
-    format, path = _destination(args, (settings.frames, settings.height, settings.width))
-    if not args.no_watermark:
+    main, (format, path) = parallel.main_process(), destination
+    if not main:
+        host.show_console(False)  # one process reports
+    elif not args.no_watermark:
         from .provenance.watermark import installation_key
 
         installation_key()  # made or read now: a user folder where it cannot be is found before sampling
     host.set_memory_budget(args.vram)
-    device = args.device  # checked (_device)
     if tiny_world:  # shipped with the pack
         dit, text_encoder, vae = load_tiny_world(vae_device=device, dtype=COMPUTE_DTYPES[args.dtype])
     else:
@@ -205,9 +209,12 @@ def _generate(args: argparse.Namespace) -> int:
         if args.low_noise_dit
         else None
     )
+    vae.parallel = split.decode_group(device) if split is not None else None
     for model in (dit, low_noise):
         if model is not None:
-            model.attention = args.attention
+            if split is not None:  # found before sampling
+                parallel.check_heads(model.config.num_heads, split.sequence.size, model.config.name)
+            model.attention, model.parallel = args.attention, split
             if args.compile:
                 model.compile_blocks()
     dit = _with_loras(dit, args.lora)
@@ -218,7 +225,11 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         make = long_video if settings.frames > settings.window else text_to_video
         frames = make(dit, text_encoder, vae, args.prompt, negative, settings, low_noise)
-    _write(args, frames, format, path, Provenance(watermark=not args.no_watermark))
+    if main:
+        _write(args, frames, format, path, Provenance(watermark=not args.no_watermark))
+    else:  # the others decode their share of the tiles (and make a long video's windows) as the file is written
+        for _ in frames.chunks if isinstance(frames, FrameStream) else ():
+            pass
     return 0
 
 
@@ -400,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--schedule", choices=list(SCHEDULES), help=f"default {wan.schedule}")
     generate.add_argument(
         "--device", type=_device, help="where the VAE decodes (default: the GPU when there is one)"
+    )
+    generate.add_argument(
+        "--parallel-guidance",
+        action="store_true",
+        help="under torchrun: guidance's conditional and unconditional passes on two halves of the processes, "
+        "each half splitting the tokens (default: all processes split the tokens of both passes)",
     )
     generate.add_argument(
         "--vram",

@@ -280,6 +280,17 @@ def throw_if_interrupted() -> None:
 # Progress ----------------------------------------------------------------------------------
 
 
+_console_shown = True
+
+
+def show_console(shown: bool) -> None:
+    """Whether the command line's progress bars and notes are shown (off in all but one of torchrun's
+    processes, which would otherwise each draw them)."""
+    global _console_shown
+    _console_shown = shown
+    logging.getLogger("spacetime").setLevel(logging.INFO if shown else logging.ERROR)
+
+
 class ConsoleProgressBar:
     """A minimal progress bar on stderr for the command line; silent when stderr is not a terminal."""
 
@@ -289,7 +300,9 @@ class ConsoleProgressBar:
         self.description = description
         self.stream = stream if stream is not None else sys.stderr
         self._last_draw = 0.0
-        self._enabled = stream is not None or getattr(self.stream, "isatty", lambda: False)()
+        self._enabled = stream is not None or (
+            _console_shown and getattr(self.stream, "isatty", lambda: False)()
+        )
 
     def update(self, steps: int = 1) -> None:
         self.update_absolute(self.current + steps)

@@ -23,6 +23,7 @@ from torch import nn
 from ..latent_formats import LatentFormat
 from ..lora import Lora, active
 from ..ops import CastLinear, CastsOnUse, FloatLayerNorm, RMSNorm, cast_parameter, layer_weights
+from ..parallel import Parallel, check_heads, ulysses
 from .attention import Kernel, kernel, sdpa
 from .config import WanConfig
 from .patchify import patchify, unpatchify
@@ -165,14 +166,17 @@ class WanBlock(nn.Module):
         rope: torch.Tensor,
         image: torch.Tensor | None = None,
         attend: Kernel = sdpa,
+        self_attend: Kernel | None = None,
     ) -> torch.Tensor:
         """x: B×L×D float32, e0: B×(L or 1)×6×D float32, context: B×S×D, image: B×I×D image tokens (Wan
-        2.1 I2V / FLF2V) -> B×L×D float32; `attend`: the attention kernel."""
+        2.1 I2V / FLF2V) -> B×L×D float32; `attend`: the attention kernel, `self_attend` the self-attention's
+        when it differs (a sequence split's: parallel.ulysses)."""
         dtype = context.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
             cast_parameter(self, "modulation", e0, torch.float32) + e0
         ).unbind(2)
-        y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(dtype), rope=rope, attend=attend)
+        x_sa = modulate(self.norm1(x), shift_sa, scale_sa).to(dtype)
+        y = self.self_attn(x_sa, rope=rope, attend=self_attend or attend)
         x = x + y.float() * gate_sa
         cross_input = self.norm3(x).to(dtype)
         if isinstance(self.cross_attn, ImageCrossAttention):
@@ -203,6 +207,7 @@ class WanDiT(nn.Module):
 
     loras: tuple = ()  # (Lora, strength) pairs applied while this handle runs (with_lora)
     attention: str = "auto"  # the attention backend (dit/attention.py's BACKENDS)
+    parallel: Parallel | None = None  # a forward split over processes (parallel.py); None: this one alone
 
     def __init__(self, config: WanConfig, compute_dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -275,18 +280,34 @@ class WanDiT(nn.Module):
         config, dtype = self.config, self.compute_dtype
         timestep = self._check_inputs(tokens, grid, timestep, context)
 
+        batch, length = tokens.shape[:2]
+        rope = rope_frequencies(grid, config.head_dim, tokens.device)  # 2×L×K/2
+        attend = self_attend = kernel(self.attention, tokens.device, dtype, config.head_dim)
+        split = self.parallel
+        if split is not None:  # this process's share of the batch and of the tokens
+            check_heads(config.num_heads, split.sequence.size, config.name)
+            by_batch, sequence = split.batch_group(batch), split.sequence
+            if by_batch is not None:
+                tokens, timestep, context = (by_batch.split(t, 0) for t in (tokens, timestep, context))
+                image = by_batch.split(image, 0) if image is not None and image.shape[0] == batch else image
+            if timestep.shape[1] == length:
+                timestep = sequence.split(timestep, 1)
+            tokens, rope = sequence.split(tokens, 1), sequence.split(rope, 1)
+            self_attend = ulysses(attend, sequence, length)
+
         x = self.patch_embedding(tokens.to(dtype)).float()  # B×L×D
         e = self.time_embedding(timestep_embedding(timestep, config.freq_dim))  # B×(L|1)×D, float32
         e0 = self.time_projection(e).unflatten(-1, (6, config.dim))  # B×(L|1)×6×D
         context = self.text_embedding(self._pad_text(context).to(dtype))  # B×S×D
         image = self._image_tokens(image, tokens.shape[0])  # B×I×D or None
-        rope = rope_frequencies(grid, config.head_dim, x.device)  # L×K/2 complex
-        attend = kernel(self.attention, x.device, dtype, config.head_dim)
 
         for block in self.blocks:
-            x = block(x, e0, context, rope, image, attend)
+            x = block(x, e0, context, rope, image, attend, self_attend)
 
         out = self.head(x, e)  # B×L×(pt ph pw c), Wan's head order
+        if split is not None:  # every process's tokens, then every batch item, on every process
+            out = split.sequence.gather(out, 1, length)
+            out = by_batch.gather(out, 0, batch) if by_batch is not None else out
         pt, ph, pw = config.patch_size
         return rearrange(out, "b l (pt ph pw c) -> b l (c pt ph pw)", pt=pt, ph=ph, pw=pw)
 
@@ -294,8 +315,12 @@ class WanDiT(nn.Module):
         """About the most one forward over `batch` sequences of `tokens` tokens holds beside the weights, for
         placing the model: in a block, the float32 residual stream, its norm and modulation, the projected
         q, k and v in the compute dtype, and RoPE rotating q and k in float32, or the MLP's hidden layer;
-        plus the per-token modulation when timesteps are per token."""
+        plus the per-token modulation when timesteps are per token. Split over processes, this process's
+        share."""
         config, width = self.config, self.compute_dtype.itemsize
+        if self.parallel is not None:
+            by_batch = self.parallel.batch_group(batch)
+            batch, tokens = batch // (by_batch.size if by_batch else 1), self.parallel.sequence.chunk(tokens)
         attention = 4 * 4 * config.dim + 3 * width * config.dim + 2 * 4 * 2 * config.dim
         mlp = 3 * 4 * config.dim + width * (config.dim + 2 * config.ffn_dim)
         modulation = 6 * 4 * config.dim if per_token_timesteps else 0  # e0 is B×L×6×D then

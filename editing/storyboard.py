@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -35,6 +36,7 @@ TIME = re.compile(r"^(?:(?P<minutes>\d+):(?P<seconds>\d+(?:\.\d+)?)|(?P<value>\d
 DEFAULT_TRANSITION = 1.0  # seconds over which one shot's prompt gives way to the next
 MAX_TRANSITION = 30.0  # seconds: the node's widget's maximum
 MAX_SHOTS = 256  # a storyboard's prompts are encoded in one batch
+MAX_STORYBOARD_BYTES = 1 << 20  # a storyboard file: a short text
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,22 @@ def parse_time(text: str, fps: float, line: int) -> int:
         float(match["value"]) if match["value"] else 60 * int(match["minutes"]) + float(match["seconds"])
     )
     return round(seconds * fps)
+
+
+def read_storyboard(path: Path, name: str) -> str:
+    """The text of a storyboard file (`name`: how the user gave it, for the errors): UTF-8, at most
+    MAX_STORYBOARD_BYTES."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} {path}: no such file.")
+    if path.stat().st_size > MAX_STORYBOARD_BYTES:
+        raise ValueError(
+            f"{name} {path} is {path.stat().st_size} bytes; a storyboard is a short text file (at most "
+            f"{MAX_STORYBOARD_BYTES // 1024} KiB)."
+        )
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{name} {path} is not UTF-8 text: save it as UTF-8.") from None
 
 
 def parse_storyboard(text: str, fps: float) -> list[Shot]:

@@ -282,29 +282,39 @@ class CausalVideoVAE(nn.Module):
         mean, _log_variance = self.conv1(torch.cat(chunks, dim=2)).chunk(2, dim=1)
         return mean
 
-    def decode(self, latent: torch.Tensor, progress=None, sink=None, tiles=None) -> torch.Tensor | None:
+    def decode(
+        self, latent: torch.Tensor, progress=None, sink=None, tiles=None, share=None
+    ) -> torch.Tensor | None:
         """Frames in -1..1, one latent frame at a time; with `sink`, each chunk of frames is handed
         to it and nothing is kept (memory does not grow with the number of frames). With `tiles`
-        (a SpatialTiling), each chunk is decoded tile by tile, every tile with its own time cache."""
+        (a SpatialTiling), each chunk is decoded tile by tile, every tile with its own time cache; with
+        `share` too (a parallel.Group), the group's processes decode the tiles in turns and share them."""
         chunks = []
-        for frames in self.decode_chunks(latent, progress, tiles):
+        for frames in self.decode_chunks(latent, progress, tiles, share):
             if sink is None:
                 chunks.append(frames)
             else:
                 sink(frames)
         return torch.cat(chunks, dim=2) if sink is None else None
 
-    def decode_chunks(self, latent: torch.Tensor, progress=None, tiles=None) -> Iterator[torch.Tensor]:
+    def decode_chunks(
+        self, latent: torch.Tensor, progress=None, tiles=None, share=None
+    ) -> Iterator[torch.Tensor]:
         """The frames of each latent frame in turn (1, then 4 at a time), as `decode` makes them."""
         x = self.conv2(latent)
         regions = tiles.regions(latent.shape[3], latent.shape[4]) if tiles else [(slice(None), slice(None))]
-        caches = [TimeCache() for _ in regions]
+        share = share if tiles and share is not None and share.size > 1 else None
+        mine = range(len(regions)) if share is None else range(share.rank, len(regions), share.size)
+        caches = {i: TimeCache() for i in mine}
         for index in range(latent.shape[2]):
-            parts = []
-            for (rows, columns), cache in zip(regions, caches, strict=True):
+            parts = [None] * len(regions)
+            for i, cache in caches.items():
+                rows, columns = regions[i]
                 cache.start_chunk()
                 part = self.decoder(x[:, :, index : index + 1, rows, columns], cache)
-                parts.append(self.unpatchify(part).clamp_(-1.0, 1.0))
+                parts[i] = self.unpatchify(part).clamp_(-1.0, 1.0)
+            if share is not None:
+                parts = share.share(parts, x)
             yield tiles.blend(parts, latent.shape[3], latent.shape[4]) if tiles else parts[0]
             if progress:
                 progress()

@@ -14,6 +14,7 @@ import torch
 
 from .. import host
 from ..latent_formats import LatentFormat
+from ..parallel import Group
 from .causal import CausalVideoVAE
 from .tiling import SpatialTiling
 
@@ -36,6 +37,7 @@ class VideoVAE:
     device: torch.device | None = (
         None  # where it always runs (the command line's --device); None: placed per use
     )
+    parallel: Group | None = None  # processes that decode the spatial tiles in turns (parallel.py)
 
     @property
     def temporal_stride(self) -> int:
@@ -188,7 +190,7 @@ class VideoVAE:
             tiles = tiles or self.auto_tiling(latent, device)
             latent = latent.to(device, self.dtype)
             if tiles is not None or sink is not None or device.type != "cuda":
-                video = self.model.decode(latent, progress, chunk_sink, tiles)
+                video = self.model.decode(latent, progress, chunk_sink, tiles, self.parallel)
             else:
                 try:
                     video = self.model.decode(latent, progress, None, None)
@@ -201,7 +203,7 @@ class VideoVAE:
                         AUTO_OVERLAP // self.spatial_stride,
                         self.spatial_stride,
                     )
-                    video = self.model.decode(latent, progress, None, tiles)
+                    video = self.model.decode(latent, progress, None, tiles, self.parallel)
         return None if video is None else video.float()
 
     def decode_frames(
@@ -222,7 +224,9 @@ class VideoVAE:
         with self._on_device() as device:
             tiles = tiles or self.auto_tiling(latent, device)
             for item in latent.split(1):
-                for frames in self.model.decode_chunks(item.to(device, self.dtype), progress, tiles):
+                for frames in self.model.decode_chunks(
+                    item.to(device, self.dtype), progress, tiles, self.parallel
+                ):
                     yield video_to_frames(frames.float())
 
     def frames_for(self, latent_frames: int) -> int:
