@@ -34,11 +34,11 @@ from wan_vae_reference import TINY_21, random_vae_state_dict
 
 TWO_HEADS = replace(TINY, num_layers=2)  # heads 32 wide, 2 of them: one a process
 SPLITS = {"sequence": 1, "guidance": 2}  # guidance groups: 1 (both processes split the tokens) or 2
-CASES = ("forward", "per_token", "image", "sampling", "pinned", "windows")
+CASES = ("forward", "per_token", "image", "sampling", "cached", "experts", "pinned", "windows")
 IMAGE = replace(TWO_HEADS, in_channels=36, image_dim=40)  # Wan 2.1 I2V's CLIP cross-attention beside the text
 
 
-def _cases(dit, image_dit, vae) -> dict[str, torch.Tensor]:
+def _cases(dit, image_dit, low_noise, vae) -> dict[str, torch.Tensor]:
     """Every case's result on this process, as the DiTs (and the VAE) are split now."""
     generator = torch.Generator().manual_seed(2)
     positive, negative = contexts()
@@ -64,6 +64,9 @@ def _cases(dit, image_dit, vae) -> dict[str, torch.Tensor]:
     guider = Guider(dit, positive, negative, cfg=5.0)
     sampling = Sampling(linear_schedule(10, shift=3.0), "unipc", seed=1)
     results["sampling"] = denoise(guider, patches, sampling).tokens
+    results["cached"] = denoise(guider, patches, replace(sampling, cache=1.0)).tokens  # step caching
+    experts = Guider(dit, positive, negative, cfg=5.0, low_noise_dit=low_noise, boundary=0.5)  # A14B's switch
+    results["experts"] = denoise(experts, patches, sampling).tokens
     known = torch.randn(patches.tokens.shape, generator=generator)
     pinned = torch.zeros(patches.tokens.shape[:2], dtype=torch.bool)
     pinned[:, :3] = True  # the first latent frame
@@ -81,14 +84,16 @@ def _worker(rank: int, size: int, port: int, folder: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=size)
     torch.set_num_threads(1)
     with torch.no_grad():
-        dit, image_dit = tiny_dit(config=TWO_HEADS), tiny_dit(config=IMAGE)
+        models = tiny_dit(config=TWO_HEADS), tiny_dit(config=IMAGE), tiny_dit(seed=1, config=TWO_HEADS)
         vae = load_vae(Path(folder) / "vae.safetensors")
-        results = {f"{case}_alone": value for case, value in _cases(dit, image_dit, vae).items()}
+        results = {f"{case}_alone": value for case, value in _cases(*models, vae).items()}
         latent = torch.randn(1, 16, 2, 6, 10, generator=torch.Generator().manual_seed(4))
         results["tiles_alone"] = vae.decode(latent, tile=32, overlap=8)
         for name, groups in SPLITS.items():
-            dit.parallel = image_dit.parallel = parallel.groups(rank, size, groups)
-            results |= {f"{case}_{name}": value for case, value in _cases(dit, image_dit, vae).items()}
+            split = parallel.groups(rank, size, groups)
+            for model in models:
+                model.parallel = split
+            results |= {f"{case}_{name}": value for case, value in _cases(*models, vae).items()}
         vae.parallel = parallel.Group(size, rank)
         results["tiles_shared"] = vae.decode(latent, tile=32, overlap=8)
     if rank == 0:
@@ -116,6 +121,12 @@ def test_two_processes_make_what_one_makes(results, case, split):
     alone, split_result = results[f"{case}_alone"], results[f"{case}_{split}"]
     assert alone.abs().mean() > 0.05  # something was computed
     torch.testing.assert_close(split_result, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_the_cases_exercise_what_they_name(results):
+    """Step caching reused steps, and the low-noise expert took over, so those results differ from sampling's."""
+    for case in ("cached", "experts"):
+        assert (results[f"{case}_alone"] - results["sampling_alone"]).abs().max() > 1e-3
 
 
 def test_the_vae_tiles_dealt_between_processes_blend_into_the_same_decode(results):
