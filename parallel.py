@@ -16,7 +16,6 @@ attention's keys and cropped from the output, so the result is the single proces
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-
-log = logging.getLogger("spacetime")
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # as dit/attention.py's
 
