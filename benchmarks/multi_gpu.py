@@ -42,7 +42,9 @@ def _worker(args: argparse.Namespace) -> None:
     from spacetime.samplers.guidance import Guider
 
     split, device = parallel.start(None, 2 if args.guidance else 1)
-    device = device or torch.device("cpu")
+    device = device or torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )  # one process: no torchrun
     config = PRESETS[MODEL]
     if args.cpu:
         config = replace(config, dim=256, ffn_dim=512, num_layers=2, head_dim=64)
@@ -94,7 +96,9 @@ def _launch(processes: int, args: argparse.Namespace) -> dict | None:
         command += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     command += [__file__, "--worker", "--steps", str(args.steps)]
     command += ["--guidance"] * args.guidance + ["--cpu"] * args.cpu
-    env = os.environ | ({"OMP_NUM_THREADS": "1"} if args.cpu else {})
+    env = os.environ | (
+        {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""} if args.cpu else {}
+    )  # --cpu: gloo
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode or not lines:
