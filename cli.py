@@ -20,9 +20,9 @@ from .editing.storyboard import (
     DEFAULT_TRANSITION,
     MAX_TRANSITION,
     Script,
-    Shot,
     fit_shots,
     parse_storyboard,
+    read_shot_images,
     read_storyboard,
     storyboard_frames,
 )
@@ -134,9 +134,9 @@ def _run_settings(args: argparse.Namespace) -> tuple[Settings, str, bool]:
     return settings, negative, not given
 
 
-def _read_storyboard(args: argparse.Namespace) -> list[Shot] | None:
-    """--storyboard's shots (None without it), with --frames set to its length when not given; exactly one
-    of the prompt and --storyboard."""
+def _read_storyboard(args: argparse.Namespace) -> Script | None:
+    """--storyboard's shots and their images (None without it), with --frames set to its length when not
+    given; exactly one of the prompt and --storyboard."""
     if (args.prompt is None) == (args.storyboard is None):
         raise ValueError(
             'generate needs a prompt or --storyboard FILE (one of the two): e.g. generate "a red circle '
@@ -149,11 +149,13 @@ def _read_storyboard(args: argparse.Namespace) -> list[Shot] | None:
     shots = parse_storyboard(read_storyboard(Path(args.storyboard), "--storyboard"), args.fps)
     if args.frames is None:
         args.frames = storyboard_frames(shots)
-    return shots
+    images = read_shot_images(shots, Path(args.storyboard).parent)
+    return Script(tuple(shots), args.transition * args.fps, args.fps, images)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    shots = _read_storyboard(args)
+    script = _read_storyboard(args)
+    shots = None if script is None else script.shots
     prompts = [args.prompt] if shots is None else [shot.prompt for shot in shots]
     names = ["the prompt"] if shots is None else [f"storyboard line {shot.line}" for shot in shots]
     blocklist = user_blocklist()  # the user's blocklist, as the Prompt Guard node reads it
@@ -170,13 +172,13 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError("--parallel-guidance splits guidance's two passes, and cfg 1 has one: leave it out.")
     split, device = parallel.start(args.device, 2 if args.parallel_guidance else 1)  # torchrun's processes
     try:
-        return _generate_on(args, settings, negative, tiny_world, shots, destination, split, device)
+        return _generate_on(args, settings, negative, tiny_world, script, destination, split, device)
     finally:
         parallel.finish()
 
 
 def _generate_on(
-    args, settings: Settings, negative: str, tiny_world: bool, shots, destination, split, device
+    args, settings: Settings, negative: str, tiny_world: bool, script, destination, split, device
 ) -> int:
     """generate's work once its options are checked (`destination`: _destination's): the VAE on `device` (None:
     the host's choice), over torchrun's processes with `split`; the main process writes the file."""
@@ -219,8 +221,7 @@ def _generate_on(
                 model.compile_blocks()
     dit = _with_loras(dit, args.lora)
     low_noise = _with_loras(low_noise, args.low_noise_lora) if low_noise is not None else None
-    if shots is not None:  # the storyboard's windows, however long
-        script = Script(tuple(shots), args.transition * args.fps, args.fps)
+    if script is not None:  # the storyboard's windows, however long
         frames = long_video(dit, text_encoder, vae, script, negative, settings, low_noise)
     else:
         make = long_video if settings.frames > settings.window else text_to_video
@@ -337,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--storyboard",
         metavar="FILE",
         help="a text file of timed prompts, one shot per line, `START[-END] | prompt` (seconds, or frames as "
-        "64f, at --fps); the video is as long as the last shot's end unless --frames is given",
+        "64f, at --fps), `... | prompt | image: FILE` for a shot from an image (a file beside the storyboard's); "
+        "the video is as long as the last shot's end unless --frames is given",
     )
     generate.add_argument(
         "--transition",

@@ -66,14 +66,21 @@ def image_condition(plan: ClipPlan, encode: EncodeClips, stride: int) -> tuple[t
     return latent, known_mask(known, stride, tuple(latent.shape[3:]), plan.batch)
 
 
-def opening_condition(known: torch.Tensor, latent_frames: int, stride: int, encode) -> ImageCondition:
+def opening_condition(
+    known: torch.Tensor, latent_frames: int, stride: int, encode, held: dict | None = None
+) -> ImageCondition:
     """An image-to-video model's condition for a clip of `latent_frames` that opens with the frames `known`
-    (a video B×3×P×H×W in -1..1), grey after them: the clip encoded (`encode`: video -> raw latent) and the
-    mask of those frames."""
+    (a video B×3×P×H×W in -1..1), grey after them except where `held` (latent frame ≥ 1 -> a video
+    B×3×1×H×W) holds a frame still over a latent frame's `stride` frames: the clip encoded (`encode`: video
+    -> raw latent) and the mask of the known frames."""
     frames = 1 + stride * (latent_frames - 1)
     video = known.new_zeros(*known.shape[:2], frames, *known.shape[3:])  # 0: grey in -1..1
     video[:, :, : known.shape[2]] = known
     flags = torch.arange(frames) < known.shape[2]
+    for frame, image in (held or {}).items():
+        first = 1 + stride * (frame - 1)
+        video[:, :, first : first + stride] = image
+        flags[first : first + stride] = True
     latent = encode(video).float().cpu()
     return ImageCondition(latent, known_mask(flags, stride, tuple(latent.shape[3:]), known.shape[0]))
 

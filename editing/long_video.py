@@ -42,10 +42,11 @@ from ..image_encoders import encode_images
 from ..samplers.denoiser import Sampling, denoise
 from ..samplers.guidance import Guider
 from ..samplers.noise import MAX_SEED
-from ..vae import VideoVAE, video_to_frames
+from ..vae import VideoVAE, frames_to_video, video_to_frames
 from ..video.combine import FrameStream
 from .assembly import DEFAULT_BLEND, spread_joins
 from .condition import opening_condition
+from .placement import LEAD_IN_LATENT_FRAMES, fit_frames, inside_latent, rgb_frames
 from .storyboard import Storyboard
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # video B×3×F×H×W in -1..1 -> raw latent B×C×T×h×w
@@ -265,6 +266,7 @@ def long_video_windows(
     step_callback: Callable[[], None] | None = None,
     start: torch.Tensor | None = None,
     storyboard: Storyboard | None = None,
+    pins: dict[int, torch.Tensor] | None = None,
 ) -> Iterator[LongVideoWindow]:
     """The windows of a raw latent video of `shape` (B×C×T×H×W, T as long as wanted), each as it is made;
     window k uses the sampling's seed + k (window_seed: wrapping past 2**64 - 1 to 0). Each window after the
@@ -272,7 +274,10 @@ def long_video_windows(
     use too: it is decoded once) and encoded again; the first opens with `start` (a video B×3×1×H×W in
     -1..1), if given, as its first frame. Known frames are pinned, or given through the image condition of an
     image-to-video model. With a `storyboard` (fitted to the video), each window is guided by the shots its
-    latent frames see (Storyboard.window), and the guider's own prompt is not used."""
+    latent frames see (Storyboard.window), and the guider's own prompt is not used. `pins` (latent frame ->
+    a video B×3×1×H×W in -1..1): frames held still over those latent frames (a storyboard shot's image),
+    known to the window that makes them as its opening is (that window also sees the shot before, through its
+    opening, so it is not colour-corrected)."""
     batch, channels, frames, height, width = shape
     window = windows.window
     count = windows.count(frames)
@@ -291,11 +296,16 @@ def long_video_windows(
         opened = 0 if opening is None else opening.shape[2]
         new = min(window - opened, frames - made)
         latent = torch.zeros(batch, channels, opened + new, height, width)
+        held = {opened + j - made: image for j, image in (pins or {}).items() if made <= j < made + new}
         mask = None
+        if head is not None or held:
+            mask = torch.ones(batch, 1, latent.shape[2], height, width)
         if head is not None:
             latent[:, :, : head.shape[2]] = head
-            mask = torch.ones(batch, 1, latent.shape[2], height, width)
             mask[:, :, : head.shape[2]] = 0.0
+        for frame, image in held.items():
+            latent[:, :, frame : frame + 1] = held_latent(image, windows.stride, codec.encode)
+            mask[:, :, frame] = 0.0
         window_guider, shot = guider, 0
         if storyboard is not None:
             timeline = storyboard.window(made - opened, opened + new, windows.stride)
@@ -305,7 +315,7 @@ def long_video_windows(
             positive = timeline.contexts[:1]
             window_guider = replace(guider, positive=positive, timeline=timeline if several else None)
         if guider.dit.config.concat_condition:  # known frames through the condition, not pinned
-            condition = opening_condition(known, latent.shape[2], windows.stride, codec.encode)
+            condition = opening_condition(known, latent.shape[2], windows.stride, codec.encode, held)
             if guider.dit.config.image_dim:
                 condition = replace(condition, features=codec.image_features(known[:, :, :1]))
             window_guider = replace(window_guider, image=condition)
@@ -322,6 +332,13 @@ def long_video_windows(
         made += generated.shape[2]
         previous = LongVideoWindow(opening, generated, codec.decode)
         yield previous
+
+
+def held_latent(image: torch.Tensor, stride: int, encode: Encode) -> torch.Tensor:
+    """A frame (video B×3×1×H×W in -1..1) held still over one latent frame inside a clip, encoded as known
+    frames mid-clip are (placement.inside_clip: after a still lead-in, dropped again) -> B×C×1×h×w."""
+    video = image.expand(-1, -1, 1 + (LEAD_IN_LATENT_FRAMES + 1) * stride, -1, -1)
+    return inside_latent(encode(video)).float().cpu()
 
 
 def long_video_latent(made_windows: Iterable[LongVideoWindow]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -372,12 +389,22 @@ class LongVideo:
     start: torch.Tensor | None = None  # the first frame, a video B×3×1×H×W in -1..1
     image_encoder: object | None = None  # Wan 2.1 I2V: the CLIP vision encoder
     storyboard: Storyboard | None = None  # timed prompts, instead of the guider's one
+    # the storyboard's images after the video's first frame, by the latent frame each is held at
+    pins: dict[int, torch.Tensor] = field(init=False)
 
     def __post_init__(self):
-        check_model(self.guider.dit, self.start is not None, self.image_encoder is not None)
         frames, height, width = self.size
         if self.storyboard is not None:
             object.__setattr__(self, "storyboard", self.storyboard.fitted(frames))
+        pins = self._shot_images()
+        if 0 in pins and self.start is not None:
+            raise ValueError(
+                f"storyboard line {self.storyboard.shots[0].line} starts the video from an image, and Long "
+                "Video's image input gives another: keep one of the two."
+            )
+        object.__setattr__(self, "start", pins.pop(0, self.start))
+        object.__setattr__(self, "pins", pins)
+        check_model(self.guider.dit, self.start is not None, self.image_encoder is not None)
         self.vae.latent_shape(frames, height, width)
         self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)
         shape = self.shape
@@ -406,6 +433,7 @@ class LongVideo:
             tick,
             start=self.start,
             storyboard=self.storyboard,
+            pins=self.pins,
         )
         latent, openings = long_video_latent(made_windows)
         entry = windows_entry(self.shape[2], windows.window, windows.overlap, windows.stride, openings)
@@ -430,6 +458,7 @@ class LongVideo:
             tick,
             start=self.start,
             storyboard=self.storyboard,
+            pins=self.pins,
         )
 
         def new_frames():  # the opening's frames are left out; a window's video is held until the next is made
@@ -440,6 +469,27 @@ class LongVideo:
 
         frames = spread_joins(new_frames(), windows.join_frames(shape[2]))
         return FrameStream(self.size[0], self.size[1], self.size[2], frames)
+
+    def _shot_images(self) -> dict[int, torch.Tensor]:
+        """The storyboard's images (cropped to the video's size, as videos 1×3×1×H×W in -1..1) by the latent
+        frame each is held at (Storyboard.image_frames; 0: the video's first frame)."""
+        if self.storyboard is None:
+            return {}
+        frames, height, width = self.size
+        stride, last = self.vae.temporal_stride, self.vae.latent_shape(*self.size)[2] - 1
+        images = {}
+        for frame, index in self.storyboard.image_frames(stride).items():
+            shot = self.storyboard.shots[index]
+            if frame > last:
+                raise ValueError(
+                    f"storyboard line {shot.line} starts from an image at frame {shot.start}, too near the "
+                    f"video's end ({frames} frames) to hold it for {stride} frames: start the shot earlier, or "
+                    "make the video longer."
+                )
+            name = f"storyboard line {shot.line}'s image"
+            image = rgb_frames(self.storyboard.script.image(index), name)[:1]
+            images[frame] = frames_to_video(fit_frames(image, width, height, "crop"))
+        return images
 
     def _image_features(self, video: torch.Tensor) -> torch.Tensor:
         """CLIP features (B×I×E) of a video's frames B×3×1×H×W in -1..1, squeezed to the encoder's size as

@@ -4,7 +4,9 @@
     4 | a green square moving up on a blue background
     8-16 | a yellow star turning on a blue background
 
-A line is `START[-END] | prompt`. Times are seconds (`4`, `4.5`, `4s`, `1:30`) or frames (`64f`); END
+A line is `START[-END] | prompt`, or `START[-END] | prompt | image: REF` for a shot that starts from an
+image (REF: on the node, the image's number in its `images` input, from 1; on the command line, a file,
+relative to the storyboard's folder). Times are seconds (`4`, `4.5`, `4s`, `1:30`) or frames (`64f`); END
 defaults to the next line's START, and the last line's to the video's end. Blank lines and lines starting
 with `#` are skipped. The shots must cover the video from frame 0 to its end, with no gap or overlap.
 
@@ -15,6 +17,11 @@ is linear, so this is classifier-free guidance towards a prompt that changes alo
 inside one shot runs exactly as a single-prompt window does (one prompt, one pass). The blend of
 predictions, not of text embeddings, is Gen-L-Video's (Wang et al. 2023): each pass sees the whole window
 under one prompt the model knows, and the frames between move from one to the other in one denoising.
+
+A shot's image is a known frame of the video, as Image to Video's: the video's first frame for a shot at 0,
+else held still over the latent frame nearest the shot's start (`image_latent_frame`), which the window
+making that frame pins (or gives an image-to-video model through its condition), while the prompts blend
+around it as for any change: the frames before it move from the last shot into the image.
 
 Axes: K shots a window sees, T latent frames, S text tokens, E text width.
 """
@@ -32,6 +39,9 @@ import torch
 
 from ..samplers.guidance import SHOT_KEY, Timeline
 
+IMAGE_FIELD = re.compile(
+    r"^(?:(?P<prompt>.*?)\s*\|\s*)?image\s*:\s*(?P<image>.*?)$", re.IGNORECASE | re.DOTALL
+)
 TIME = re.compile(r"^(?:(?P<minutes>\d+):(?P<seconds>\d+(?:\.\d+)?)|(?P<value>\d+(?:\.\d+)?)(?P<unit>s|f)?)$")
 DEFAULT_TRANSITION = 1.0  # seconds over which one shot's prompt gives way to the next
 MAX_TRANSITION = 30.0  # seconds: the node's widget's maximum
@@ -42,12 +52,14 @@ MAX_STORYBOARD_BYTES = 1 << 20  # a storyboard file: a short text
 @dataclass(frozen=True)
 class Shot:
     """One line of a storyboard: its prompt, the video frames [start, end) it covers (end None: up to the
-    next shot, or the video's end), and where it was written (`line`, 1-based) for messages."""
+    next shot, or the video's end), where it was written (`line`, 1-based) for messages, and the image it
+    starts from as written (`image`: a number or a file name; None: no image)."""
 
     start: int
     end: int | None
     prompt: str
     line: int
+    image: str | None = None
 
     def options(self, transition: float, fps: float | None) -> dict:
         """What a timed CONDITIONING entry carries under SHOT_KEY (transition in frames)."""
@@ -56,7 +68,7 @@ class Shot:
     @classmethod
     def from_options(cls, options, prompt: str = "") -> Shot:
         try:
-            return cls(options["start"], options["end"], prompt, options["line"])
+            return cls(options["start"], options["end"], prompt, options["line"], options.get("image_ref"))
         except (KeyError, TypeError):
             raise ValueError(
                 f"a storyboard shot's timing {options!r} lacks start, end or line: connect Storyboard "
@@ -66,16 +78,32 @@ class Shot:
 
 @dataclass(frozen=True)
 class Script:
-    """A storyboard as written: its shots (parse_storyboard), the transition between them in frames, and
-    the frame rate its times were read at (for messages in seconds)."""
+    """A storyboard as written: its shots (parse_storyboard), the transition between them in frames, the
+    frame rate its times were read at (for messages in seconds), and the images the shots start from (one
+    per shot, None for a shot without; each an IMAGE 1×H×W×C in 0..1; empty: no shot has one)."""
 
     shots: tuple[Shot, ...]
     transition: float = 0.0
     fps: float | None = None
+    images: tuple[torch.Tensor | None, ...] = ()
 
     def __post_init__(self):
         if not (math.isfinite(self.transition) and self.transition >= 0):
             raise ValueError(f"transition={self.transition!r} frames: expected 0 or more.")
+        if self.images and len(self.images) != len(self.shots):
+            raise ValueError(
+                f"{len(self.images)} shot images for {len(self.shots)} shots: expected one per shot."
+            )
+        for shot, image in zip(self.shots, self.images, strict=False):
+            if (shot.image is None) != (image is None):
+                raise ValueError(
+                    f"storyboard line {shot.line}: its image {shot.image!r} was not found "
+                    f"({'none given' if image is None else 'given to a shot that names none'})."
+                )
+
+    def image(self, index: int) -> torch.Tensor | None:
+        """Shot `index`'s image (None: it has none)."""
+        return self.images[index] if self.images else None
 
 
 def parse_time(text: str, fps: float, line: int) -> int:
@@ -123,11 +151,11 @@ def parse_storyboard(text: str, fps: float) -> list[Shot]:
         if not line or line.startswith("#"):
             continue
         times, bar, prompt = line.partition("|")
-        prompt = prompt.strip()
+        prompt, image = split_image(prompt.strip(), number)
         if not bar or not prompt:
             raise ValueError(
                 f"storyboard line {number}: {line[:80]!r} has no prompt: write `START[-END] | prompt`, e.g. "
-                "`0-4 | a red circle moving left`."
+                "`0-4 | a red circle moving left` (a shot from an image: `4 | it rolls away | image: 1`)."
             )
         start_text, dash, end_text = times.strip().partition("-")
         start = parse_time(start_text, fps, number)
@@ -136,7 +164,7 @@ def parse_storyboard(text: str, fps: float) -> list[Shot]:
             raise ValueError(
                 f"storyboard line {number}: the shot ends ({end_text.strip()}) before it starts."
             )
-        shots.append(Shot(start, end, prompt, number))
+        shots.append(Shot(start, end, prompt, number, image))
     if not shots:
         raise ValueError("the storyboard has no shots: write one per line, `START[-END] | prompt`.")
     if len(shots) > MAX_SHOTS:
@@ -160,9 +188,74 @@ def parse_storyboard(text: str, fps: float) -> list[Shot]:
                 f"storyboard line {shot.line}: ends at frame {shot.end}, which {kind} line {after.line} (starting "
                 f"at frame {after.start}): end it where the next shot starts, or leave its end out."
             )
-    return [
-        Shot(shot.start, after.start, shot.prompt, shot.line) for shot, after in itertools.pairwise(shots)
-    ] + [shots[-1]]
+    return [replace(shot, end=after.start) for shot, after in itertools.pairwise(shots)] + [shots[-1]]
+
+
+def split_image(text: str, line: int) -> tuple[str, str | None]:
+    """A line's text after its times -> (prompt, the image it names or None): `prompt | image: REF`. A `|`
+    inside a prompt is kept when no `image:` follows it."""
+    match = IMAGE_FIELD.match(text)
+    if match is None:
+        return text, None
+    if not match["image"]:
+        raise ValueError(
+            f"storyboard line {line}: `image:` names no image: write its number on the node (image: 1), or a "
+            "file on the command line (image: fox.png)."
+        )
+    return match["prompt"] or "", match["image"]
+
+
+def shot_images(shots: Sequence[Shot], images: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Each shot's image from an IMAGE batch (the Storyboard node's `images`), as `image: N` names it (from
+    1); () when no shot names one."""
+    if all(shot.image is None for shot in shots):
+        return ()
+    found = []
+    for shot in shots:
+        if shot.image is None:
+            found.append(None)
+            continue
+        count = 0 if images is None else len(images)
+        if not shot.image.isdigit() or not 1 <= int(shot.image) <= count:
+            given = "no images are connected" if images is None else f"images holds {count}"
+            raise ValueError(
+                f"storyboard line {shot.line}: image {shot.image!r}: {given}. Name an image by its number in the "
+                "images input, from 1 (connect Load Image, or a batch of images, to images)."
+            )
+        found.append(images[int(shot.image) - 1 :][:1])
+    return tuple(found)
+
+
+def read_shot_images(shots: Sequence[Shot], folder: Path) -> tuple[torch.Tensor | None, ...]:
+    """Each shot's image from the file `image: FILE` names (relative to `folder`, the storyboard's), as an
+    IMAGE 1×H×W×C in 0..1 (turned upright by its EXIF orientation, as ComfyUI's Load Image does); () when no
+    shot names one."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if all(shot.image is None for shot in shots):
+        return ()
+    found = []
+    for shot in shots:
+        if shot.image is None:
+            found.append(None)
+            continue
+        path = folder / Path(shot.image).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"storyboard line {shot.line}: image {shot.image!r}: no such file {path} (a file name is read from "
+                "the storyboard's folder)."
+            )
+        try:
+            with Image.open(path) as opened:
+                picture = ImageOps.exif_transpose(opened)
+                picture = picture.convert("RGBA" if "A" in picture.getbands() else "RGB")
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+            raise ValueError(
+                f"storyboard line {shot.line}: cannot read the image {path} ({error}): give a PNG, JPEG or WebP."
+            ) from None
+        pixels = torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8)
+        found.append(pixels.view(1, picture.height, picture.width, -1).float() / 255)
+    return tuple(found)
 
 
 def rewrite_storyboard(text: str, rewrite: Callable[[str], str]) -> str:
@@ -173,8 +266,10 @@ def rewrite_storyboard(text: str, rewrite: Callable[[str], str]) -> str:
     for raw in text.splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
-            times, _, prompt = raw.partition("|")
-            raw = f"{times.rstrip()} | {' '.join(rewrite(prompt.strip()).split())}"
+            times, _, rest = raw.partition("|")
+            prompt, image = split_image(rest.strip(), 0)
+            raw = f"{times.rstrip()} | {' '.join(rewrite(prompt).split())}"
+            raw += f" | image: {image}" if image is not None else ""
         lines.append(raw)
     return "\n".join(lines)
 
@@ -210,7 +305,14 @@ def fit_shots(shots: Sequence[Shot], frames: int, fps: float | None = None) -> l
             f"the storyboard ends at {when(last.end)} (line {last.line}) but the video runs {frames} frames: "
             "leave the last shot's end out, or set the video's length to the storyboard's."
         )
-    return [*shots[:-1], Shot(last.start, frames, last.prompt, last.line)]
+    return [*shots[:-1], replace(last, end=frames)]
+
+
+def image_latent_frame(start: int, stride: int) -> int:
+    """The latent frame a shot starting at video frame `start` holds its image in: 0 (the video's first
+    frame) for a shot at 0, else the latent frame whose `stride` frames lie nearest the shot's first ones
+    (latent frame j ≥ 1 holds frames stride·(j − 1) + 1 .. stride·j)."""
+    return 0 if start == 0 else max(1, math.floor((start + stride - 1) / stride + 0.5))
 
 
 def latent_frame_times(first: int, count: int, stride: int) -> torch.Tensor:
@@ -277,19 +379,32 @@ class Storyboard:
                 "connect Storyboard (Spacetime)'s positive output as it comes."
             )
         shots = tuple(Shot.from_options(entry[1][SHOT_KEY]) for entry in timed)
+        images = tuple(entry[1][SHOT_KEY].get("image") for entry in timed)
         length = max(entry[0].shape[1] for entry in timed)
         contexts = torch.cat(
             [torch.nn.functional.pad(e[0], (0, 0, 0, length - e[0].shape[1])) for e in timed]
         )
         options = timed[0][1][SHOT_KEY]
-        return cls(Script(shots, float(options["transition"]), options.get("fps")), contexts)
+        script = Script(shots, float(options["transition"]), options.get("fps"), images)
+        return cls(script, contexts)
 
     def conditioning(self) -> list:
-        """As a timed CONDITIONING: one entry per shot, its timing under SHOT_KEY."""
-        return [
-            [context[None], {"pooled_output": None, SHOT_KEY: shot.options(self.transition, self.fps)}]
-            for shot, context in zip(self.shots, self.contexts, strict=True)
-        ]
+        """As a timed CONDITIONING: one entry per shot, its timing under SHOT_KEY (and its image, if any)."""
+        entries = []
+        for index, (shot, context) in enumerate(zip(self.shots, self.contexts, strict=True)):
+            options = shot.options(self.transition, self.fps)
+            if shot.image is not None:
+                options |= {"image_ref": shot.image, "image": self.script.image(index)}
+            entries.append([context[None], {"pooled_output": None, SHOT_KEY: options}])
+        return entries
+
+    def image_frames(self, stride: int) -> dict[int, int]:
+        """The latent frame each shot's image is pinned at -> the shot's index (image_latent_frame)."""
+        return {
+            image_latent_frame(shot.start, stride): index
+            for index, shot in enumerate(self.shots)
+            if shot.image is not None
+        }
 
     def fitted(self, frames: int) -> Storyboard:
         """The storyboard of a video of `frames` frames (fit_shots)."""

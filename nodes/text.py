@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .. import host
-from ..editing.storyboard import DEFAULT_TRANSITION, MAX_TRANSITION, Script, parse_storyboard
+from ..editing.storyboard import DEFAULT_TRANSITION, MAX_TRANSITION, Script, parse_storyboard, shot_images
+from ..inputs import check_image
 from ..ops import COMPUTE_DTYPES, WEIGHT_DTYPES, loader_dtypes
 from ..pipeline import encode_storyboard
 from ..text_encoders import WAN_NEGATIVE_PROMPT, check_text, load_text_encoder
@@ -122,7 +123,8 @@ class SpacetimeStoryboard:
     DESCRIPTION = (
         "A video laid out as timed prompts, one shot per line: `START[-END] | prompt`. Times are seconds (4, "
         "4.5, 1:30) or frames (64f); a shot ends where the next starts, the last at the video's end. Long "
-        "Video follows the shots, each prompt giving way to the next over the transition."
+        "Video follows the shots, each prompt giving way to the next over the transition. A shot can start "
+        "from an image: `4 | it rolls away | image: 1` (the first of the images input)."
     )
 
     @classmethod
@@ -134,10 +136,13 @@ class SpacetimeStoryboard:
                 "negative_prompt": ("STRING", {"multiline": True, "default": WAN_NEGATIVE_PROMPT, "tooltip": "What to steer away from, in every shot (Tiny World: leave it empty)."}),
                 "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 240.0, "step": 1.0, "tooltip": "Frames per second the times are read at: the frame rate you give Video Combine (Wan and Tiny World: 16)."}),
                 "transition": ("FLOAT", {"default": DEFAULT_TRANSITION, "min": 0.0, "max": MAX_TRANSITION, "step": 0.25, "tooltip": "Seconds over which one shot's prompt gives way to the next, centred on the change. 0: the new prompt from the shot's first frame (the picture still changes over a few frames: each window continues the one before)."}),
-            }
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Optional: images shots start from. A line ending `| image: 2` starts its shot from the second image of this batch (Batch Images joins several Load Image): the video's first frame for a shot at 0, else held for a few frames at the shot's start, with the frames before it moving into it over the transition. Cropped to Long Video's size."}),
+            },
         }  # fmt: skip
 
-    def encode(self, text_encoder, storyboard, negative_prompt, fps, transition):
+    def encode(self, text_encoder, storyboard, negative_prompt, fps, transition, images=None):
         shots = parse_storyboard(storyboard, fps)
         for shot in shots:
             check_text(shot.prompt, f"storyboard line {shot.line}")
@@ -145,7 +150,9 @@ class SpacetimeStoryboard:
         if not (isinstance(transition, int | float) and 0 <= transition <= MAX_TRANSITION):
             raise ValueError(f"transition={transition!r} seconds: expected 0 to {MAX_TRANSITION:g}.")
         host.throw_if_interrupted()
-        script = Script(tuple(shots), transition * fps, fps)
+        if images is not None:
+            check_image(images, "images")
+        script = Script(tuple(shots), transition * fps, fps, shot_images(shots, images))
         encoded, negative = encode_storyboard(text_encoder, script, negative_prompt)
         device = host.intermediate_device()
         positive = replace(encoded, contexts=encoded.contexts.to(device)).conditioning()
