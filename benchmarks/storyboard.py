@@ -1,7 +1,7 @@
 """Storyboards with Tiny World: does each shot show what its prompt asks as well as a video of that prompt
 alone, do windows and shots join without a step, and does memory stay that of one window?
 
-    python benchmarks/storyboard.py [--count 24] [--seconds 16] [--transition 1] [--memory]
+    python benchmarks/storyboard.py [--count 24] [--seconds 16] [--transition 1] [--images] [--memory]
 
 - Shots: `count` storyboards of 4 shots of `seconds`/4 each, built from Tiny World's held-out prompts
   (combinations it never saw in training): the 4 shots of a storyboard differ in colour, shape and motion
@@ -13,6 +13,9 @@ alone, do windows and shots join without a step, and does memory stay that of on
 - Steps: at every window join and at every shot change, the frame-to-frame change over the video's
   median change (seam_ratios); for a shot change also the largest step over its transition (and, as at
   window joins, the spread after it: assembly.DEFAULT_BLEND frames).
+- --images: each shot after the first also starts from an image (`| image: N`): the first frame of the
+  single-prompt video of its prompt, made first; the storyboards are made with and without the images,
+  same seeds, and both are scored.
 - --memory: peak resident memory of `generate --storyboard` (its defaults) for 10 s and 60 s storyboards
   of the same 4 prompts, each in its own process.
 """
@@ -32,7 +35,7 @@ import torch
 from spacetime.cli import TINY_WORLD_COMMAND
 from spacetime.editing import DEFAULT_BLEND
 from spacetime.editing.long_video import join_frames, latent_windows
-from spacetime.editing.storyboard import Script, parse_storyboard
+from spacetime.editing.storyboard import Script, parse_storyboard, shot_images
 from spacetime.pipeline import TINY_WORLD_SETTINGS, load_tiny_world, long_video
 from spacetime.training.captions import caption
 from spacetime.training.evaluate import evaluate_video, frame_changes
@@ -82,9 +85,13 @@ def storyboards(count: int, seconds: float, seed: int = 0) -> list[list[tuple[st
     return made
 
 
-def script(shots: list[tuple[str, dict]], seconds: float) -> str:
+def script(shots: list[tuple[str, dict]], seconds: float, with_images: bool = False) -> str:
+    """The storyboard's text; `with_images`: each shot after the first starts from image N (its number)."""
     length = seconds / len(shots)
-    return "\n".join(f"{index * length:g} | {text}" for index, (text, _) in enumerate(shots))
+    return "\n".join(
+        f"{index * length:g} | {text}" + (f" | image: {index + 1}" if with_images and index else "")
+        for index, (text, _) in enumerate(shots)
+    )
 
 
 def frames_of(stream) -> np.ndarray:
@@ -114,70 +121,90 @@ def shot_changes(frames: np.ndarray, changes_at: list[int], transition: int) -> 
     }
 
 
-def quality(count: int, seconds: float, transition: float, fp32: bool, keep: Path | None) -> None:
+def quality(
+    count: int, seconds: float, transition: float, fp32: bool, keep: Path | None, images: bool
+) -> None:
     dit, text_encoder, vae = load_tiny_world(dtype=torch.float32 if fp32 else None)
-    base = TINY_WORLD_SETTINGS if fp32 else TINY_WORLD_COMMAND
+    base = TINY_WORLD_COMMAND if not fp32 else TINY_WORLD_SETTINGS
     frames = video_frames(seconds * FPS)
     shot_frames = round(seconds * FPS / SHOTS)
-    rows, singles, alone_joins, board_steps = [], {}, [], []
+    variants = ("storyboard", "with images") if images else ("storyboard",)
+    rows = {variant: [] for variant in variants}
+    steps_of = {variant: [] for variant in variants}
+    singles, firsts, alone_joins = {}, {}, []
     start = time.time()
     for number, board in enumerate(storyboards(count, seconds)):
-        shots = parse_storyboard(script(board, seconds), FPS)
-        settings = replace(base, frames=frames, seed=number)
-        video = frames_of(
-            long_video(
-                dit, text_encoder, vae, Script(tuple(shots), transition * FPS, FPS), "", settings, None, quiet
-            )
-        )
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            combine_video(torch.from_numpy(video).float() / 255, FPS, keep, f"storyboard_{number:02d}",
-                          provenance=Provenance(watermark=False))  # fmt: skip
-            (keep / f"storyboard_{number:02d}.txt").write_text(script(board, seconds) + "\n")
-        bounds = [shot.start for shot in shots] + [frames]
-        half = round(transition * FPS / 2)
-        for index, (text, target) in enumerate(board):
-            scored = evaluate_video(video[bounds[index] : bounds[index + 1]], target)
-            first = bounds[index] + (half if index else 0)
-            last = bounds[index + 1] - (half if index < len(board) - 1 else 0)
-            # the frames no transition shares (the whole shot when transitions cover it)
-            inside = evaluate_video(video[first:last], target) if last - first >= 8 else scored
+        for (
+            text,
+            target,
+        ) in board:  # each prompt alone, as long as a shot: the scores to match, and its first frame
             if text not in singles:
                 alone = replace(base, frames=video_frames(shot_frames), seed=number)
                 single = frames_of(long_video(dit, text_encoder, vae, text, "", alone, None, quiet))
-                singles[text] = evaluate_video(single, target)
+                singles[text], firsts[text] = evaluate_video(single, target), single[:1]
                 alone_joins.extend(shot_changes(single, [], 0)["joins"])
-            rows.append((scored, singles[text], inside))
-        steps = shot_changes(video, bounds[1:-1], round(transition * FPS))
-        board_steps.append(steps)
-        print(
-            f"storyboard {number + 1}/{count} ({time.time() - start:.0f} s): worst join {max(steps['join_spread']):.2f}, "
-            f"worst change {max(steps['change_spread']):.2f}",
-            flush=True,
-        )
-    n = len(rows)
-
-    def share(values) -> str:
-        return f"{sum(values)}/{n} ({100 * sum(values) / n:.0f}%)"
-
+        for variant in variants:
+            written = script(board, seconds, with_images=variant != "storyboard")
+            shots = parse_storyboard(written, FPS)
+            pictures = torch.from_numpy(np.concatenate([firsts[text] for text, _ in board])).float() / 255
+            found = shot_images(shots, pictures)
+            settings = replace(base, frames=frames, seed=number)
+            made = Script(tuple(shots), transition * FPS, FPS, found)
+            video = frames_of(long_video(dit, text_encoder, vae, made, "", settings, None, quiet))
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                name = f"storyboard_{number:02d}" + ("_images" if found else "")
+                combine_video(torch.from_numpy(video).float() / 255, FPS, keep, name,
+                              provenance=Provenance(watermark=False))  # fmt: skip
+                (keep / f"{name}.txt").write_text(written + "\n")
+            bounds = [shot.start for shot in shots] + [frames]
+            half = round(transition * FPS / 2)
+            for index, (text, target) in enumerate(board):
+                scored = evaluate_video(video[bounds[index] : bounds[index + 1]], target)
+                first = bounds[index] + (half if index else 0)
+                last = bounds[index + 1] - (half if index < len(board) - 1 else 0)
+                # the frames no transition shares (the whole shot when transitions cover it)
+                inside = evaluate_video(video[first:last], target) if last - first >= 8 else scored
+                rows[variant].append((scored, singles[text], inside))
+            steps = shot_changes(video, bounds[1:-1], round(transition * FPS))
+            steps_of[variant].append(steps)
+            print(
+                f"{variant} {number + 1}/{count} ({time.time() - start:.0f} s): worst join "
+                f"{max(steps['join_spread']):.2f}, worst change {max(steps['change_spread']):.2f}",
+                flush=True,
+            )
     print(
         f"\n{count} storyboards of {SHOTS} shots, {seconds:g} s at {FPS} fps, transition {transition:g} s\n"
     )
     print("| per shot | colour | shape | motion |")
     print("| --- | --- | --- | --- |")
-    names = ("in the storyboard, the shot's frames", "in the storyboard, outside its transitions",
-             "alone, same prompt and length")  # fmt: skip
-    for name, index in zip(names, (0, 2, 1), strict=True):
-        print(
-            f"| {name} | {share([r[index]['colour_ok'] for r in rows])} | "
-            f"{share([r[index]['shape_ok'] for r in rows])} | {share([r[index]['motion_ok'] for r in rows])} |"
-        )
+
+    def share(values) -> str:
+        return f"{sum(values)}/{len(values)} ({100 * sum(values) / len(values):.0f}%)"
+
+    for variant in variants:
+        names = (f"{variant}, the shot's frames", f"{variant}, outside its transitions")
+        for name, index in zip(names, (0, 2), strict=True):
+            scores = [r[index] for r in rows[variant]]
+            print(
+                f"| {name} | {share([r['colour_ok'] for r in scores])} | "
+                f"{share([r['shape_ok'] for r in scores])} | {share([r['motion_ok'] for r in scores])} |"
+            )
+    scores = [r[1] for r in rows[variants[0]]]
+    n = len(scores)
+    print(
+        f"| alone, same prompt and length | {sum(r['colour_ok'] for r in scores)}/{n} | "
+        f"{sum(r['shape_ok'] for r in scores)}/{n} | {sum(r['motion_ok'] for r in scores)}/{n} |"
+    )
     print("\n| step over the video's median change | median | worst | at most 1.5 |")
     print("| --- | --- | --- | --- |")
-    for name in ("joins", "join_spread", "changes", "change_spread"):
-        values = [value for steps in board_steps for value in steps[name]]
-        under = sum(value <= 1.5 for value in values)
-        print(f"| {name} | {np.median(values):.2f} | {max(values):.2f} | {under} of {len(values)} |")
+    for variant in variants:
+        for name in ("joins", "join_spread", "changes", "change_spread"):
+            values = [value for steps in steps_of[variant] for value in steps[name]]
+            under = sum(value <= 1.5 for value in values)
+            print(
+                f"| {variant}: {name} | {np.median(values):.2f} | {max(values):.2f} | {under} of {len(values)} |"
+            )
     under = sum(value <= 1.5 for value in alone_joins)
     if alone_joins:
         print(
@@ -216,11 +243,12 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", action="store_true", help="only the memory of 10 s and 60 s storyboards")
     parser.add_argument("--fp32", action="store_true", help="fp32 without step caching, as the evaluator")
     parser.add_argument("--keep", type=Path, help="write each storyboard's video and script here")
+    parser.add_argument("--images", action="store_true", help="also with each later shot from an image")
     args = parser.parse_args(argv)
     if args.memory:
         memory()
     else:
-        quality(args.count, args.seconds, args.transition, args.fp32, args.keep)
+        quality(args.count, args.seconds, args.transition, args.fp32, args.keep, args.images)
     return 0
 
 

@@ -264,21 +264,22 @@ def long_video_windows(
     windows: Windows,
     codec: Codec,
     step_callback: Callable[[], None] | None = None,
-    start: torch.Tensor | None = None,
     storyboard: Storyboard | None = None,
-    pins: dict[int, torch.Tensor] | None = None,
+    images: dict[int, torch.Tensor] | None = None,
 ) -> Iterator[LongVideoWindow]:
     """The windows of a raw latent video of `shape` (B×C×T×H×W, T as long as wanted), each as it is made;
     window k uses the sampling's seed + k (window_seed: wrapping past 2**64 - 1 to 0). Each window after the
     first opens with the last frames of the one before, decoded (LongVideoWindow.video, which the caller may
-    use too: it is decoded once) and encoded again; the first opens with `start` (a video B×3×1×H×W in
-    -1..1), if given, as its first frame. Known frames are pinned, or given through the image condition of an
-    image-to-video model. With a `storyboard` (fitted to the video), each window is guided by the shots its
-    latent frames see (Storyboard.window), and the guider's own prompt is not used. `pins` (latent frame ->
-    a video B×3×1×H×W in -1..1): frames held still over those latent frames (a storyboard shot's image),
-    known to the window that makes them as its opening is (that window also sees the shot before, through its
-    opening, so it is not colour-corrected)."""
+    use too: it is decoded once) and encoded again. `images` (latent frame -> a video B×3×1×H×W in -1..1):
+    under 0, the video's first frame, which the first window opens with; under a later latent frame, a frame
+    held still over it (a storyboard shot's image), known to the window that makes it as its opening is (that
+    window also sees the shot before, through its opening, so it is not colour-corrected). Known frames are
+    pinned, or given through the image condition of an image-to-video model. With a `storyboard` (fitted to
+    the video), each window is guided by the shots its latent frames see (Storyboard.window), and the guider's
+    own prompt is not used."""
     batch, channels, frames, height, width = shape
+    pins = dict(images or {})
+    start = pins.pop(0, None)
     window = windows.window
     count = windows.count(frames)
     fmt, patch = guider.dit.latent_format, guider.dit.config.patch_size
@@ -296,7 +297,7 @@ def long_video_windows(
         opened = 0 if opening is None else opening.shape[2]
         new = min(window - opened, frames - made)
         latent = torch.zeros(batch, channels, opened + new, height, width)
-        held = {opened + j - made: image for j, image in (pins or {}).items() if made <= j < made + new}
+        held = {opened + j - made: image for j, image in pins.items() if made <= j < made + new}
         mask = None
         if head is not None or held:
             mask = torch.ones(batch, 1, latent.shape[2], height, width)
@@ -389,8 +390,8 @@ class LongVideo:
     start: torch.Tensor | None = None  # the first frame, a video B×3×1×H×W in -1..1
     image_encoder: object | None = None  # Wan 2.1 I2V: the CLIP vision encoder
     storyboard: Storyboard | None = None  # timed prompts, instead of the guider's one
-    # the storyboard's images after the video's first frame, by the latent frame each is held at
-    pins: dict[int, torch.Tensor] = field(init=False)
+    # the known frames by latent frame: the first frame (0) and the storyboard's images (long_video_windows)
+    images: dict[int, torch.Tensor] = field(init=False)
 
     def __post_init__(self):
         frames, height, width = self.size
@@ -402,8 +403,8 @@ class LongVideo:
                 f"storyboard line {self.storyboard.shots[0].line} starts the video from an image, and Long "
                 "Video's image input gives another: keep one of the two."
             )
-        object.__setattr__(self, "start", pins.pop(0, self.start))
-        object.__setattr__(self, "pins", pins)
+        object.__setattr__(self, "start", pins.get(0, self.start))
+        object.__setattr__(self, "images", pins if self.start is None else {0: self.start, **pins})
         check_model(self.guider.dit, self.start is not None, self.image_encoder is not None)
         self.vae.latent_shape(frames, height, width)
         self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)
@@ -431,9 +432,8 @@ class LongVideo:
             windows,
             codec,
             tick,
-            start=self.start,
             storyboard=self.storyboard,
-            pins=self.pins,
+            images=self.images,
         )
         latent, openings = long_video_latent(made_windows)
         entry = windows_entry(self.shape[2], windows.window, windows.overlap, windows.stride, openings)
@@ -456,9 +456,8 @@ class LongVideo:
             windows,
             codec,
             tick,
-            start=self.start,
             storyboard=self.storyboard,
-            pins=self.pins,
+            images=self.images,
         )
 
         def new_frames():  # the opening's frames are left out; a window's video is held until the next is made

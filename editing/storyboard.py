@@ -205,16 +205,20 @@ def split_image(text: str, line: int) -> tuple[str, str | None]:
     return match["prompt"] or "", match["image"]
 
 
+def find_images(
+    shots: Sequence[Shot], find: Callable[[Shot], torch.Tensor]
+) -> tuple[torch.Tensor | None, ...]:
+    """Each shot's image, `find(shot)` for a shot that names one, None for the others; () when none does."""
+    if all(shot.image is None for shot in shots):
+        return ()
+    return tuple(None if shot.image is None else find(shot) for shot in shots)
+
+
 def shot_images(shots: Sequence[Shot], images: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """Each shot's image from an IMAGE batch (the Storyboard node's `images`), as `image: N` names it (from
     1); () when no shot names one."""
-    if all(shot.image is None for shot in shots):
-        return ()
-    found = []
-    for shot in shots:
-        if shot.image is None:
-            found.append(None)
-            continue
+
+    def find(shot: Shot) -> torch.Tensor:
         count = 0 if images is None else len(images)
         if not shot.image.isdigit() or not 1 <= int(shot.image) <= count:
             given = "no images are connected" if images is None else f"images holds {count}"
@@ -222,8 +226,9 @@ def shot_images(shots: Sequence[Shot], images: torch.Tensor | None) -> tuple[tor
                 f"storyboard line {shot.line}: image {shot.image!r}: {given}. Name an image by its number in the "
                 "images input, from 1 (connect Load Image, or a batch of images, to images)."
             )
-        found.append(images[int(shot.image) - 1 :][:1])
-    return tuple(found)
+        return images[int(shot.image) - 1 :][:1]
+
+    return find_images(shots, find)
 
 
 def read_shot_images(shots: Sequence[Shot], folder: Path) -> tuple[torch.Tensor | None, ...]:
@@ -232,13 +237,7 @@ def read_shot_images(shots: Sequence[Shot], folder: Path) -> tuple[torch.Tensor 
     shot names one."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if all(shot.image is None for shot in shots):
-        return ()
-    found = []
-    for shot in shots:
-        if shot.image is None:
-            found.append(None)
-            continue
+    def find(shot: Shot) -> torch.Tensor:
         path = folder / Path(shot.image).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
@@ -254,8 +253,9 @@ def read_shot_images(shots: Sequence[Shot], folder: Path) -> tuple[torch.Tensor 
                 f"storyboard line {shot.line}: cannot read the image {path} ({error}): give a PNG, JPEG or WebP."
             ) from None
         pixels = torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8)
-        found.append(pixels.view(1, picture.height, picture.width, -1).float() / 255)
-    return tuple(found)
+        return pixels.view(1, picture.height, picture.width, -1).float() / 255
+
+    return find_images(shots, find)
 
 
 def rewrite_storyboard(text: str, rewrite: Callable[[str], str]) -> str:
@@ -399,12 +399,19 @@ class Storyboard:
         return entries
 
     def image_frames(self, stride: int) -> dict[int, int]:
-        """The latent frame each shot's image is pinned at -> the shot's index (image_latent_frame)."""
-        return {
-            image_latent_frame(shot.start, stride): index
-            for index, shot in enumerate(self.shots)
-            if shot.image is not None
-        }
+        """The latent frame each shot's image is held at -> the shot's index (image_latent_frame)."""
+        frames = {}
+        for index, shot in enumerate(self.shots):
+            if shot.image is None:
+                continue
+            frame = image_latent_frame(shot.start, stride)
+            if frame in frames:
+                raise ValueError(
+                    f"storyboard lines {self.shots[frames[frame]].line} and {shot.line} would hold their images "
+                    f"over the same {stride} frames: start shots with images at least {stride} frames apart."
+                )
+            frames[frame] = index
+        return frames
 
     def fitted(self, frames: int) -> Storyboard:
         """The storyboard of a video of `frames` frames (fit_shots)."""

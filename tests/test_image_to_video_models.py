@@ -366,3 +366,30 @@ def test_core_first_last_frame_conditioning_with_clip_features_works_in_our_deno
     known = 1 - mask  # what the model reads: 1 where known
     expected = torch.cat([known, flf.latent_format.normalize(options["concat_latent_image"])], dim=1)
     assert torch.allclose(tokens[:1, :, 16 * 4 :], patchify(expected, flf.config.patch_size)[0], atol=1e-6)
+
+
+def test_a_storyboard_shots_image_reaches_wan22_i2v_through_the_condition_not_pinned(files, monkeypatch):
+    from spacetime.editing.storyboard import Script, Storyboard, parse_storyboard
+
+    vae, dit = load_vae(files["vae"]), load_dit(files["i2v_22"])
+    (sigmas,) = node("SpacetimeScheduler").schedule("simple", 2, 5.0, 1.0)
+    positive, negative = prompts()
+    shots = parse_storyboard("0 | a\n16f | b | image: 1", fps=16)
+    card = image(3)
+    script = Script(tuple(shots), 4.0, 16.0, (None, card))
+    storyboard = Storyboard(script, torch.cat([positive[0][0], positive[0][0] + 1]))
+    conditions = Conditions(monkeypatch)
+    node("SpacetimeLongVideo").sample(
+        dit, vae, storyboard.conditioning(), negative, sigmas, SIZE, SIZE, 25, 13, 8, 1.0, "euler", 5.0, 0,
+        image=image(),
+    )  # fmt: skip
+    masks = [condition.mask[0, :, :, 0, 0] for condition, _ in conditions.calls]
+    assert len(masks) == 3 and all(pins is None for _, pins in conditions.calls)
+    # frame 16's image is held over latent frame 5 (frames 17..20): the second window's (latent frames 2..5)
+    # fourth, after its opening of two
+    held = torch.zeros(4, 4)
+    held[:, :2] = 1
+    held[:, 3] = 1
+    last = torch.zeros(4, 3)
+    last[:, :2] = 1  # the last window: its opening alone
+    assert torch.equal(masks[1], held) and torch.equal(masks[2], last)

@@ -93,6 +93,12 @@ def test_an_image_is_held_over_the_latent_frame_nearest_its_shots_start():
         Script(tuple(shots), 0.0, 16.0, shot_images(shots, torch.rand(1, 4, 4, 3))), torch.zeros(3, 2, 4)
     )
     assert storyboard.image_frames(4) == {0: 0, 17: 2}
+    close = parse_storyboard("0 | a\n16f | b | image: 1\n17f | c | image: 1", fps=16)
+    storyboard = Storyboard(
+        Script(tuple(close), 0.0, 16.0, shot_images(close, torch.rand(1, 4, 4, 3))), torch.zeros(3, 2, 4)
+    )
+    with pytest.raises(ValueError, match="lines 2 and 3 would hold their images over the same 4 frames"):
+        storyboard.image_frames(4)
 
 
 def test_a_shots_image_travels_with_the_timed_conditioning():
@@ -157,13 +163,13 @@ def test_long_video_holds_a_shots_image_exactly_in_a_window_left_uncorrected(tin
     images = torch.rand(2, 64, 96, 4)  # RGBA, wider: composited over black, its centre cropped to 64×64
     board = "0 | a red circle on a blue background\n2s | a green square on a blue background | image: 2"
     made = _long_video(tiny_world, board, images, frames=57)
-    assert list(made.pins) == [9] and made.start is None
+    assert list(made.images) == [9] and made.start is None
     latent = made.latent(QUIET)["samples"]
     vae = tiny_world[2]
-    held = held_latent(made.pins[9], vae.temporal_stride, vae.encode)
+    held = held_latent(made.images[9], vae.temporal_stride, vae.encode)
     assert torch.equal(latent[:, :, 9:10], held)
     rgb = images[1:2, :, 16:80, :3] * images[1:2, :, 16:80, 3:]
-    assert torch.allclose(made.pins[9], frames_to_video(rgb))
+    assert torch.allclose(made.images[9], frames_to_video(rgb))
     # windows make latent frames 0-4, 5-7 (shot 1, corrected), 8-10 (seeing both shots through the change
     # at 32 and the image: left as made), 11-13 (shot 2's first: its reference) and 14 (corrected)
     assert corrected == [3, 1]
@@ -175,7 +181,7 @@ def test_a_first_shots_image_is_long_videos_start_image_bit_for_bit(tiny_world):
     board = "0 | a red circle on a blue background | image: 1\n1s | a green square on a blue background"
     made = _long_video(tiny_world, board, images)
     plain = _long_video(tiny_world, board.replace(" | image: 1", ""), None, start=frames_to_video(images))
-    assert made.pins == {} and torch.equal(made.start, plain.start)
+    assert list(made.images) == [0] and torch.equal(made.start, plain.start)
     assert torch.equal(made.latent(QUIET)["samples"], plain.latent(QUIET)["samples"])
     with pytest.raises(
         ValueError, match="line 1 starts the video from an image, and Long Video's image input"
