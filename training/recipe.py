@@ -234,12 +234,13 @@ SHIPPED_FINE_TUNE = replace(
     SHIPPED_BASE, steps=6000, direction_share=0.375, primer_motions="all", stop_after=8500
 )
 
-# Tiny World reads prompts the way people type them: a fine-tune of the shipped weights on their own clips
-# with half of the captions in the forms people type (a quarter without the background), the primer of all
-# motions kept so motion is not forgotten, the text encoder at a tenth of the DiT's rate. It goes on from the
-# shipped chain's end (step 8500) for 2000 steps: the 128x128 stage's plan raised to 7500.
+# Tiny World reads prompts the way people type them (the weights shipped since 2026-12-07): a fine-tune of
+# the chain's weights on their own clips with half of the captions in the forms people type (a quarter
+# without the background), the primer of all motions kept so motion is not forgotten, the text encoder at
+# the DiT's rate (it is where a colour word binds). It goes on from the chain's end (step 8500) for 2000
+# steps: the 128x128 stage's plan raised to 7500.
 CAPTIONS_FINE_TUNE = replace(
-    SHIPPED_FINE_TUNE, steps=7500, lr=2e-4, plain_captions=0.5, restart=True, stop_after=0
+    SHIPPED_FINE_TUNE, steps=7500, lr=2e-4, text_lr_scale=1.0, plain_captions=0.5, restart=True, stop_after=0
 )
 
 SMOKE_BASE = replace(
@@ -251,7 +252,7 @@ RECIPES: dict[str, Recipe] = {
     # What the command without --recipe trains: the base run with no primer and the text encoder at the
     # DiT's learning rate, one run (the recipe of the weights shipped until 2026-11-23, with VAE phase 3).
     "plain": Recipe(SHIPPED_VAE, (replace(SHIPPED_BASE, text_lr_scale=1.0, direction_share=0.0),)),
-    # tiny_world/: the base run, then the fine-tune, on 2 threads.
+    # The base run, then the fine-tune, on 2 threads (tiny_world/ until 2026-12-07).
     "shipped": Recipe(SHIPPED_VAE, (SHIPPED_BASE, SHIPPED_FINE_TUNE), threads=2),
     # The shipped chain's shape in seconds, for tests: every phase and stage, the primer, a fine-tune that
     # goes on with the primer of all motions and stops before its plan's end.
@@ -260,8 +261,8 @@ RECIPES: dict[str, Recipe] = {
         (SMOKE_BASE, replace(SMOKE_BASE, steps=3, primer_motions="all", stop_after=3)),
         threads=1,
     ),
-    # The shipped chain, then the fine-tune on captions in the forms people type (from shipped weights:
-    # --init tiny_world makes the chain begin at the fine-tune).
+    # tiny_world/: the chain above, then the fine-tune on captions in the forms people type (--init DIR
+    # with the chain's weights makes it begin at that fine-tune).
     "captions": Recipe(SHIPPED_VAE, (SHIPPED_BASE, SHIPPED_FINE_TUNE, CAPTIONS_FINE_TUNE), threads=2),
     "smoke-captions": Recipe(
         VAERecipe(steps=1, frames=9, long_steps=1, smooth_steps=1, stats_clips=4),

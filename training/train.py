@@ -34,10 +34,10 @@ from .vae_stage import trained_vae
 DEFAULT_RECIPE = "plain"
 RECIPE_HELP = {
     "plain": "one run, no primer, the text encoder trained at the DiT's rate",
-    "shipped": "the chain that made tiny_world/: the base run, then the fine-tune with the primer of all motions",
+    "shipped": "the base run, then the fine-tune with the primer of all motions (tiny_world/ until 2026-12-07)",
     "smoke": "the shipped chain's shape in seconds",
-    "captions": "the shipped chain, then a fine-tune on captions in the forms people type (with --init "
-    "tiny_world: only the fine-tune, from the shipped weights)",
+    "captions": "the chain that made tiny_world/: the shipped recipe, then a fine-tune on captions in the forms "
+    "people type (with --init DIR holding the shipped recipe's weights: only the fine-tune)",
     "smoke-captions": "a fine-tune's chain in seconds",
 }
 HELP = {
