@@ -16,6 +16,8 @@ alone, do windows and shots join without a step, and does memory stay that of on
 - --images: each shot after the first also starts from an image (`| image: N`): the first frame of the
   single-prompt video of its prompt, made first; the storyboards are made with and without the images,
   same seeds, and both are scored.
+- --image-offset SECONDS (an experiment, with --images): hold each image that much later than the pack does
+  (at the end of its shot's transition); negative: earlier (minus half the transition: at the shot's start).
 - --memory: peak resident memory of `generate --storyboard` (its defaults) for 10 s and 60 s storyboards
   of the same 4 prompts, each in its own process.
 """
@@ -244,7 +246,18 @@ def main(argv=None) -> int:
     parser.add_argument("--fp32", action="store_true", help="fp32 without step caching, as the evaluator")
     parser.add_argument("--keep", type=Path, help="write each storyboard's video and script here")
     parser.add_argument("--images", action="store_true", help="also with each later shot from an image")
+    parser.add_argument(
+        "--image-offset", type=float, default=0.0, help="seconds after a shot's start its image is held"
+    )
     args = parser.parse_args(argv)
+    if args.image_offset:
+        import spacetime.editing.storyboard as storyboard_module
+
+        at_start = storyboard_module.image_latent_frame
+        offset = round(args.image_offset * FPS)
+        storyboard_module.image_latent_frame = lambda start, stride: at_start(
+            start + offset if start else 0, stride
+        )
     if args.memory:
         memory()
     else:

@@ -480,10 +480,11 @@ class LongVideo:
         for frame, index in self.storyboard.image_frames(stride).items():
             shot = self.storyboard.shots[index]
             if frame > last:
+                held = self.storyboard.image_frame(shot)
                 raise ValueError(
-                    f"storyboard line {shot.line} starts from an image at frame {shot.start}, too near the "
-                    f"video's end ({frames} frames) to hold it for {stride} frames: start the shot earlier, or "
-                    "make the video longer."
+                    f"storyboard line {shot.line} starts from an image, held from frame {held} (the end of its "
+                    f"transition), too near the video's end ({frames} frames) to hold it for {stride} frames: "
+                    "start the shot earlier, shorten the transition, or make the video longer."
                 )
             name = f"storyboard line {shot.line}'s image"
             image = rgb_frames(self.storyboard.script.image(index), name)[:1]

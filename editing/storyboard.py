@@ -19,9 +19,11 @@ predictions, not of text embeddings, is Gen-L-Video's (Wang et al. 2023): each p
 under one prompt the model knows, and the frames between move from one to the other in one denoising.
 
 A shot's image is a known frame of the video, as Image to Video's: the video's first frame for a shot at 0,
-else held still over the latent frame nearest the shot's start (`image_latent_frame`), which the window
-making that frame pins (or gives an image-to-video model through its condition), while the prompts blend
-around it as for any change: the frames before it move from the last shot into the image.
+else held still over the latent frame nearest the end of the shot's transition (its start + transition / 2:
+`image_frame`, `image_latent_frame`), which the window making that frame pins (or gives an image-to-video
+model through its condition). The prompts blend over the transition as for any change, and the frames
+before the image have the whole transition to move from the last shot into it (held at the shot's start
+instead, the way in was a cut at 18 of 18 changes in docs/benchmarks.md's storyboards, 7 of 18 at the end).
 
 Axes: K shots a window sees, T latent frames, S text tokens, E text width.
 """
@@ -309,9 +311,9 @@ def fit_shots(shots: Sequence[Shot], frames: int, fps: float | None = None) -> l
 
 
 def image_latent_frame(start: int, stride: int) -> int:
-    """The latent frame a shot starting at video frame `start` holds its image in: 0 (the video's first
-    frame) for a shot at 0, else the latent frame whose `stride` frames lie nearest the shot's first ones
-    (latent frame j ≥ 1 holds frames stride·(j − 1) + 1 .. stride·j)."""
+    """The latent frame an image held from video frame `start` is in: 0 (the video's first frame) for 0, else
+    the latent frame whose `stride` frames lie nearest `start` and the ones after it (latent frame j ≥ 1
+    holds frames stride·(j − 1) + 1 .. stride·j)."""
     return 0 if start == 0 else max(1, math.floor((start + stride - 1) / stride + 0.5))
 
 
@@ -398,13 +400,17 @@ class Storyboard:
             entries.append([context[None], {"pooled_output": None, SHOT_KEY: options}])
         return entries
 
+    def image_frame(self, shot: Shot) -> int:
+        """The video frame a shot's image is held from: 0 for a shot at 0, else the end of its transition."""
+        return 0 if shot.start == 0 else shot.start + round(self.transition / 2)
+
     def image_frames(self, stride: int) -> dict[int, int]:
-        """The latent frame each shot's image is held at -> the shot's index (image_latent_frame)."""
+        """The latent frame each shot's image is held at -> the shot's index (image_frame, image_latent_frame)."""
         frames = {}
         for index, shot in enumerate(self.shots):
             if shot.image is None:
                 continue
-            frame = image_latent_frame(shot.start, stride)
+            frame = image_latent_frame(self.image_frame(shot), stride)
             if frame in frames:
                 raise ValueError(
                     f"storyboard lines {self.shots[frames[frame]].line} and {shot.line} would hold their images "
