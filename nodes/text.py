@@ -138,7 +138,7 @@ class SpacetimeStoryboard:
                 "transition": ("FLOAT", {"default": DEFAULT_TRANSITION, "min": 0.0, "max": MAX_TRANSITION, "step": 0.25, "tooltip": "Seconds over which one shot's prompt gives way to the next, centred on the change. 0: the new prompt from the shot's first frame (the picture still changes over a few frames: each window continues the one before)."}),
             },
             "optional": {
-                "images": ("IMAGE", {"tooltip": "Optional: images shots start from. A line ending `| image: 2` starts its shot from the second image of this batch (Batch Images joins several Load Image): the video's first frame for a shot at 0, else held for a few frames at the shot's start, with the frames before it moving into it over the transition. Cropped to Long Video's size."}),
+                "images": ("IMAGE", {"tooltip": "Optional: images shots start from. A line ending `| image: 2` starts its shot from the second image of this batch (Batch Images joins several Load Image): the video's first frame for a shot at 0, else held for 4 frames at the end of the shot's transition, the frames before it moving into it. Cropped to Long Video's size."}),
             },
         }  # fmt: skip
 
