@@ -22,8 +22,8 @@ A shot's image is a known frame of the video, as Image to Video's: the video's f
 else held still over the latent frame nearest the end of the shot's transition (its start + transition / 2:
 `image_frame`, `image_latent_frame`), which the window making that frame pins (or gives an image-to-video
 model through its condition). The prompts blend over the transition as for any change, and the frames
-before the image have the whole transition to move from the last shot into it (held at the shot's start
-instead, the way in was a cut at 18 of 18 changes in docs/benchmarks.md's storyboards, 7 of 18 at the end).
+before the image have the whole transition to move from the last shot into it (why not at the shot's
+start: docs/benchmarks.md#storyboards-with-tiny-world).
 
 Axes: K shots a window sees, T latent frames, S text tokens, E text width.
 """
