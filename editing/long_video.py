@@ -397,14 +397,16 @@ class LongVideo:
         frames, height, width = self.size
         if self.storyboard is not None:
             object.__setattr__(self, "storyboard", self.storyboard.fitted(frames))
-        pins = self._shot_images()
-        if 0 in pins and self.start is not None:
-            raise ValueError(
-                f"storyboard line {self.storyboard.shots[0].line} starts the video from an image, and Long "
-                "Video's image input gives another: keep one of the two."
-            )
-        object.__setattr__(self, "start", pins.get(0, self.start))
-        object.__setattr__(self, "images", pins if self.start is None else {0: self.start, **pins})
+        images = self._shot_images()
+        if self.start is not None:
+            if 0 in images:
+                raise ValueError(
+                    f"storyboard line {self.storyboard.shots[0].line} starts the video from an image, and Long "
+                    "Video's image input gives another: keep one of the two."
+                )
+            images[0] = self.start
+        object.__setattr__(self, "start", images.get(0))
+        object.__setattr__(self, "images", images)
         check_model(self.guider.dit, self.start is not None, self.image_encoder is not None)
         self.vae.latent_shape(frames, height, width)
         self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)

@@ -65,7 +65,10 @@ class Shot:
 
     def options(self, transition: float, fps: float | None) -> dict:
         """What a timed CONDITIONING entry carries under SHOT_KEY (transition in frames)."""
-        return {"start": self.start, "end": self.end, "line": self.line, "transition": transition, "fps": fps}
+        return {
+            "start": self.start, "end": self.end, "line": self.line, "transition": transition, "fps": fps,
+            "image_ref": self.image,
+        }  # fmt: skip
 
     @classmethod
     def from_options(cls, options, prompt: str = "") -> Shot:
@@ -314,7 +317,7 @@ def image_latent_frame(start: int, stride: int) -> int:
     """The latent frame an image held from video frame `start` is in: 0 (the video's first frame) for 0, else
     the latent frame whose `stride` frames lie nearest `start` and the ones after it (latent frame j ≥ 1
     holds frames stride·(j − 1) + 1 .. stride·j)."""
-    return 0 if start == 0 else max(1, math.floor((start + stride - 1) / stride + 0.5))
+    return 0 if start == 0 else math.floor((start + stride - 1) / stride + 0.5)
 
 
 def latent_frame_times(first: int, count: int, stride: int) -> torch.Tensor:
@@ -391,14 +394,17 @@ class Storyboard:
         return cls(script, contexts)
 
     def conditioning(self) -> list:
-        """As a timed CONDITIONING: one entry per shot, its timing under SHOT_KEY (and its image, if any)."""
-        entries = []
-        for index, (shot, context) in enumerate(zip(self.shots, self.contexts, strict=True)):
-            options = shot.options(self.transition, self.fps)
-            if shot.image is not None:
-                options |= {"image_ref": shot.image, "image": self.script.image(index)}
-            entries.append([context[None], {"pooled_output": None, SHOT_KEY: options}])
-        return entries
+        """As a timed CONDITIONING: one entry per shot, its timing and its image (None: none) under SHOT_KEY."""
+        return [
+            [
+                context[None],
+                {
+                    "pooled_output": None,
+                    SHOT_KEY: {**shot.options(self.transition, self.fps), "image": self.script.image(index)},
+                },
+            ]
+            for index, (shot, context) in enumerate(zip(self.shots, self.contexts, strict=True))
+        ]
 
     def image_frame(self, shot: Shot) -> int:
         """The video frame a shot's image is held from: 0 for a shot at 0, else the end of its transition."""
