@@ -150,7 +150,7 @@ def _read_storyboard(args: argparse.Namespace) -> Script | None:
     if args.frames is None:
         args.frames = storyboard_frames(shots)
     images = read_shot_images(shots, Path(args.storyboard).parent)
-    return Script(tuple(shots), args.transition * args.fps, args.fps, images)
+    return Script(tuple(shots), args.transition * args.fps, args.fps, images, args.key_frames)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"with --storyboard: seconds over which each shot's prompt gives way to the next (default "
         f"{DEFAULT_TRANSITION:g}; 0: at once)",
     )
+    generate.add_argument("--no-key-frames", dest="key_frames", action="store_false",
+                          help="with --storyboard: no key frames (a shot without an image then continues "
+                          "the last one's scene)")  # fmt: skip
     generate.add_argument("--negative-prompt", help="what to avoid (default: Wan's own; none for Tiny World)")
     generate.add_argument(
         "--dit", help="the diffusion model (.safetensors), e.g. wan2.1_t2v_1.3B_fp16.safetensors"

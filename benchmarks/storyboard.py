@@ -12,12 +12,18 @@ alone, do windows and shots join without a step, and does memory stay that of on
   of the same prompts, as long as the shot (Long Video, same settings and seed).
 - Steps: at every window join and at every shot change, the frame-to-frame change over the video's
   median change (seam_ratios); for a shot change also the largest step over its transition (and, as at
-  window joins, the spread after it: assembly.DEFAULT_BLEND frames).
+  window joins, the spread after it: assembly.DEFAULT_BLEND frames). `_rhythm`: the step over the median
+  step into the frames at the same place in the VAE's groups of 4 (joins left out): the VAE decodes each
+  latent frame as 4 frames with a larger step into each group than inside it, and joins fall on groups.
+- --key-frames: also made with key frames (Script.key_frames, the node's and generate's default), same
+  seeds: each later shot held at the first frame of a window of its prompt alone.
 - --images: each shot after the first also starts from an image (`| image: N`): the first frame of the
   single-prompt video of its prompt, made first; the storyboards are made with and without the images,
   same seeds, and both are scored.
 - --image-offset SECONDS (an experiment, with --images): hold each image that much later than the pack does
   (at the end of its shot's transition); negative: earlier (minus half the transition: at the shot's start).
+- --rhythm: the steps of 17-frame clips (rendered, through the VAE, Tiny World's) by their place in the
+  VAE's groups of 4 frames: what a join's step is measured against.
 - --memory: peak resident memory of `generate --storyboard` (its defaults) for 10 s and 60 s storyboards
   of the same 4 prompts, each in its own process.
 """
@@ -112,8 +118,17 @@ def shot_changes(frames: np.ndarray, changes_at: list[int], transition: int) -> 
     latent = (len(frames) - 1) // STRIDE + 1
     joins = join_frames(latent, window, overlap, STRIDE)
     half = max(transition // 2, 1)
+
+    def rhythm(frame: int) -> float:  # the median step into frames at this place in the VAE's groups
+        same = [
+            steps[k - 1] for k in range(1, len(frames)) if k % STRIDE == frame % STRIDE and k not in joins
+        ]
+        return max(float(np.median(same)), 1e-9)
+
     return {
         "joins": [float(steps[j - 1] / median) for j in joins],
+        "joins_rhythm": [float(steps[j - 1] / rhythm(j)) for j in joins],
+        "changes_rhythm": [float(steps[c - 1] / rhythm(c)) for c in changes_at],
         "join_spread": [float(steps[j - 1 : j + DEFAULT_BLEND].max() / median) for j in joins],
         "changes": [float(steps[c - 1] / median) for c in changes_at],
         "change_spread": [
@@ -124,16 +139,16 @@ def shot_changes(frames: np.ndarray, changes_at: list[int], transition: int) -> 
 
 
 def quality(
-    count: int, seconds: float, transition: float, fp32: bool, keep: Path | None, images: bool
+    count: int, seconds: float, transition: float, fp32: bool, keep: Path | None, extra: tuple[str, ...]
 ) -> None:
     dit, text_encoder, vae = load_tiny_world(dtype=torch.float32 if fp32 else None)
     base = TINY_WORLD_COMMAND if not fp32 else TINY_WORLD_SETTINGS
     frames = video_frames(seconds * FPS)
     shot_frames = round(seconds * FPS / SHOTS)
-    variants = ("storyboard", "with images") if images else ("storyboard",)
+    variants = ("storyboard", *extra)
     rows = {variant: [] for variant in variants}
     steps_of = {variant: [] for variant in variants}
-    singles, firsts, alone_joins = {}, {}, []
+    singles, firsts, alone_joins, alone_rhythm = {}, {}, [], []
     start = time.time()
     for number, board in enumerate(storyboards(count, seconds)):
         for (
@@ -144,18 +159,22 @@ def quality(
                 alone = replace(base, frames=video_frames(shot_frames), seed=number)
                 single = frames_of(long_video(dit, text_encoder, vae, text, "", alone, None, quiet))
                 singles[text], firsts[text] = evaluate_video(single, target), single[:1]
-                alone_joins.extend(shot_changes(single, [], 0)["joins"])
+                alone = shot_changes(single, [], 0)
+                alone_joins.extend(alone["joins"])
+                alone_rhythm.extend(alone["joins_rhythm"])
         for variant in variants:
-            written = script(board, seconds, with_images=variant != "storyboard")
+            written = script(board, seconds, with_images=variant == "with images")
             shots = parse_storyboard(written, FPS)
             pictures = torch.from_numpy(np.concatenate([firsts[text] for text, _ in board])).float() / 255
             found = shot_images(shots, pictures)
             settings = replace(base, frames=frames, seed=number)
-            made = Script(tuple(shots), transition * FPS, FPS, found)
+            made = Script(tuple(shots), transition * FPS, FPS, found, key_frames=variant == "key frames")
             video = frames_of(long_video(dit, text_encoder, vae, made, "", settings, None, quiet))
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)
-                name = f"storyboard_{number:02d}" + ("_images" if found else "")
+                name = f"storyboard_{number:02d}" + {"storyboard": "", "with images": "_images"}.get(
+                    variant, "_key_frames"
+                )
                 combine_video(torch.from_numpy(video).float() / 255, FPS, keep, name,
                               provenance=Provenance(watermark=False))  # fmt: skip
                 (keep / f"{name}.txt").write_text(written + "\n")
@@ -201,17 +220,48 @@ def quality(
     print("\n| step over the video's median change | median | worst | at most 1.5 |")
     print("| --- | --- | --- | --- |")
     for variant in variants:
-        for name in ("joins", "join_spread", "changes", "change_spread"):
+        for name in ("joins", "join_spread", "joins_rhythm", "changes", "change_spread", "changes_rhythm"):
             values = [value for steps in steps_of[variant] for value in steps[name]]
             under = sum(value <= 1.5 for value in values)
             print(
                 f"| {variant}: {name} | {np.median(values):.2f} | {max(values):.2f} | {under} of {len(values)} |"
             )
-    under = sum(value <= 1.5 for value in alone_joins)
-    if alone_joins:
-        print(
-            f"| joins of the single-prompt videos | {np.median(alone_joins):.2f} | {max(alone_joins):.2f} | {under} of {len(alone_joins)} |"
-        )
+    for name, values in (("joins", alone_joins), ("joins_rhythm", alone_rhythm)):
+        if values:
+            under = sum(value <= 1.5 for value in values)
+            print(
+                f"| single-prompt videos: {name} | {np.median(values):.2f} | {max(values):.2f} | {under} of {len(values)} |"
+            )
+
+
+def rhythm(count: int) -> None:
+    """The step into each frame over its clip's median step, by the frame's place in the VAE's groups of 4
+    (a join is always at a group's first frame), for `count` 17-frame clips of held-out prompts: rendered
+    (no VAE), their round trip through Tiny World's VAE, and Tiny World's own videos of the same prompts
+    (fp32, uncached, as the evaluator makes them)."""
+    from spacetime.training.evaluate import generate_heldout, round_trip
+    from spacetime.training.world import heldout_prompts, render
+
+    rendered = [render(prompt.scene, 17, 128, 128) for prompt in heldout_prompts(count, 0)]
+    made, _, _ = generate_heldout(count)
+    sets = (("rendered", rendered), ("rendered, through the VAE", round_trip(rendered)), ("Tiny World", made))
+    places = ("1st", "2nd", "3rd", "4th")
+    print("\n| clips | " + " | ".join(f"into a group's {p} frame" for p in places) + " | every step <= 1.5 |")
+    print("| --- " * 6 + "|")
+    for name, videos in sets:
+        ratios = {place: [] for place in range(STRIDE)}
+        calm = 0
+        for video in videos:
+            steps = frame_changes(video.astype(np.float64) / 255)
+            steps = steps / max(float(np.median(steps)), 1e-9)
+            calm += bool(steps.max() <= 1.5)
+            for frame in range(1, len(video)):  # frame 4k + 1 is a group's first
+                ratios[(frame - 1) % STRIDE].append(steps[frame - 1])
+        cells = [
+            f"{np.mean(values):.2f} ({sum(v <= 1.5 for v in values)} of {len(values)} <= 1.5)"
+            for values in ratios.values()
+        ]
+        print(f"| {name} | " + " | ".join(cells) + f" | {calm} of {len(videos)} |")
 
 
 def peak_memory(seconds: float, board: list[tuple[str, dict]], folder: Path) -> tuple[float, float]:
@@ -243,9 +293,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=16.0)
     parser.add_argument("--transition", type=float, default=1.0, help="seconds")
     parser.add_argument("--memory", action="store_true", help="only the memory of 10 s and 60 s storyboards")
+    parser.add_argument(
+        "--rhythm", action="store_true", help="only the VAE's rhythm (steps by place in a group)"
+    )
     parser.add_argument("--fp32", action="store_true", help="fp32 without step caching, as the evaluator")
     parser.add_argument("--keep", type=Path, help="write each storyboard's video and script here")
     parser.add_argument("--images", action="store_true", help="also with each later shot from an image")
+    parser.add_argument("--key-frames", action="store_true", help="also with key frames (the pack's default)")
     parser.add_argument(
         "--image-offset", type=float, default=0.0, help="seconds after a shot's start its image is held"
     )
@@ -260,8 +314,11 @@ def main(argv=None) -> int:
         )
     if args.memory:
         memory()
+    elif args.rhythm:
+        rhythm(args.count)
     else:
-        quality(args.count, args.seconds, args.transition, args.fp32, args.keep, args.images)
+        extra = ("with images",) * args.images + ("key frames",) * args.key_frames
+        quality(args.count, args.seconds, args.transition, args.fp32, args.keep, extra)
     return 0
 
 

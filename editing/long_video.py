@@ -29,6 +29,7 @@ Axes: B batch, C latent channels, T latent frames, F pixel frames.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -54,6 +55,7 @@ Decode = Callable[[torch.Tensor], torch.Tensor]  # raw latent B×C×T×h×w -> v
 FrameChunks = Callable[[torch.Tensor], Iterator[torch.Tensor]]  # raw latent 1×C×T×h×w -> IMAGE chunks
 WINDOWS_KEY = "spacetime_windows"  # in a LATENT: windows_entry(...), how Long Video made it
 MAX_LONG_FRAMES = 16 * 60 * 60 + 1  # an hour at 16 fps
+log = logging.getLogger(__name__)
 
 
 def check_windows(frames: int, window: int, overlap: int) -> None:
@@ -342,6 +344,17 @@ def held_latent(image: torch.Tensor, stride: int, encode: Encode) -> torch.Tenso
     return inside_latent(encode(video)).float().cpu()
 
 
+def key_frame(
+    guider: Guider, sampling: Sampling, shape: tuple[int, ...], decode: Decode, tick: Callable[[], None]
+) -> torch.Tensor:
+    """The first frame (a video B×3×1×H×W in -1..1) of a clip of raw latent `shape` (B×C×T×H×W) that
+    `guider` makes from noise: a storyboard shot's key frame, made from its prompt alone."""
+    dit = guider.dit
+    patches = SpacetimePatches.from_latent(torch.zeros(shape), dit.config.patch_size, dit.latent_format)
+    latent = denoise(guider, patches, sampling, tick).to_latent().float().cpu()
+    return decode(latent[:, :, :1])
+
+
 def long_video_latent(made_windows: Iterable[LongVideoWindow]) -> tuple[torch.Tensor, torch.Tensor]:
     """The windows long_video_windows makes, gathered: the raw latent video (their new frames, end to end)
     and the openings of the windows after the first (B×C×(count − 1)·overlap×H×W), which decode_long_video
@@ -380,7 +393,7 @@ def check_model(dit, start: bool, image_encoder: bool) -> None:
 class LongVideo:
     """A video longer than one window, as the Long Video node (`latent`) and `generate` (`frames`) make it:
     `frames` (4k+1) of height×width by `guider` and `sampling` in `windows`, through `vae`, from the `start`
-    image if given."""
+    image if given; a storyboard's key frames (Storyboard.key_frames) are made before the first window."""
 
     guider: Guider
     sampling: Sampling
@@ -423,9 +436,11 @@ class LongVideo:
 
     def latent(self, progress: Progress) -> dict:
         """The LATENT (raw samples, and the windows and their openings under WINDOWS_KEY for the decode). The
-        progress bar counts each window's steps and each decode for the next window's opening."""
+        progress bar counts each window's steps and each decode for the next window's opening (and the
+        storyboard's key frames, made first)."""
         count, windows = self.count, self.windows
-        tick = progress("Long video", self.sampling.steps * count + (count - 1) * windows.window)
+        work = self.sampling.steps * count + (count - 1) * windows.window + self._key_frame_work
+        tick = progress("Long video", work)
         codec = Codec(self.vae.encode, lambda latent: self.vae.decode(latent, tick), self._image_features)
         made_windows = long_video_windows(
             self.guider,
@@ -435,7 +450,7 @@ class LongVideo:
             codec,
             tick,
             storyboard=self.storyboard,
-            images=self.images,
+            images={**self._key_frames(codec.decode, tick), **self.images},
         )
         latent, openings = long_video_latent(made_windows)
         entry = windows_entry(self.shape[2], windows.window, windows.overlap, windows.stride, openings)
@@ -448,7 +463,8 @@ class LongVideo:
         LATENT of `latent` decodes to (decode_long_video)."""
         shape, count, windows, vae = self.shape, self.count, self.windows, self.vae
         decoded = shape[2] + (count - 1) * windows.overlap  # latent frames through the decoder
-        tick = progress(f"Long video, {count} windows", self.sampling.steps * count + decoded)
+        work = self.sampling.steps * count + decoded + self._key_frame_work
+        tick = progress(f"Long video, {count} windows", work)
         decode = partial(vae.decode, progress=tick, tile=tile, overlap=overlap)
         codec = Codec(vae.encode, decode, self._image_features)
         made_windows = long_video_windows(
@@ -459,7 +475,7 @@ class LongVideo:
             codec,
             tick,
             storyboard=self.storyboard,
-            images=self.images,
+            images={**self._key_frames(decode, tick), **self.images},
         )
 
         def new_frames():  # the opening's frames are left out; a window's video is held until the next is made
@@ -470,6 +486,33 @@ class LongVideo:
 
         frames = spread_joins(new_frames(), windows.join_frames(shape[2]))
         return FrameStream(self.size[0], self.size[1], self.size[2], frames)
+
+    @property
+    def _key_frame_shots(self) -> dict[int, int]:
+        """Storyboard.key_frames for this video: none for an image-to-video model (it makes no frame from a
+        prompt alone)."""
+        if self.storyboard is None or self.guider.dit.config.concat_condition:
+            return {}
+        return self.storyboard.key_frames(self.vae.temporal_stride, self.shape[2] - 1)
+
+    @property
+    def _key_frame_work(self) -> int:
+        """The key frames' share of the progress bar: each one's steps and its decoded frame."""
+        return len(self._key_frame_shots) * (self.sampling.steps + 1)
+
+    def _key_frames(self, decode: Decode, tick: Callable[[], None]) -> dict[int, torch.Tensor]:
+        """The storyboard's key frames (Storyboard.key_frames) by the latent frame each is held at: the first
+        frame of one window made from the shot's prompt alone, with the video's seed and settings."""
+        board, made = self.storyboard, {}
+        textual = board is not None and any(shot.image is None for shot in board.shots[1:])
+        if textual and board.script.key_frames and self.guider.dit.config.concat_condition:
+            log.info("%s makes no frame from a prompt alone: the storyboard's shots without an image get no key "
+                     "frame (give them images).", self.guider.dit.config.name)  # fmt: skip
+        for frame, index in self._key_frame_shots.items():
+            guider = replace(self.guider, positive=self.storyboard.contexts[index : index + 1], timeline=None)
+            shape = (*self.shape[:2], min(self.windows.window, self.shape[2]), *self.shape[3:])
+            made[frame] = key_frame(guider, self.sampling, shape, decode, tick)
+        return made
 
     def _shot_images(self) -> dict[int, torch.Tensor]:
         """The storyboard's images (cropped to the video's size, as videos 1×3×1×H×W in -1..1) by the latent

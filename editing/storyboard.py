@@ -25,6 +25,13 @@ model through its condition). The prompts blend over the transition as for any c
 before the image have the whole transition to move from the last shot into it (why not at the shot's
 start: docs/benchmarks.md#storyboards-with-tiny-world).
 
+Key frames (Script.key_frames; on in the node and on the command line): a later shot without an image gets
+one made for it, the first frame of a window of its prompt alone (same seed and settings), held where its
+image would be. Without one, a shot continues the scene it is given, and Tiny World never makes an object
+appear in a scene that has none (no training clip shows one entering); with one, each shot shows its own
+subject as a video of its prompt alone does (docs/benchmarks.md#storyboards-with-tiny-world). The cost is
+one window's sampling a shot.
+
 Axes: K shots a window sees, T latent frames, S text tokens, E text width.
 """
 
@@ -84,13 +91,15 @@ class Shot:
 @dataclass(frozen=True)
 class Script:
     """A storyboard as written: its shots (parse_storyboard), the transition between them in frames, the
-    frame rate its times were read at (for messages in seconds), and the images the shots start from (one
-    per shot, None for a shot without; each an IMAGE 1×H×W×C in 0..1; empty: no shot has one)."""
+    frame rate its times were read at (for messages in seconds), the images the shots start from (one
+    per shot, None for a shot without; each an IMAGE 1×H×W×C in 0..1; empty: no shot has one), and whether
+    each later shot without an image gets a key frame of its own prompt instead (`key_frames`)."""
 
     shots: tuple[Shot, ...]
     transition: float = 0.0
     fps: float | None = None
     images: tuple[torch.Tensor | None, ...] = ()
+    key_frames: bool = False
 
     def __post_init__(self):
         if not (math.isfinite(self.transition) and self.transition >= 0):
@@ -390,7 +399,8 @@ class Storyboard:
             [torch.nn.functional.pad(e[0], (0, 0, 0, length - e[0].shape[1])) for e in timed]
         )
         options = timed[0][1][SHOT_KEY]
-        script = Script(shots, float(options["transition"]), options.get("fps"), images)
+        key_frames = bool(options.get("key_frames", False))
+        script = Script(shots, float(options["transition"]), options.get("fps"), images, key_frames)
         return cls(script, contexts)
 
     def conditioning(self) -> list:
@@ -400,7 +410,11 @@ class Storyboard:
                 context[None],
                 {
                     "pooled_output": None,
-                    SHOT_KEY: {**shot.options(self.transition, self.fps), "image": self.script.image(index)},
+                    SHOT_KEY: {
+                        **shot.options(self.transition, self.fps),
+                        "image": self.script.image(index),
+                        "key_frames": self.script.key_frames,
+                    },
                 },
             ]
             for index, (shot, context) in enumerate(zip(self.shots, self.contexts, strict=True))
@@ -424,6 +438,19 @@ class Storyboard:
                 )
             frames[frame] = index
         return frames
+
+    def key_frames(self, stride: int, last: int) -> dict[int, int]:
+        """With Script.key_frames, where each later shot without an image gets its key frame: the latent frame
+        its image would be held at (image_frames) -> the shot's index; a frame past `last` (the video's last
+        latent frame) or taken by an image or an earlier key frame gets none."""
+        if not self.script.key_frames:
+            return {}
+        taken, found = self.image_frames(stride), {}
+        for index, shot in enumerate(self.shots[1:], start=1):
+            frame = image_latent_frame(self.image_frame(shot), stride)
+            if shot.image is None and frame <= last and frame not in taken and frame not in found:
+                found[frame] = index
+        return found
 
     def fitted(self, frames: int) -> Storyboard:
         """The storyboard of a video of `frames` frames (fit_shots)."""

@@ -138,11 +138,14 @@ class SpacetimeStoryboard:
                 "transition": ("FLOAT", {"default": DEFAULT_TRANSITION, "min": 0.0, "max": MAX_TRANSITION, "step": 0.25, "tooltip": "Seconds over which one shot's prompt gives way to the next, centred on the change. 0: the new prompt from the shot's first frame (the picture still changes over a few frames: each window continues the one before)."}),
             },
             "optional": {
+                "key_frames": ("BOOLEAN", {"default": True, "tooltip": "On: each later shot without an image gets a key frame first, the first frame of a short clip of its prompt alone (same seed), held at the end of its transition as an image would be: every shot shows its own subject, for one window's sampling per shot. Off: a shot continues the last one's scene, which an object that left cannot re-enter."}),
                 "images": ("IMAGE", {"tooltip": "Optional: images shots start from. A line ending `| image: 2` starts its shot from the second image of this batch (Batch Images joins several Load Image): the video's first frame for a shot at 0, else held for 4 frames at the end of the shot's transition, the frames before it moving into it. Cropped to Long Video's size."}),
             },
         }  # fmt: skip
 
-    def encode(self, text_encoder, storyboard, negative_prompt, fps, transition, images=None):
+    def encode(
+        self, text_encoder, storyboard, negative_prompt, fps, transition, key_frames=True, images=None
+    ):
         shots = parse_storyboard(storyboard, fps)
         for shot in shots:
             check_text(shot.prompt, f"storyboard line {shot.line}")
@@ -152,7 +155,7 @@ class SpacetimeStoryboard:
         host.throw_if_interrupted()
         if images is not None:
             check_image(images, "images")
-        script = Script(tuple(shots), transition * fps, fps, shot_images(shots, images))
+        script = Script(tuple(shots), transition * fps, fps, shot_images(shots, images), bool(key_frames))
         encoded, negative = encode_storyboard(text_encoder, script, negative_prompt)
         device = host.intermediate_device()
         positive = replace(encoded, contexts=encoded.contexts.to(device)).conditioning()

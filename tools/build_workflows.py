@@ -269,7 +269,7 @@ def storyboard(tiny: bool) -> Workflow:
     dit, text, vae = models(w, tiny)
     width, height = s["size"]
     board = w.add(
-        "SpacetimeStoryboard", (420, 80), (400, 260), [STORYBOARDS[tiny], s["negative"], 16.0, 1.0],
+        "SpacetimeStoryboard", (420, 80), (400, 260), [STORYBOARDS[tiny], s["negative"], 16.0, 1.0, True],
         text_encoder=text,
     )  # fmt: skip
     scheduler = w.add("SpacetimeScheduler", (420, 380), (300, 130), ["simple", s["steps"], s["shift"], 1.0])
@@ -285,7 +285,7 @@ def storyboard(tiny: bool) -> Workflow:
         header(
             "A storyboard",
             tiny,
-            f"*Storyboard* lays the video out as timed shots, one per line: `START | prompt` (seconds, or frames as `64f`); each shot runs until the next, the last to the end of the video ({frames} frames at 16 fps). *Long Video* makes it window by window, each window following the shots it covers; at each change one prompt gives way to the next over the *transition* (seconds). *Shot Prompt* can write every line's caption: give it the storyboard and wire its output into *Storyboard*'s text.",
+            f"*Storyboard* lays the video out as timed shots, one per line: `START | prompt` (seconds, or frames as `64f`); each shot runs until the next, the last to the end of the video ({frames} frames at 16 fps). *Long Video* makes it window by window, each window following the shots it covers; at each change one prompt gives way to the next over the *transition* (seconds). With *key frames* on, each later shot first gets a frame of its own prompt, which the video reaches at the end of the transition. *Shot Prompt* can write every line's caption: give it the storyboard and wire its output into *Storyboard*'s text.",
         ),
         (40, -420),
         (820, 460),
