@@ -20,6 +20,8 @@ alone, do windows and shots join without a step, and does memory stay that of on
 - --images: each shot after the first also starts from an image (`| image: N`): the first frame of the
   single-prompt video of its prompt, made first; the storyboards are made with and without the images,
   same seeds, and both are scored.
+- --key-frame-length N (an experiment, with --key-frames): key frames from clips of N latent frames
+  instead of a window's.
 - --image-offset SECONDS (an experiment, with --images): hold each image that much later than the pack does
   (at the end of its shot's transition); negative: earlier (minus half the transition: at the shot's start).
 - --rhythm: the steps of 17-frame clips (rendered, through the VAE, Tiny World's) by their place in the
@@ -303,7 +305,17 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--image-offset", type=float, default=0.0, help="seconds after a shot's start its image is held"
     )
+    parser.add_argument(
+        "--key-frame-length", type=int, help="an experiment: key frames from clips of this many latent frames"
+    )
     args = parser.parse_args(argv)
+    if args.key_frame_length:
+        import spacetime.editing.long_video as long_video_module
+
+        whole = long_video_module.key_frame
+        long_video_module.key_frame = lambda guider, sampling, shape, *rest: whole(
+            guider, sampling, (*shape[:2], args.key_frame_length, *shape[3:]), *rest
+        )
     if args.image_offset:
         import spacetime.editing.storyboard as storyboard_module
 

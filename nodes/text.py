@@ -107,7 +107,7 @@ class SpacetimeTextEncode:
 STORYBOARD_EXAMPLE = """0 | a red circle moving left on a blue background
 4 | a yellow square moving right on a blue background
 8 | an orange triangle moving up on a blue background
-12 | a white circle moving down on a blue background"""
+12 | a pink circle moving down on a blue background"""
 
 
 class SpacetimeStoryboard:
@@ -124,7 +124,8 @@ class SpacetimeStoryboard:
         "A video laid out as timed prompts, one shot per line: `START[-END] | prompt`. Times are seconds (4, "
         "4.5, 1:30) or frames (64f); a shot ends where the next starts, the last at the video's end. Long "
         "Video follows the shots, each prompt giving way to the next over the transition. A shot can start "
-        "from an image: `4 | it rolls away | image: 1` (the first of the images input)."
+        "from an image: `4 | it rolls away | image: 1` (the first of the images input); with key_frames, every "
+        "other shot after the first starts from a frame of its own prompt, made first."
     )
 
     @classmethod
@@ -138,7 +139,7 @@ class SpacetimeStoryboard:
                 "transition": ("FLOAT", {"default": DEFAULT_TRANSITION, "min": 0.0, "max": MAX_TRANSITION, "step": 0.25, "tooltip": "Seconds over which one shot's prompt gives way to the next, centred on the change. 0: the new prompt from the shot's first frame (the picture still changes over a few frames: each window continues the one before)."}),
             },
             "optional": {
-                "key_frames": ("BOOLEAN", {"default": True, "tooltip": "On: each later shot without an image gets a key frame first, the first frame of a short clip of its prompt alone (same seed), held at the end of its transition as an image would be: every shot shows its own subject, for one window's sampling per shot. Off: a shot continues the last one's scene, which an object that left cannot re-enter."}),
+                "key_frames": ("BOOLEAN", {"default": True, "tooltip": "On: each later shot without an image gets a key frame first, the first frame of a short clip of its prompt alone (same seed), held at the end of its transition as an image would be: every shot shows its own subject, for one window's sampling per shot, and the way into it is quicker, nearer a cut than a morph. Off: a shot without an image continues the scene the last one left, turning what is there into what its prompt asks."}),
                 "images": ("IMAGE", {"tooltip": "Optional: images shots start from. A line ending `| image: 2` starts its shot from the second image of this batch (Batch Images joins several Load Image): the video's first frame for a shot at 0, else held for 4 frames at the end of the shot's transition, the frames before it moving into it. Cropped to Long Video's size."}),
             },
         }  # fmt: skip

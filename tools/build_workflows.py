@@ -255,7 +255,7 @@ STORYBOARDS = {
     True: """0 | a red circle moving left on a blue background
 4 | a yellow square moving right on a blue background
 8 | an orange triangle moving up on a blue background
-12 | a white circle moving down on a blue background""",
+12 | a pink circle moving down on a blue background""",
     False: """0 | A red fox sleeps curled in its den under a snowy pine at dawn, soft blue light.
 4 | The fox wakes, stretches and steps out into the snow, its breath misting in the cold air.
 8 | The fox trots across a wide snowy meadow, leaving a line of pawprints, low golden sun.
