@@ -405,6 +405,8 @@ class LongVideo:
     storyboard: Storyboard | None = None  # timed prompts, instead of the guider's one
     # the known frames by latent frame: the first frame (0) and the storyboard's images (long_video_windows)
     images: dict[int, torch.Tensor] = field(init=False)
+    # the storyboard's key frames to make: latent frame -> shot index (Storyboard.key_frames)
+    key_frame_shots: dict[int, int] = field(init=False)
 
     def __post_init__(self):
         frames, height, width = self.size
@@ -420,6 +422,7 @@ class LongVideo:
             images[0] = self.start
         object.__setattr__(self, "start", images.get(0))
         object.__setattr__(self, "images", images)
+        object.__setattr__(self, "key_frame_shots", self._planned_key_frames())
         check_model(self.guider.dit, self.start is not None, self.image_encoder is not None)
         self.vae.latent_shape(frames, height, width)
         self.vae.check_size(1 + (self.windows.window - 1) * self.vae.temporal_stride, height, width)
@@ -487,30 +490,30 @@ class LongVideo:
         frames = spread_joins(new_frames(), windows.join_frames(shape[2]))
         return FrameStream(self.size[0], self.size[1], self.size[2], frames)
 
-    @property
-    def _key_frame_shots(self) -> dict[int, int]:
-        """Storyboard.key_frames for this video: none for an image-to-video model (it makes no frame from a
-        prompt alone)."""
-        if self.storyboard is None or self.guider.dit.config.concat_condition:
+    def _planned_key_frames(self) -> dict[int, int]:
+        """Storyboard.key_frames for this video; none for an image-to-video model, which makes no frame from
+        a prompt alone (said on the console)."""
+        if self.storyboard is None:
             return {}
-        return self.storyboard.key_frames(self.vae.temporal_stride, self.shape[2] - 1)
+        planned = self.storyboard.key_frames(self.vae.temporal_stride, self.shape[2] - 1)
+        if planned and self.guider.dit.config.concat_condition:
+            log.info("%s makes no frame from a prompt alone: the storyboard's shots without an image get no key "
+                     "frame (give them images).", self.guider.dit.config.name)  # fmt: skip
+            return {}
+        return planned
 
     @property
     def _key_frame_work(self) -> int:
         """The key frames' share of the progress bar: each one's steps and its decoded frame."""
-        return len(self._key_frame_shots) * (self.sampling.steps + 1)
+        return len(self.key_frame_shots) * (self.sampling.steps + 1)
 
     def _key_frames(self, decode: Decode, tick: Callable[[], None]) -> dict[int, torch.Tensor]:
-        """The storyboard's key frames (Storyboard.key_frames) by the latent frame each is held at: the first
-        frame of one window made from the shot's prompt alone, with the video's seed and settings."""
-        board, made = self.storyboard, {}
-        textual = board is not None and any(shot.image is None for shot in board.shots[1:])
-        if textual and board.script.key_frames and self.guider.dit.config.concat_condition:
-            log.info("%s makes no frame from a prompt alone: the storyboard's shots without an image get no key "
-                     "frame (give them images).", self.guider.dit.config.name)  # fmt: skip
-        for frame, index in self._key_frame_shots.items():
+        """The storyboard's key frames by the latent frame each is held at: the first frame of one window
+        made from the shot's prompt alone, with the video's seed and settings."""
+        shape = (*self.shape[:2], min(self.windows.window, self.shape[2]), *self.shape[3:])
+        made = {}
+        for frame, index in self.key_frame_shots.items():
             guider = replace(self.guider, positive=self.storyboard.contexts[index : index + 1], timeline=None)
-            shape = (*self.shape[:2], min(self.windows.window, self.shape[2]), *self.shape[3:])
             made[frame] = key_frame(guider, self.sampling, shape, decode, tick)
         return made
 

@@ -424,13 +424,17 @@ class Storyboard:
         """The video frame a shot's image is held from: 0 for a shot at 0, else the end of its transition."""
         return 0 if shot.start == 0 else shot.start + round(self.transition / 2)
 
+    def held_latent_frame(self, shot: Shot, stride: int) -> int:
+        """The latent frame a shot's image (or key frame) is held at (image_frame, image_latent_frame)."""
+        return image_latent_frame(self.image_frame(shot), stride)
+
     def image_frames(self, stride: int) -> dict[int, int]:
-        """The latent frame each shot's image is held at -> the shot's index (image_frame, image_latent_frame)."""
+        """The latent frame each shot's image is held at -> the shot's index (held_latent_frame)."""
         frames = {}
         for index, shot in enumerate(self.shots):
             if shot.image is None:
                 continue
-            frame = image_latent_frame(self.image_frame(shot), stride)
+            frame = self.held_latent_frame(shot, stride)
             if frame in frames:
                 raise ValueError(
                     f"storyboard lines {self.shots[frames[frame]].line} and {shot.line} would hold their images "
@@ -441,13 +445,13 @@ class Storyboard:
 
     def key_frames(self, stride: int, last: int) -> dict[int, int]:
         """With Script.key_frames, where each later shot without an image gets its key frame: the latent frame
-        its image would be held at (image_frames) -> the shot's index; a frame past `last` (the video's last
-        latent frame) or taken by an image or an earlier key frame gets none."""
+        its image would be held at (held_latent_frame) -> the shot's index; a frame past `last` (the video's
+        last latent frame) or taken by an image or an earlier key frame gets none."""
         if not self.script.key_frames:
             return {}
         taken, found = self.image_frames(stride), {}
         for index, shot in enumerate(self.shots[1:], start=1):
-            frame = image_latent_frame(self.image_frame(shot), stride)
+            frame = self.held_latent_frame(shot, stride)
             if shot.image is None and frame <= last and frame not in taken and frame not in found:
                 found[frame] = index
         return found
