@@ -26,6 +26,9 @@ alone, do windows and shots join without a step, and does memory stay that of on
   (at the end of its shot's transition); negative: earlier (minus half the transition: at the shot's start).
 - --rhythm: the steps of 17-frame clips (rendered, through the VAE, Tiny World's) by their place in the
   VAE's groups of 4 frames: what a join's step is measured against.
+- --long-alone: single-prompt videos as long as the storyboards (one shot's prompt of each storyboard, in
+  turn; same settings and seed): their joins' steps, the first 4 (all a video as long as a shot has) apart
+  from the later ones: what a storyboard's joins are measured against.
 - --memory: peak resident memory of `generate --storyboard` (its defaults) for 10 s and 60 s storyboards
   of the same 4 prompts, each in its own process.
 """
@@ -223,17 +226,20 @@ def quality(
     print("| --- | --- | --- | --- |")
     for variant in variants:
         for name in ("joins", "join_spread", "joins_rhythm", "changes", "change_spread", "changes_rhythm"):
-            values = [value for steps in steps_of[variant] for value in steps[name]]
-            under = sum(value <= 1.5 for value in values)
             print(
-                f"| {variant}: {name} | {np.median(values):.2f} | {max(values):.2f} | {under} of {len(values)} |"
+                step_row(
+                    f"{variant}: {name}", [value for steps in steps_of[variant] for value in steps[name]]
+                )
             )
     for name, values in (("joins", alone_joins), ("joins_rhythm", alone_rhythm)):
         if values:
-            under = sum(value <= 1.5 for value in values)
-            print(
-                f"| single-prompt videos: {name} | {np.median(values):.2f} | {max(values):.2f} | {under} of {len(values)} |"
-            )
+            print(step_row(f"single-prompt videos: {name}", values))
+
+
+def step_row(name: str, values: list[float]) -> str:
+    """A table row: the steps' median, worst, and how many are at most 1.5."""
+    under = sum(value <= 1.5 for value in values)
+    return f"| {name} | {np.median(values):.2f} | {max(values):.2f} | {under} of {len(values)} |"
 
 
 def rhythm(count: int) -> None:
@@ -264,6 +270,35 @@ def rhythm(count: int) -> None:
             for values in ratios.values()
         ]
         print(f"| {name} | " + " | ".join(cells) + f" | {calm} of {len(videos)} |")
+
+
+def long_alone(count: int, seconds: float) -> None:
+    """Joins of single-prompt videos as long as the storyboards (see the module's docstring)."""
+    dit, text_encoder, vae = load_tiny_world()
+    settings = replace(TINY_WORLD_COMMAND, frames=video_frames(seconds * FPS))
+    found = {name: [] for name in ("joins", "joins_rhythm")}
+    early = {name: [] for name in found}
+    start = time.time()
+    for number, board in enumerate(storyboards(count, seconds)):
+        text = board[number % SHOTS][0]
+        video = frames_of(
+            long_video(dit, text_encoder, vae, text, "", replace(settings, seed=number), None, quiet)
+        )
+        steps = shot_changes(video, [], 0)
+        for name in found:
+            early[name].extend(steps[name][:4])
+            found[name].extend(steps[name][4:])
+        print(
+            f"{number + 1}/{count} ({time.time() - start:.0f} s): worst join {max(steps['joins']):.2f}",
+            flush=True,
+        )
+    print(f"\n{count} single-prompt videos of {seconds:g} s\n")
+    print("| step over the video's median change | median | worst | at most 1.5 |")
+    print("| --- | --- | --- | --- |")
+    for name in found:
+        for part, values in (("first 4 joins", early[name]), ("later joins", found[name])):
+            print(step_row(f"{name}, {part}", values))
+        print(step_row(f"{name}, all", early[name] + found[name]))
 
 
 def peak_memory(seconds: float, board: list[tuple[str, dict]], folder: Path) -> tuple[float, float]:
@@ -298,6 +333,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--rhythm", action="store_true", help="only the VAE's rhythm (steps by place in a group)"
     )
+    parser.add_argument(
+        "--long-alone", action="store_true", help="only single-prompt videos as long as the storyboards"
+    )
     parser.add_argument("--fp32", action="store_true", help="fp32 without step caching, as the evaluator")
     parser.add_argument("--keep", type=Path, help="write each storyboard's video and script here")
     parser.add_argument("--images", action="store_true", help="also with each later shot from an image")
@@ -328,6 +366,8 @@ def main(argv=None) -> int:
         memory()
     elif args.rhythm:
         rhythm(args.count)
+    elif args.long_alone:
+        long_alone(args.count, args.seconds)
     else:
         extra = ("with images",) * args.images + ("key frames",) * args.key_frames
         quality(args.count, args.seconds, args.transition, args.fp32, args.keep, extra)

@@ -29,6 +29,7 @@ Axes: B batch, C latent channels, T latent frames, F pixel frames.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -137,6 +138,20 @@ class Windows:
     @property
     def opening_frames(self) -> int:
         return opening_frames(self.overlap, self.stride)
+
+    def held_frame(self, frame: int, frames: int) -> int:
+        """Where a frame meant for latent frame `frame` of a video of `frames` latent frames is held (a
+        storyboard shot's image or key frame): the nearest latent frame its window makes between new frames of
+        its own, neither the first it adds nor (of 3 or more) the last, so the window that reaches the held
+        frame also moves on from it; ties go later. Frame 0 (the video's first) and frames past the video's
+        end stay where they are."""
+        if frame == 0 or frame >= frames:
+            return frame
+        starts = [0, *window_joins(frames, self.window, self.overlap), frames]
+        edges = set(starts[1:-1])  # each later window's first new frame
+        edges |= {end - 1 for first, end in itertools.pairwise(starts) if end - first >= 3}
+        inner = [latent for latent in range(1, frames) if latent not in edges] or list(range(1, frames))
+        return min(inner, key=lambda latent: (abs(latent - frame), -latent))
 
 
 def windows_entry(frames: int, window: int, overlap: int, stride: int, openings: torch.Tensor) -> dict:
@@ -495,7 +510,7 @@ class LongVideo:
         a prompt alone (said on the console)."""
         if self.storyboard is None:
             return {}
-        planned = self.storyboard.key_frames(self.vae.temporal_stride, self.shape[2] - 1)
+        planned = self.storyboard.key_frames(self.windows, self.shape[2])
         if planned and self.guider.dit.config.concat_condition:
             log.info("%s makes no frame from a prompt alone: the storyboard's shots without an image get no key "
                      "frame (give them images).", self.guider.dit.config.name)  # fmt: skip
@@ -523,11 +538,11 @@ class LongVideo:
         if self.storyboard is None:
             return {}
         frames, height, width = self.size
-        stride, last = self.vae.temporal_stride, self.vae.latent_shape(*self.size)[2] - 1
+        stride, latent_frames = self.windows.stride, self.shape[2]
         images = {}
-        for frame, index in self.storyboard.image_frames(stride).items():
+        for frame, index in self.storyboard.image_frames(self.windows, latent_frames).items():
             shot = self.storyboard.shots[index]
-            if frame > last:
+            if frame >= latent_frames:
                 held = self.storyboard.image_frame(shot)
                 raise ValueError(
                     f"storyboard line {shot.line} starts from an image, held from frame {held} (the end of its "

@@ -20,10 +20,12 @@ under one prompt the model knows, and the frames between move from one to the ot
 
 A shot's image is a known frame of the video, as Image to Video's: the video's first frame for a shot at 0,
 else held still over the latent frame nearest the end of the shot's transition (its start + transition / 2:
-`image_frame`, `image_latent_frame`), which the window making that frame pins (or gives an image-to-video
-model through its condition). The prompts blend over the transition as for any change, and the frames
-before the image have the whole transition to move from the last shot into it (why not at the shot's
-start: docs/benchmarks.md#storyboards-with-tiny-world).
+`image_frame`, `image_latent_frame`) that its window makes between new frames of its own
+(Windows.held_frame), which that window pins (or gives an image-to-video model through its condition). The
+prompts blend over the transition as for any change, and the frames before the image have the whole
+transition to move from the last shot into it (why not at the shot's start, nor at a window's first or last
+new frame, which the window before never sees or the window after starts from still:
+docs/benchmarks.md#storyboards-with-tiny-world).
 
 Key frames (Script.key_frames; on in the node and on the command line): a later shot without an image gets
 one made for it, the first frame of a window of its prompt alone (same seed and settings), held where its
@@ -43,10 +45,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..samplers.guidance import SHOT_KEY, Timeline
+
+if TYPE_CHECKING:
+    from .long_video import Windows
 
 IMAGE_FIELD = re.compile(
     r"^(?:(?P<prompt>.*?)\s*\|\s*)?image\s*:\s*(?P<image>.*?)$", re.IGNORECASE | re.DOTALL
@@ -421,38 +427,41 @@ class Storyboard:
         ]
 
     def image_frame(self, shot: Shot) -> int:
-        """The video frame a shot's image is held from: 0 for a shot at 0, else the end of its transition."""
+        """The video frame a shot's image is meant for: 0 for a shot at 0, else the end of its transition."""
         return 0 if shot.start == 0 else shot.start + round(self.transition / 2)
 
-    def held_latent_frame(self, shot: Shot, stride: int) -> int:
-        """The latent frame a shot's image (or key frame) is held at (image_frame, image_latent_frame)."""
-        return image_latent_frame(self.image_frame(shot), stride)
+    def held_latent_frame(self, shot: Shot, windows: Windows, frames: int) -> int:
+        """The latent frame a shot's image (or key frame) is held at in a video of `frames` latent frames made
+        in `windows`: the one nearest the end of its transition (image_frame, image_latent_frame) that a
+        window makes between new frames of its own (Windows.held_frame)."""
+        return windows.held_frame(image_latent_frame(self.image_frame(shot), windows.stride), frames)
 
-    def image_frames(self, stride: int) -> dict[int, int]:
+    def image_frames(self, windows: Windows, frames: int) -> dict[int, int]:
         """The latent frame each shot's image is held at -> the shot's index (held_latent_frame)."""
-        frames = {}
+        found = {}
         for index, shot in enumerate(self.shots):
             if shot.image is None:
                 continue
-            frame = self.held_latent_frame(shot, stride)
-            if frame in frames:
+            frame = self.held_latent_frame(shot, windows, frames)
+            if frame in found:
                 raise ValueError(
-                    f"storyboard lines {self.shots[frames[frame]].line} and {shot.line} would hold their images "
-                    f"over the same {stride} frames: start shots with images at least {stride} frames apart."
+                    f"storyboard lines {self.shots[found[frame]].line} and {shot.line} would hold their images "
+                    f"over the same {windows.stride} frames: start shots with images further apart (at least "
+                    f"{windows.stride * (windows.window - windows.overlap)} frames, one window's new frames)."
                 )
-            frames[frame] = index
-        return frames
+            found[frame] = index
+        return found
 
-    def key_frames(self, stride: int, last: int) -> dict[int, int]:
+    def key_frames(self, windows: Windows, frames: int) -> dict[int, int]:
         """With Script.key_frames, where each later shot without an image gets its key frame: the latent frame
-        its image would be held at (held_latent_frame) -> the shot's index; a frame past `last` (the video's
-        last latent frame) or taken by an image or an earlier key frame gets none."""
+        its image would be held at (held_latent_frame) -> the shot's index; a frame past the video's end or
+        taken by an image or an earlier key frame gets none."""
         if not self.script.key_frames:
             return {}
-        taken, found = self.image_frames(stride), {}
+        taken, found = self.image_frames(windows, frames), {}
         for index, shot in enumerate(self.shots[1:], start=1):
-            frame = self.held_latent_frame(shot, stride)
-            if shot.image is None and frame <= last and frame not in taken and frame not in found:
+            frame = self.held_latent_frame(shot, windows, frames)
+            if shot.image is None and frame < frames and frame not in taken and frame not in found:
                 found[frame] = index
         return found
 

@@ -59,6 +59,39 @@ def test_window_count_and_bad_windows():
         window_count(10, 5, 5)
 
 
+def test_a_held_frame_goes_where_its_window_makes_frames_before_and_after_it():
+    tiny = Windows(5, 2, 4)  # new latent frames 0-4, 5-7, 8-10, ...: held inside, never at a window's edge
+    assert [tiny.held_frame(frame, 14) for frame in range(16)] == [
+        0,
+        1,
+        2,
+        3,
+        3,
+        6,
+        6,
+        6,
+        9,
+        9,
+        9,
+        12,
+        12,
+        12,
+        14,
+        15,
+    ]
+    wan = Windows(21, 4, 4)  # new latent frames 0-20, 21-37, 38-54, 55-59
+    assert [wan.held_frame(frame, 60) for frame in (10, 20, 21, 37, 38, 55, 59)] == [
+        10,
+        19,
+        22,
+        36,
+        39,
+        56,
+        58,
+    ]
+    assert Windows(3, 1, 4).held_frame(3, 7) == 4  # windows adding 2 (3-4, 5-6): not the first
+
+
 def test_match_mean_moves_each_channel_mean_by_the_amount_given_per_frame():
     generator = torch.Generator().manual_seed(0)
     reference = torch.randn(1, 2, 3, 4, 4, generator=generator) + torch.tensor([1.0, -3.0]).view(

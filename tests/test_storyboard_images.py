@@ -92,18 +92,21 @@ def test_an_image_is_held_over_the_latent_frame_nearest_its_shots_start():
     storyboard = Storyboard(
         Script(tuple(shots), 0.0, 16.0, shot_images(shots, torch.rand(1, 4, 4, 3))), torch.zeros(3, 2, 4)
     )
-    assert storyboard.image_frames(4) == {0: 0, 17: 2}
+    one_window = Windows(window=40, overlap=2, stride=4)  # one window of 40 latent frames: nothing moves
+    assert storyboard.image_frames(one_window, 40) == {0: 0, 17: 2}
     # with a transition, at its end: 64 + 8 / 2 = 68 (frames 69..72)
-    assert replace(storyboard, script=replace(storyboard.script, transition=8.0)).image_frames(4) == {
-        0: 0,
-        18: 2,
-    }
+    assert replace(storyboard, script=replace(storyboard.script, transition=8.0)).image_frames(
+        one_window, 40
+    ) == {0: 0, 18: 2}
+    # in Tiny World's windows (5 latent frames, continuing from 2), latent frame 17 is a window's first new
+    # frame (the windows add 5-7, 8-10, ..., 17-19): held at 18 instead, which that window reaches and leaves
+    assert storyboard.image_frames(Windows(5, 2, 4), 40) == {0: 0, 18: 2}
     close = parse_storyboard("0 | a\n16f | b | image: 1\n17f | c | image: 1", fps=16)
     storyboard = Storyboard(
         Script(tuple(close), 0.0, 16.0, shot_images(close, torch.rand(1, 4, 4, 3))), torch.zeros(3, 2, 4)
     )
     with pytest.raises(ValueError, match="lines 2 and 3 would hold their images over the same 4 frames"):
-        storyboard.image_frames(4)
+        storyboard.image_frames(one_window, 40)
 
 
 def test_a_shots_image_travels_with_the_timed_conditioning():
@@ -214,7 +217,8 @@ def test_storyboard_node_takes_images_and_long_video_holds_them(tiny_world):
                      solver="euler", cfg=5.0, seed=1)  # fmt: skip
     (latent,) = SpacetimeLongVideo().sample(positive=positive, **arguments)
     held = held_latent(frames_to_video(images[1:2]), vae.temporal_stride, vae.encode)
-    assert torch.equal(latent["samples"][:, :, 5:6], held)  # frame 16's image: latent frame 5
+    # frame 16's image, nearest latent frame 5: the second window's first new frame, so held at its next, 6
+    assert torch.equal(latent["samples"][:, :, 6:7], held)
 
 
 @tiny
@@ -244,8 +248,9 @@ def test_generate_storyboard_starts_a_shot_from_an_image_file(tmp_path):
         assert result.returncode == 0, result.stderr
         outputs[name] = torch.from_numpy(decode(tmp_path / f"{name}.mp4").frames).float()
     assert outputs["card"].shape == (41, 64, 64, 3)
-    # the shot at frame 20 holds its image from its 1 s transition's end, frame 28: latent frame 8 (frames
-    # 29..32), which the decoder draws a frame or two later: the card is there, near it, and not without it
+    # the shot at frame 20 holds its image near its 1 s transition's end, frame 28: latent frame 9 (frames
+    # 33..36; 8 is a window's first new frame), which the decoder draws a frame or two later: the card is
+    # there, near it, and not without it
     card, none = (
         (outputs[name][29:37] - colour.float()).abs().mean((1, 2, 3)).min() for name in ("card", "none")
     )

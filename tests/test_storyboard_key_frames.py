@@ -11,7 +11,7 @@ from test_long_video import tiny
 from test_storyboard_images import QUIET, SETTINGS, _long_video
 
 from spacetime.cli import _read_storyboard, build_parser
-from spacetime.editing.long_video import held_latent
+from spacetime.editing.long_video import Windows, held_latent
 from spacetime.editing.storyboard import Script, Storyboard, parse_storyboard, shot_images
 from spacetime.nodes.text import SpacetimeStoryboard
 from spacetime.pipeline import edit_video, encode_storyboard, load_tiny_world, settings_sampling
@@ -32,15 +32,19 @@ def _storyboard(key_frames: bool, transition: float = 8.0) -> Storyboard:
 def test_key_frames_go_to_later_shots_without_an_image_where_an_image_would_be_held():
     # shot 1 has its image, held from 16 + 4 = frame 20 (latent frame 6: frames 21..24); shots 2 and 3 from
     # 32 + 4 and 48 + 4: latent frames 10 and 14
-    assert _storyboard(True).image_frames(4) == {6: 1}
-    assert _storyboard(True).key_frames(4, last=20) == {10: 2, 14: 3}
-    assert _storyboard(True).key_frames(4, last=13) == {10: 2}  # the last one would be past the video's end
-    assert _storyboard(False).key_frames(4, last=20) == {}
+    windows = Windows(window=30, overlap=2, stride=4)  # one window of up to 30 latent frames: nothing moves
+    assert _storyboard(True).image_frames(windows, 21) == {6: 1}
+    assert _storyboard(True).key_frames(windows, 21) == {10: 2, 14: 3}
+    assert _storyboard(True).key_frames(windows, 14) == {10: 2}  # the last one would be past the video's end
+    assert _storyboard(False).key_frames(windows, 21) == {}
+    # in Tiny World's windows (new latent frames 0-4, 5-7, 8-10, 11-13, ...) 10 is a window's last new frame
+    # and 14 one's first: held at 9 and 15, which the windows that reach them also move on from
+    assert _storyboard(True).key_frames(Windows(5, 2, 4), 21) == {9: 2, 15: 3}
     # the first shot never gets one: it opens the video from its own prompt
     alone = Storyboard(
         Script(tuple(parse_storyboard("0 | a", fps=16)), key_frames=True), torch.zeros(1, 2, 4)
     )
-    assert alone.key_frames(4, last=20) == {}
+    assert alone.key_frames(windows, 21) == {}
 
 
 def test_the_key_frames_setting_travels_with_the_timed_conditioning():
@@ -74,8 +78,10 @@ def test_a_key_frame_is_the_first_frame_of_its_prompt_made_alone_and_long_video_
     made = replace(
         made, storyboard=replace(made.storyboard, script=replace(made.storyboard.script, key_frames=True))
     )
-    frame = 5  # the shot at 16 with a 4-frame transition: held from frame 18, latent frame 5 (frames 17..20)
-    assert list(made.storyboard.key_frames(4, made.shape[2] - 1)) == [frame]
+    # the shot at 16 with a 4-frame transition: meant for frame 18, latent frame 5 (frames 17..20), the
+    # second window's first new frame, so held at its next: latent frame 6 (frames 21..24)
+    frame = 6
+    assert list(made.key_frame_shots) == [frame]
     keys = made._key_frames(vae.decode, lambda: None)
     # the second prompt alone, one window (17 frames) from the video's seed and settings
     script = Script(tuple(parse_storyboard("0 | a green square on a blue background", fps=16)))

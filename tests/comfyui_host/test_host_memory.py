@@ -45,7 +45,9 @@ def test_our_models_stay_loaded_between_runs_and_reload_cleanly_after_eviction(c
 
     # the host unloads every model, as it does for a model that needs the room
     comfyui.request("/free", {"unload_models": True})
-    time.sleep(2)  # the prompt worker wakes to the flag and unloads before taking the next prompt
+    # The worker reads the flag after each prompt, before it takes the next; a wake-up it was not waiting
+    # for is lost, so a sleep races it. A cached rerun (no model used) makes it read the flag in order.
+    run(12)
     again = _frames(comfyui, run(11))  # after the eviction: loaded again, the same video
     reloaded = _loads(comfyui)
     assert reloaded["WanDiT"] == loaded["WanDiT"] + 1, (loaded, reloaded)
