@@ -31,8 +31,14 @@ def start_slow_run(output: Path, *args: str) -> subprocess.Popen:
     env = os.environ | {"SPACETIME_OUTPUT_DIR": str(output)}
     return subprocess.Popen(
         [sys.executable, "-c", SLOW_CLI, "test-pattern", "--frames", "200", "--width", "32", "--height", "32", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal,
     )  # fmt: skip
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A suite started in the background (`&`, nohup) hands its children Ctrl-C ignored, which the command line
+    rightly leaves ignored; the run under test gets it as a terminal gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_partial(output: Path, run: subprocess.Popen) -> Path:
