@@ -124,16 +124,15 @@ def shot_changes(frames: np.ndarray, changes_at: list[int], transition: int) -> 
     joins = join_frames(latent, window, overlap, STRIDE)
     half = max(transition // 2, 1)
 
-    def rhythm(frame: int) -> float:  # the median step into frames at this place in the VAE's groups
-        same = [
-            steps[k - 1] for k in range(1, len(frames)) if k % STRIDE == frame % STRIDE and k not in joins
-        ]
-        return max(float(np.median(same)), 1e-9)
+    rhythm = {}  # the median step into the frames at each place in the VAE's groups, joins left out
+    for place in range(STRIDE):
+        same = [steps[k - 1] for k in range(1, len(frames)) if k % STRIDE == place and k not in joins]
+        rhythm[place] = max(float(np.median(same)), 1e-9)
 
     return {
         "joins": [float(steps[j - 1] / median) for j in joins],
-        "joins_rhythm": [float(steps[j - 1] / rhythm(j)) for j in joins],
-        "changes_rhythm": [float(steps[c - 1] / rhythm(c)) for c in changes_at],
+        "joins_rhythm": [float(steps[j - 1] / rhythm[j % STRIDE]) for j in joins],
+        "changes_rhythm": [float(steps[c - 1] / rhythm[c % STRIDE]) for c in changes_at],
         "join_spread": [float(steps[j - 1 : j + DEFAULT_BLEND].max() / median) for j in joins],
         "changes": [float(steps[c - 1] / median) for c in changes_at],
         "change_spread": [
@@ -238,6 +237,8 @@ def quality(
 
 def step_row(name: str, values: list[float]) -> str:
     """A table row: the steps' median, worst, and how many are at most 1.5."""
+    if not values:
+        return f"| {name} | - | - | 0 of 0 |"
     under = sum(value <= 1.5 for value in values)
     return f"| {name} | {np.median(values):.2f} | {max(values):.2f} | {under} of {len(values)} |"
 

@@ -143,14 +143,16 @@ class Windows:
         """Where a frame meant for latent frame `frame` of a video of `frames` latent frames is held (a
         storyboard shot's image or key frame): the nearest latent frame its window makes between new frames of
         its own, neither the first it adds nor (of 3 or more) the last, so the window that reaches the held
-        frame also moves on from it; ties go later. Frame 0 (the video's first) and frames past the video's
-        end stay where they are."""
+        frame also moves on from it; ties go later. Frame 0 (the video's first), frames past the video's end
+        and frames with no such latent frame within a window's new frames of them stay where they are."""
         if frame == 0 or frame >= frames:
             return frame
         starts = [0, *window_joins(frames, self.window, self.overlap), frames]
         edges = set(starts[1:-1])  # each later window's first new frame
         edges |= {end - 1 for first, end in itertools.pairwise(starts) if end - first >= 3}
-        inner = [latent for latent in range(1, frames) if latent not in edges] or list(range(1, frames))
+        reach = self.window - self.overlap
+        near = range(max(1, frame - reach), min(frames, frame + reach + 1))
+        inner = [latent for latent in near if latent not in edges] or [frame]
         return min(inner, key=lambda latent: (abs(latent - frame), -latent))
 
 
